@@ -1,0 +1,3 @@
+"""callrouter: a FastAGI call-routing engine for 400 numbers."""
+
+__version__ = "0.1.0"

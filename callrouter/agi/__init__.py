@@ -1,0 +1,1 @@
+"""FastAGI protocol with no IO: bytes in, events out; commands in, bytes out."""

@@ -1,0 +1,1 @@
+"""Configuration: YAML files parsed once into frozen, validated objects."""

@@ -1,0 +1,109 @@
+"""What an emulated call does (the script) and what it saw (the transcript).
+
+A script is plain data so a scenario test can be written as a literal table: who calls which number,
+which digits the caller presses, how each dialled target answers, and where the caller hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+DIAL_STATUSES = ("ANSWER", "BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL")
+
+
+@dataclass(frozen=True)
+class DialScript:
+    """How one dialled target behaves.
+
+    status: the DIALSTATUS it produces. ANSWER whose ring_seconds exceed the Dial timeout becomes NOANSWER,
+    as a phone that rings past the timeout does. NOANSWER rings for the whole timeout.
+    hold: when given, an answered call stays bridged until the event is set (the benchmark holds calls open).
+    """
+
+    status: str = "ANSWER"
+    ring_seconds: int = 3
+    talk_seconds: int = 30
+    hold: asyncio.Event | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in DIAL_STATUSES:
+            raise ValueError(f"unknown dial status {self.status!r}")
+
+
+@dataclass(frozen=True)
+class HangupAt:
+    """Where the caller hangs up.
+
+    command: the AGI verb as sent, upper-cased, with EXEC's application name, e.g. "GET DATA",
+    "STREAM FILE", "EXEC DIAL", "ANSWER".
+    occurrence: which occurrence of that command (1-based).
+    mode: "during" - the caller hangs up while the command runs: Asterisk sends "HANGUP" and then the
+    command's failure reply (for Dial: DIALSTATUS=CANCEL, result -1);
+    "after" - the command completes normally, then "HANGUP" is sent while no command is pending.
+    """
+
+    command: str
+    occurrence: int = 1
+    mode: Literal["during", "after"] = "during"
+
+
+@dataclass(frozen=True)
+class CallScript:
+    """One inbound call as Asterisk would present it to `AGI(agi://host:port/<script>,<args>)`."""
+
+    script: str = "route"
+    args: tuple[str, ...] = ()
+    callerid: str = "13912345678"
+    calleridname: str = "unknown"
+    dnid: str = "4008001234"
+    extension: str = "4008001234"
+    context: str = "from-pstn"
+    channel: str = "PJSIP/trunk-00000001"
+    uniqueid: str = "1700000000.1"
+    language: str = "zh"
+    # One entry per digit-collecting command (GET DATA, STREAM FILE with escape digits, WAIT FOR DIGIT),
+    # in order: the digits the caller presses, "" for no input (timeout). When exhausted: no input.
+    dtmf: tuple[str, ...] = ()
+    # Dial outcome per target string as it appears inside Dial's first argument (e.g. "Local/138...@lines").
+    dial: Mapping[str, DialScript] = field(default_factory=dict)
+    default_dial: DialScript = DialScript(status="NOANSWER")
+    hangup: HangupAt | None = None
+    # Prompt files that do not exist on this "Asterisk" (STREAM FILE answers result=-1).
+    missing_files: frozenset[str] = frozenset()
+    # Channel variables present before the AGI starts.
+    variables: Mapping[str, str] = field(default_factory=dict)
+    # Extra raw environment lines to send instead of the generated ones (protocol-abuse tests).
+    raw_environment: bytes | None = None
+
+
+@dataclass
+class DialRecord:
+    """One EXEC Dial as the emulator executed it."""
+
+    targets: list[str]
+    timeout: int | None
+    options: str
+    status: str
+    answered_target: str | None
+    ring_seconds: int
+    talk_seconds: int
+
+
+@dataclass
+class CallTranscript:
+    """Everything the emulated Asterisk saw and said during one call."""
+
+    lines: list[str] = field(default_factory=list)  # raw command lines received, without newline
+    commands: list[list[str]] = field(default_factory=list)  # each line split as Asterisk splits it
+    replies: list[str] = field(default_factory=list)  # every line sent after the environment, HANGUP included
+    variables: dict[str, str] = field(default_factory=dict)  # channel variables when the call ended
+    dials: list[DialRecord] = field(default_factory=list)
+    played: list[str] = field(default_factory=list)  # files streamed (STREAM FILE, GET DATA, EXEC Playback)
+    mixmonitor: list[str] = field(default_factory=list)  # EXEC MixMonitor options (first is the file)
+    record_files: list[str] = field(default_factory=list)  # RECORD FILE paths
+    answered: bool = False
+    hung_up: bool = False  # the caller's channel hung up (scripted, or the bridged call ended)
+    agi_status: str = ""  # SUCCESS, HANGUP or FAILURE, as AGISTATUS would read after AGI() returns
+    error: str | None = None  # a protocol problem the emulator met (e.g. an unparseable line)

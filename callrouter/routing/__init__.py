@@ -1,0 +1,1 @@
+"""Routing decisions, pure: plan + call + clock + randomness in, effects and a call record out."""

@@ -1,0 +1,149 @@
+"""Driving the routing flow without Asterisk: inputs from a table or the command line.
+
+Used by `callrouter explain` ("why did my call go there?") and by the scenario tests. Line outcomes are
+written `STATUS[:ring_seconds[:talk_seconds]]`, e.g. `BUSY`, `ANSWER:8:120`, `NOANSWER`, and `CANCEL` for
+a caller who hangs up while that line rings; `FULL` plays a line at its concurrent-call limit. A digits
+entry of `HANGUP` is a caller who hangs up at that menu.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from callrouter.routing.effects import (
+    HUNG_UP,
+    Answer,
+    Collect,
+    Dial,
+    DialOutcome,
+    Digits,
+    Effect,
+    Hangup,
+    Play,
+    RecordVoicemail,
+    RotationRead,
+    RotationWrite,
+    StartRecording,
+)
+from callrouter.routing.engine import Flow
+from callrouter.routing.record import RouteResult
+
+STATUSES = ("ANSWER", "BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL", "FULL")
+_DEFAULT_RING = {"ANSWER": 5, "BUSY": 1, "CHANUNAVAIL": 0, "CONGESTION": 1, "CANCEL": 4, "FULL": 0}
+
+
+@dataclass(frozen=True)
+class LineOutcome:
+    status: str
+    ring_seconds: int | None = None  # None: the status's usual time (NOANSWER: the whole timeout)
+    talk_seconds: int = 60
+
+    @classmethod
+    def parse(cls, text: str) -> "LineOutcome":
+        parts = text.strip().split(":")
+        status = parts[0].upper()
+        if status not in STATUSES or len(parts) > 3:
+            raise ValueError(f"{text!r}: write STATUS[:ring[:talk]] with STATUS one of {', '.join(STATUSES)}")
+        try:
+            ring = int(parts[1]) if len(parts) > 1 and parts[1] != "" else None
+            talk = int(parts[2]) if len(parts) > 2 else 60
+        except ValueError:
+            raise ValueError(f"{text!r}: ring and talk seconds must be whole numbers") from None
+        if (ring is not None and ring < 0) or talk < 0:
+            raise ValueError(f"{text!r}: seconds cannot be negative")
+        return cls(status, ring, talk)
+
+
+@dataclass
+class DryRunInputs:
+    """What the caller and the lines do. Lines are keyed by line id (or by dial target)."""
+
+    digits: list[str] = field(default_factory=list)
+    lines: Mapping[str, LineOutcome] = field(default_factory=dict)
+    default_line: LineOutcome = LineOutcome("NOANSWER")
+    rotation: dict[str, str] = field(default_factory=dict)  # round-robin memory, updated by the run
+    leave_message: bool = True
+    recording_works: bool = True
+
+
+@dataclass
+class DryRun:
+    result: RouteResult
+    effects: list[Effect]
+
+
+class _Responder:
+    def __init__(self, inputs: DryRunInputs) -> None:
+        self.inputs = inputs
+        self.digits = list(inputs.digits)
+        self.hung_up = False
+
+    def outcome_for(self, line_id: str, target: str) -> LineOutcome:
+        lines = self.inputs.lines
+        return lines.get(line_id) or lines.get(target) or self.inputs.default_line
+
+    def respond(self, effect: Effect) -> Any:
+        if isinstance(effect, RotationRead):
+            return self.inputs.rotation.get(effect.key)
+        if isinstance(effect, RotationWrite):
+            self.inputs.rotation[effect.key] = effect.line_id
+            return None
+        if self.hung_up:
+            return HUNG_UP
+        if isinstance(effect, Collect):
+            entry = self.digits.pop(0) if self.digits else ""
+            if entry.upper() == "HANGUP":
+                self.hung_up = True
+                return HUNG_UP
+            return Digits(entry[: effect.max_digits], timed_out=len(entry) < effect.max_digits)
+        if isinstance(effect, Dial):
+            return self.dial(effect)
+        if isinstance(effect, StartRecording):
+            return self.inputs.recording_works
+        if isinstance(effect, RecordVoicemail):
+            return self.inputs.leave_message
+        if isinstance(effect, Hangup):
+            self.hung_up = True
+            return None
+        if isinstance(effect, (Answer, Play)):
+            return True if isinstance(effect, Answer) else None
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def dial(self, effect: Dial) -> DialOutcome:
+        outcomes = [self.outcome_for(leg.line_id, leg.target) for leg in effect.legs]
+        full = tuple(i for i, o in enumerate(outcomes) if o.status == "FULL")
+        live = [(i, o) for i, o in enumerate(outcomes) if o.status != "FULL"]
+        if not live:
+            return DialOutcome("FULL", None, 0, 0, full)
+
+        def ring(o: LineOutcome) -> int:
+            if o.status == "NOANSWER":
+                return effect.timeout if o.ring_seconds is None else min(o.ring_seconds, effect.timeout)
+            return _DEFAULT_RING[o.status] if o.ring_seconds is None else o.ring_seconds
+
+        answering = [(ring(o), i, o) for i, o in live if o.status == "ANSWER" and ring(o) <= effect.timeout]
+        cancels = [(ring(o), i, o) for i, o in live if o.status == "CANCEL"]
+        if cancels and (not answering or min(cancels)[0] < min(answering)[0]):
+            self.hung_up = True
+            return DialOutcome("CANCEL", None, min(cancels)[0], 0, full)
+        if answering:
+            secs, i, o = min(answering)
+            self.hung_up = True  # the bridged call ended: the caller's channel is gone
+            return DialOutcome("ANSWER", i, secs, o.talk_seconds, full)
+        statuses = [o.status if o.status != "ANSWER" else "NOANSWER" for _, o in live]
+        status = "NOANSWER" if "NOANSWER" in statuses else statuses[0]
+        return DialOutcome(status, None, max(ring(o) if o.status != "ANSWER" else effect.timeout for _, o in live), 0, full)
+
+
+def dry_run(flow: Flow, inputs: DryRunInputs) -> DryRun:
+    """Run a flow to its end, answering every effect from `inputs`."""
+    responder = _Responder(inputs)
+    effects: list[Effect] = []
+    try:
+        effect = next(flow)
+        while True:
+            effects.append(effect)
+            effect = flow.send(responder.respond(effect))
+    except StopIteration as stop:
+        return DryRun(result=stop.value, effects=effects)

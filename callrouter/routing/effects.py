@@ -1,0 +1,121 @@
+"""What the routing engine asks its driver to do, and the answers it expects.
+
+The engine never touches a socket or a store: it yields one of these effects and is sent the result.
+The FastAGI session turns them into AGI commands, `callrouter explain` answers them from the command
+line, and tests answer them from literal tables. Any effect may be answered with HUNG_UP.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class _HungUp(enum.Enum):
+    HUNG_UP = "hung up"
+
+
+HUNG_UP = _HungUp.HUNG_UP  # the caller hung up while (or before) the effect ran
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Answer the channel (billing starts for the caller)."""
+
+
+@dataclass(frozen=True)
+class Play:
+    """Play a prompt to the end; answered with None."""
+
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Collect:
+    """Play a prompt and collect DTMF; answered with Digits."""
+
+    prompt: str
+    timeout_ms: int
+    max_digits: int
+
+
+@dataclass(frozen=True)
+class Digits:
+    digits: str
+    timed_out: bool
+
+
+@dataclass(frozen=True)
+class StartRecording:
+    """Start recording the call into `path` (without extension); answered with True if it started."""
+
+    path: str
+    format: str
+    bridged_only: bool
+
+
+@dataclass(frozen=True)
+class DialLeg:
+    """One bound line to ring. `key` identifies the phone for occupancy limits across groups."""
+
+    line_id: str
+    target: str
+    key: str
+    max_calls: int
+
+
+@dataclass(frozen=True)
+class Dial:
+    """Ring one leg (or all legs at once for ring-all) for `timeout` seconds; answered with DialOutcome.
+
+    The driver reserves each leg against its concurrent-call limit first; legs that are full are not
+    rung and are reported in `DialOutcome.full`.
+    """
+
+    legs: tuple[DialLeg, ...]
+    timeout: int
+    options: str
+
+
+@dataclass(frozen=True)
+class DialOutcome:
+    status: str  # DIALSTATUS, or "FULL" when no leg could be reserved
+    answered_leg: int | None  # index into Dial.legs
+    ring_seconds: int
+    talk_seconds: int
+    full: tuple[int, ...] = ()  # indexes of legs skipped at their limit
+
+
+@dataclass(frozen=True)
+class RotationRead:
+    """Which line of a round-robin group was offered first last time; answered with its id or None."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class RotationWrite:
+    """Remember that `line_id` was offered first this time; answered with None."""
+
+    key: str
+    line_id: str
+
+
+@dataclass(frozen=True)
+class RecordVoicemail:
+    """Play `prompt`, then record a message; answered with True if something was recorded."""
+
+    prompt: str
+    path: str
+    format: str
+    max_seconds: int
+    silence_seconds: int | None
+    beep: bool
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """End the call from our side."""
+
+
+Effect = Answer | Play | Collect | StartRecording | Dial | RotationRead | RotationWrite | RecordVoicemail | Hangup

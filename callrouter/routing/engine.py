@@ -1,0 +1,387 @@
+"""The call flow: blacklist, business hours, greeting, IVR menus, the hunt, and what follows a failure.
+
+`route()` returns a generator. It yields effects (callrouter.routing.effects), is sent each effect's
+result, and returns a RouteResult. It reads no clock, no socket and no store: `now` and `rng` are
+parameters, and state such as the round-robin position arrives as effect results. So the same flow
+drives a live call, a dry run (`callrouter explain`) and a table-driven test, deterministically.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generator
+from zoneinfo import ZoneInfo
+
+from callrouter.config.plan import Action, HuntGroup, Line, NumberPlan
+from callrouter.config.service import ServiceConfig
+from callrouter.routing.blacklist import blacklist_match
+from callrouter.routing.caller import Caller
+from callrouter.routing.effects import (
+    HUNG_UP,
+    Answer,
+    Collect,
+    Dial,
+    DialLeg,
+    DialOutcome,
+    Digits,
+    Effect,
+    Hangup,
+    Play,
+    RecordVoicemail,
+    RotationRead,
+    RotationWrite,
+    StartRecording,
+)
+from callrouter.routing.hours import check_hours
+from callrouter.routing.order import random_order, rotate_after, weighted_order
+from callrouter.routing.record import Attempt, RouteResult
+
+MAX_STEPS = 40  # menus entered, menu rounds and actions taken; a caller cannot loop us forever
+MIN_RING_SECONDS = 3  # a remaining ring budget below this is not worth a dial attempt
+_BROKEN = frozenset({"INVALIDARGS", "DONTCALL", "TORTURE", ""})  # treated like CHANUNAVAIL for failover
+HANGUP_ACTION = Action(kind="hangup")
+
+Flow = Generator[Effect, Any, RouteResult]
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """The call as routing sees it."""
+
+    number: str  # the 400 number dialled
+    caller: Caller
+    uniqueid: str
+
+
+def safe_component(text: str, fallback: str) -> str:
+    """A file-name component from untrusted text: no separators, no dots at the start, bounded."""
+    cleaned = re.sub(r"[^0-9A-Za-z._-]", "_", text)[:64].lstrip(".")
+    return cleaned or fallback
+
+
+def dial_target(line: Line, template: str) -> str:
+    if line.target is not None:
+        return line.target
+    assert line.number is not None  # guaranteed by Line's validator
+    return template.replace("{number}", line.number)
+
+
+def classify_failure(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
+    """The disposition of a hunt in which nobody answered."""
+    rung = [a.status for a in attempts if a.status != "FULL"]
+    if not rung or all(s == "BUSY" for s in rung):
+        return "busy"
+    if any(s == "NOANSWER" for s in rung):
+        return "no_answer"
+    return "failed"
+
+
+def route(call: CallInfo, plan: NumberPlan, service: ServiceConfig, now: datetime, rng: random.Random) -> Flow:
+    """The whole flow of one call; see the module docstring for how it is driven."""
+    return _Router(call, plan, service, now, rng).run()
+
+
+class _Router:
+    """State of one call's flow. Lives as long as the generator; never shared between calls."""
+
+    def __init__(self, call: CallInfo, plan: NumberPlan, service: ServiceConfig, now: datetime, rng: random.Random) -> None:
+        self.call, self.plan, self.service, self.rng = call, plan, service, rng
+        self.local_now = now.astimezone(ZoneInfo(plan.timezone or service.timezone))
+        self.now = now
+        self.trace: list[str] = []
+        self.ivr_path: list[str] = []
+        self.attempts: list[Attempt] = []
+        self.answered = False
+        self.recording_file: str | None = None
+        self.voicemail_file: str | None = None
+        self.group: str | None = None
+        self.strategy: str | None = None
+        self.context: str | None = None  # "blacklisted" / "after_hours": what the final action is for
+        self.hunt_failure: str | None = None
+        self.steps = 0
+
+    # -- results -------------------------------------------------------------------------------
+
+    def note(self, message: str) -> None:
+        self.trace.append(message)
+
+    def finish(self, disposition: str, reason: str, **extra: Any) -> RouteResult:
+        self.note(f"result: {disposition} ({reason})")
+        return RouteResult(
+            disposition=disposition,
+            reason=reason,
+            ivr_path=tuple(self.ivr_path),
+            group=self.group,
+            strategy=self.strategy,
+            attempts=tuple(self.attempts),
+            recording_file=self.recording_file,
+            voicemail_file=self.voicemail_file,
+            answered_by_us=self.answered,
+            trace=tuple(self.trace),
+            **extra,
+        )
+
+    def abandoned(self, where: str) -> RouteResult:
+        return self.finish(self.context or "abandoned", f"caller hung up {where}")
+
+    def ended_disposition(self) -> str:
+        return self.context or self.hunt_failure or "played"
+
+    # -- the flow ------------------------------------------------------------------------------
+
+    def run(self) -> Flow:
+        caller = self.call.caller
+        self.note(f"call to {self.plan.number} ({self.plan.name}) from {caller.number or 'withheld caller ID'}")
+        hit = blacklist_match(caller, ("number", self.plan.blacklist), ("global", self.service.blacklist))
+        if hit is not None:
+            label, reason = hit
+            self.note(f"blacklisted: {reason}")
+            self.context = "blacklisted"
+            source = self.plan.blacklist if label == "number" else self.service.blacklist
+            return (yield from self.actions(source.action or HANGUP_ACTION))
+        self.note("blacklist: not listed")
+        hours = check_hours(self.plan.schedule, self.local_now.tzinfo.key, self.now)  # type: ignore[union-attr]
+        self.note(f"hours: {hours.reason}")
+        if not hours.open:
+            self.context = "after_hours"
+            return (yield from self.actions(self.plan.after_hours or HANGUP_ACTION))
+        if not (yield from self.answer()):
+            return self.abandoned("before the call was answered")
+        for prompt in (self.plan.greeting, self.plan.recording.announcement if self.plan.recording.enabled else None):
+            if prompt is not None:
+                self.note(f"play {prompt}")
+                if (yield Play(prompt)) is HUNG_UP:
+                    return self.abandoned(f"during {prompt}")
+        return (yield from self.actions(self.plan.entry))
+
+    def answer(self) -> Generator[Effect, Any, bool]:
+        if self.answered:
+            return True
+        self.note("answer")
+        if (yield Answer()) is HUNG_UP:
+            return False
+        self.answered = True
+        return True
+
+    def actions(self, action: Action) -> Flow:
+        """Run actions until one ends the call; menus and failed hunts lead to further actions."""
+        stack: list[str] = []
+        current_menu: str | None = None
+        while True:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                self.note(f"more than {MAX_STEPS} steps: ending the call")
+                action = HANGUP_ACTION
+            self.note(f"action: {action.describe()}")
+            if action.kind == "menu":
+                assert action.target is not None
+                if current_menu is not None:
+                    stack.append(current_menu)
+                current_menu = action.target
+                nxt = yield from self.menu(current_menu)
+                if isinstance(nxt, RouteResult):
+                    return nxt
+                if nxt.kind == "back":
+                    parent = stack.pop() if stack else current_menu
+                    current_menu = None
+                    nxt = Action(kind="menu", target=parent)
+                elif nxt.kind != "menu":
+                    current_menu = None
+                action = nxt
+            elif action.kind == "hunt":
+                assert action.target is not None
+                hunted = yield from self.hunt(action.target, self.plan.hunt_groups[action.target])
+                if isinstance(hunted, RouteResult):
+                    return hunted
+                action = hunted
+            elif action.kind == "play":
+                assert action.target is not None
+                return (yield from self.play_and_hang_up(action.target))
+            elif action.kind == "voicemail":
+                assert action.target is not None
+                return (yield from self.voicemail(action.target))
+            else:  # hangup (repeat/back outside a menu are refused when the plan is loaded)
+                yield Hangup()
+                return self.finish(self.ended_disposition(), "hung up by the plan")
+
+    def menu(self, name: str) -> Generator[Effect, Any, Action | RouteResult]:
+        menu = self.plan.menus[name]
+        failures = 0
+        while True:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                return HANGUP_ACTION
+            if not (yield from self.answer()):
+                return self.abandoned(f"before menu {name}")
+            got = yield Collect(menu.prompt, int(menu.timeout * 1000), menu.max_digits)
+            if got is HUNG_UP:
+                return self.abandoned(f"in menu {name}")
+            assert isinstance(got, Digits)
+            if got.digits == "":
+                failures += 1
+                self.ivr_path.append(f"{name}:-")
+                self.note(f"menu {name}: no input (try {failures} of {menu.retries + 1})")
+                if failures > menu.retries:
+                    return menu.on_timeout or HANGUP_ACTION
+                retry_prompt = menu.timeout_prompt
+            else:
+                self.ivr_path.append(f"{name}:{got.digits}")
+                chosen = menu.options.get(got.digits)
+                if chosen is not None:
+                    self.note(f"menu {name}: pressed {got.digits} -> {chosen.describe()}")
+                    if chosen.kind != "repeat":
+                        return chosen
+                    continue
+                failures += 1
+                self.note(f"menu {name}: pressed {got.digits}, not an option (try {failures} of {menu.retries + 1})")
+                if failures > menu.retries:
+                    return menu.on_invalid or menu.on_timeout or HANGUP_ACTION
+                retry_prompt = menu.invalid_prompt
+            if retry_prompt is not None and (yield Play(retry_prompt)) is HUNG_UP:
+                return self.abandoned(f"in menu {name}")
+
+    def order(self, name: str, group: HuntGroup, lines: list[Line]) -> Generator[Effect, Any, list[Line]]:
+        if group.strategy == "round_robin":
+            last = yield RotationRead(self.rotation_key(name))
+            ordered = rotate_after(lines, last if isinstance(last, str) else None)
+            self.note(f"round robin: last offered first {last or '(none)'}, now starting at {ordered[0].id}")
+            return ordered
+        if group.strategy == "random":
+            return random_order(lines, self.rng)
+        if group.strategy == "weighted":
+            return weighted_order(lines, self.rng)
+        return lines
+
+    def rotation_key(self, group_name: str) -> str:
+        return f"{self.plan.number}/{group_name}"
+
+    def leg(self, line: Line) -> DialLeg:
+        target = dial_target(line, self.service.dialing.template)
+        return DialLeg(line_id=line.id, target=target, key=target, max_calls=line.max_calls)
+
+    def start_recording(self) -> Generator[Effect, Any, bool]:
+        rec = self.plan.recording
+        if not rec.enabled or self.recording_file is not None:
+            return True
+        name = rec.file_template.format(
+            number=self.plan.number,
+            date=f"{self.local_now:%Y-%m-%d}",
+            time=f"{self.local_now:%H%M%S}",
+            uniqueid=safe_component(self.call.uniqueid, "call"),
+            caller=safe_component(self.call.caller.number, "anonymous"),
+        )
+        path = f"{self.service.recordings_dir.rstrip('/')}/{name}"
+        started = yield StartRecording(path=path, format=rec.format, bridged_only=rec.bridged_only)
+        if started is HUNG_UP:
+            return False
+        if started:
+            self.recording_file = f"{path}.{rec.format}"
+            self.note(f"recording to {self.recording_file}")
+        else:
+            self.note("recording could not be started; the call goes on unrecorded")
+        return True
+
+    def hunt(self, name: str, group: HuntGroup) -> Generator[Effect, Any, Action | RouteResult]:
+        self.group, self.strategy = name, group.strategy
+        lines = [line for line in group.lines if line.enabled]
+        skipped = [line.id for line in group.lines if not line.enabled]
+        self.note(f"hunt group {name}: {group.strategy}, {len(lines)} lines" + (f" (disabled: {', '.join(skipped)})" if skipped else ""))
+        if not (yield from self.start_recording()):
+            return self.abandoned("before the hunt")
+        ordered = yield from self.order(name, group, lines)
+        if group.strategy == "ring_all":
+            return (yield from self.ring_all(group, ordered))
+        budget = group.ring_budget
+        rotation_written = False
+        for line in ordered:
+            if budget < MIN_RING_SECONDS:
+                self.note(f"ring budget of {group.ring_budget}s spent")
+                break
+            leg = self.leg(line)
+            timeout = min(line.ring_timeout, budget)
+            out = yield Dial((leg,), timeout, group.dial_options)
+            if out is HUNG_UP:
+                return self.abandoned(f"before dialling {line.id}")
+            assert isinstance(out, DialOutcome)
+            if out.status == "FULL":
+                self.attempts.append(Attempt(line.id, leg.target, "FULL", 0))
+                self.note(f"line {line.id}: at its limit of {line.max_calls} calls, skipped")
+                continue
+            if group.strategy == "round_robin" and not rotation_written:
+                yield RotationWrite(self.rotation_key(name), line.id)
+                rotation_written = True
+            budget -= out.ring_seconds
+            self.attempts.append(Attempt(line.id, leg.target, out.status, out.ring_seconds, out.talk_seconds))
+            self.note(f"line {line.id} ({leg.target}, {timeout}s): {out.status} after {out.ring_seconds}s ringing")
+            if out.status == "ANSWER":
+                return self.finish("answered", f"answered by {line.id}", answered_line=line.id, talk_seconds=out.talk_seconds)
+            if out.status == "CANCEL":
+                return self.abandoned(f"while {line.id} was ringing")
+            if out.status in group.failover_on or (out.status in _BROKEN and "CHANUNAVAIL" in group.failover_on):
+                continue
+            self.note(f"{out.status} does not fail over in this group")
+            break
+        self.hunt_failure = classify_failure(self.attempts)
+        self.note(f"no line answered: {self.hunt_failure}")
+        return group.on_failure or HANGUP_ACTION
+
+    def ring_all(self, group: HuntGroup, lines: list[Line]) -> Generator[Effect, Any, Action | RouteResult]:
+        legs = tuple(self.leg(line) for line in lines)
+        timeout = min(max(line.ring_timeout for line in lines), group.ring_budget)
+        out = yield Dial(legs, timeout, group.dial_options)
+        if out is HUNG_UP:
+            return self.abandoned("before ringing")
+        assert isinstance(out, DialOutcome)
+        for i, leg in enumerate(legs):
+            if i in out.full:
+                status = "FULL"
+            elif out.answered_leg is not None:
+                status = "ANSWER" if i == out.answered_leg else "NOANSWER"
+            else:
+                status = out.status
+            talk = out.talk_seconds if i == out.answered_leg else 0
+            self.attempts.append(Attempt(leg.line_id, leg.target, status, 0 if status == "FULL" else out.ring_seconds, talk))
+        self.note(f"ring all {len(legs)} lines ({timeout}s): {out.status} after {out.ring_seconds}s")
+        if out.status == "ANSWER":
+            line_id = legs[out.answered_leg].line_id if out.answered_leg is not None else None
+            return self.finish("answered", f"answered by {line_id or 'a line'}", answered_line=line_id, talk_seconds=out.talk_seconds)
+        if out.status == "CANCEL":
+            return self.abandoned("while the lines were ringing")
+        self.hunt_failure = classify_failure(self.attempts)
+        self.note(f"no line answered: {self.hunt_failure}")
+        return group.on_failure or HANGUP_ACTION
+
+    def play_and_hang_up(self, prompt: str) -> Flow:
+        if not (yield from self.answer()):
+            return self.abandoned("before the message")
+        self.note(f"play {prompt}, then hang up")
+        if (yield Play(prompt)) is HUNG_UP:
+            return self.abandoned(f"during {prompt}")
+        yield Hangup()
+        return self.finish(self.ended_disposition(), f"played {prompt}")
+
+    def voicemail(self, name: str) -> Flow:
+        box = self.plan.voicemail[name]
+        if not (yield from self.answer()):
+            return self.abandoned("before voicemail")
+        path = (
+            f"{self.service.voicemail_dir.rstrip('/')}/{self.plan.number}/{self.local_now:%Y-%m-%d}/"
+            f"{safe_component(self.call.uniqueid, 'call')}"
+        )
+        self.note(f"voicemail {name}: play {box.prompt}, record up to {box.max_seconds}s")
+        got = yield RecordVoicemail(box.prompt, path, box.format, box.max_seconds, box.silence_seconds, box.beep)
+        if got is HUNG_UP:
+            return self.abandoned(f"during the voicemail prompt {box.prompt}")
+        if not got:
+            self.note("no message recorded")
+            yield Hangup()
+            return self.finish(self.ended_disposition(), f"voicemail {name}: nothing recorded")
+        self.voicemail_file = f"{path}.{box.format}"
+        if box.thanks_prompt is not None and (yield Play(box.thanks_prompt)) is HUNG_UP:
+            return self.finish(self.context or "voicemail", f"message left in {name}")
+        yield Hangup()
+        return self.finish(self.context or "voicemail", f"message left in {name}")
+

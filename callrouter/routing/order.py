@@ -1,0 +1,35 @@
+"""Answer order across a hunt group's lines: sequential, round-robin, random, weighted."""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence, TypeVar
+
+from callrouter.config.plan import Line
+
+T = TypeVar("T")
+
+
+def rotate_after(lines: Sequence[Line], last_first: str | None) -> list[Line]:
+    """Round-robin: start after the line that was offered first last time (from the top if unknown)."""
+    ids = [line.id for line in lines]
+    if last_first not in ids:
+        return list(lines)
+    start = (ids.index(last_first) + 1) % len(lines)
+    return list(lines[start:]) + list(lines[:start])
+
+
+def weighted_order(lines: Sequence[Line], rng: random.Random) -> list[Line]:
+    """A random order where a line of weight w comes first w times as often as a line of weight 1.
+
+    Efraimidis-Spirakis sampling without replacement: sort by u ** (1 / w) with u uniform in (0, 1].
+    """
+    keyed = [((1.0 - rng.random()) ** (1.0 / line.weight), i) for i, line in enumerate(lines)]
+    keyed.sort(reverse=True)
+    return [lines[i] for _, i in keyed]
+
+
+def random_order(lines: Sequence[Line], rng: random.Random) -> list[Line]:
+    out = list(lines)
+    rng.shuffle(out)
+    return out
