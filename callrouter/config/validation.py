@@ -18,10 +18,13 @@ def _dotted(loc: tuple[Any, ...]) -> str:
 def issues_from(exc: ValidationError, doc: LocatedDocument, prefix: tuple[Any, ...] = ()) -> list[ConfigIssue]:
     """One issue per pydantic error, located at the deepest YAML key the error path reaches."""
     out: list[ConfigIssue] = []
-    for err in exc.errors(include_url=False):
-        # Drop pydantic's union/function tags so the path matches the YAML keys.
-        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    errors = exc.errors(include_url=False)
+    # Drop pydantic's union/function tags so the path matches the YAML keys.
+    locs = [prefix + tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))) for e in errors]
+    for err, loc in zip(errors, locs):
         kind = err["type"]
+        if kind == "too_short" and any(len(o) > len(loc) and o[: len(loc)] == loc for o in locs):
+            continue  # "at least 1 item after validation": only because an item itself was invalid
         if kind == "extra_forbidden":
             message = f"{_dotted(loc)}: unknown key"
         elif kind == "missing":
@@ -31,7 +34,7 @@ def issues_from(exc: ValidationError, doc: LocatedDocument, prefix: tuple[Any, .
             msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
             message = f"{_dotted(loc)}: {msg}"
         out.append(ConfigIssue(doc.file, doc.line_of(loc), message))
-    return out
+    return sorted(out, key=lambda issue: issue.line)
 
 
 def validate_document(model: type[M], doc: LocatedDocument, context: dict[str, Any] | None = None) -> M:
