@@ -20,7 +20,6 @@ class Timeouts(Frozen):
 
     environment: float = Field(default=5.0, gt=0, le=120)  # to receive the agi_* block
     command: float = Field(default=30.0, gt=0, le=600)  # for an ordinary command's reply
-    dial_margin: float = Field(default=15.0, ge=0, le=600)  # beyond the ring timeout, before the answer
     max_call: float = Field(default=4 * 3600.0, gt=0, le=48 * 3600.0)  # an answered call's whole length
     drain: float = Field(default=30.0, ge=0, le=3600)  # SIGTERM: how long calls in progress may finish
 
