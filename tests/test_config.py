@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from callrouter.cli import main
 from callrouter.config.loader import load_config
@@ -37,7 +38,7 @@ def issues(text: str) -> list[str]:
 
 def test_good_plan_loads_frozen() -> None:
     plan = plan_from(GOOD)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         plan.name = "changed"  # type: ignore[misc]
     assert plan.hunt_groups["g"].lines[0].number == "13800000001"
 

@@ -55,7 +55,7 @@ def _actions(plan: NumberPlan) -> Iterator[tuple[tuple[Any, ...], Action, bool]]
 def cross_check(plan: NumberPlan, doc: LocatedDocument) -> list[ConfigIssue]:
     """References between parts of a plan: every named menu, group and voicemail box must exist."""
     issues: list[ConfigIssue] = []
-    tables = {"hunt": plan.hunt_groups, "menu": plan.menus, "voicemail": plan.voicemail}
+    tables: dict[str, Mapping[str, object]] = {"hunt": plan.hunt_groups, "menu": plan.menus, "voicemail": plan.voicemail}
     for path, action, in_menu in _actions(plan):
         where = ".".join(str(p) for p in path)
         if action.kind in tables and action.target not in tables[action.kind]:

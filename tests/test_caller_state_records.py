@@ -1,0 +1,84 @@
+"""Caller-ID normalisation, the in-memory routing state, and the JSONL record sink."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from callrouter.records import JsonlSink
+from callrouter.routing.caller import caller_from
+from callrouter.routing.record import Attempt, CallRecord
+from callrouter.state import MemoryRoutingState
+from tests.planning import NOW
+
+
+@pytest.mark.parametrize(
+    ("raw", "number"),
+    [
+        ("13912345678", "13912345678"),
+        ("+86 139-1234-5678", "13912345678"),
+        ("008613912345678", "13912345678"),
+        ("8613912345678", "13912345678"),
+        ("013912345678", "13912345678"),
+        ("01088886666", "01088886666"),
+        ("+861088886666", "01088886666"),
+        ("+14155550100", "0014155550100"),
+        ("unknown", ""),
+        ("Anonymous", ""),
+        ("", ""),
+        ("abc", ""),
+        ('139"12345678 ${X}\r', "13912345678"),
+        ("9" * 500, "9" * 32),
+    ],
+)
+def test_caller_normalisation(raw: str, number: str) -> None:
+    caller = caller_from(raw, "x" * 200)
+    assert caller.number == number
+    assert caller.anonymous is (number == "")
+    assert len(caller.raw) <= 64 and len(caller.name) == 64
+
+
+def test_memory_state_limits_and_releases() -> None:
+    async def body() -> None:
+        state = MemoryRoutingState()
+        assert await state.acquire("a", 2) and await state.acquire("a", 2)
+        assert not await state.acquire("a", 2)
+        await state.release("a")
+        assert await state.active("a") == 1
+        assert await state.acquire("a", 2)
+        for _ in range(3):
+            await state.release("a")
+        assert await state.active("a") == 0  # never negative
+        await state.set_last_first("k", "l2")
+        assert await state.last_first("k") == "l2" and await state.last_first("other") is None
+
+    asyncio.run(body())
+
+
+def test_jsonl_sink_appends_one_object_per_call(tmp_path: Path) -> None:
+    record = CallRecord(
+        uniqueid="1.1", number="4008001234", caller="13912345678", caller_raw="+8613912345678",
+        caller_name='张三 "VIP"', channel="PJSIP/x", started_at=NOW, ended_at=NOW + timedelta(seconds=42),
+        answered_at=NOW + timedelta(seconds=5), disposition="answered", reason="answered by li",
+        ivr_path=("main:1",), group="sales", strategy="round_robin",
+        attempts=(Attempt("zhang", "Local/1@x", "BUSY", 1), Attempt("li", "Local/2@x", "ANSWER", 4, 37)),
+        answered_line="li", talk_seconds=37, ring_seconds=5, recording_file=None, voicemail_file=None,
+    )
+
+    async def body() -> None:
+        sink = JsonlSink(str(tmp_path / "var" / "calls.jsonl"))
+        await sink.submit(record)
+        await sink.submit(record)
+        await sink.close()
+
+    asyncio.run(body())
+    lines = (tmp_path / "var" / "calls.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    data = json.loads(lines[0])
+    assert data["caller_name"] == '张三 "VIP"' and data["duration_seconds"] == 42.0
+    assert data["attempts"][1] == {"line_id": "li", "target": "Local/2@x", "status": "ANSWER", "ring_seconds": 4, "talk_seconds": 37}
+    assert data["started_at"] == "2026-11-24T02:30:00+00:00"
