@@ -54,7 +54,7 @@ def _parse_time(text: str | None, tz: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise SystemExit(f"--time {text!r}: use ISO form, e.g. 2026-11-24T10:30 (plan's local time) or with +08:00")
+        raise SystemExit(f"--time {text!r}: use ISO form, e.g. 2026-11-24T10:30 (plan's local time) or with +08:00") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=ZoneInfo(tz))
     return when

@@ -1,0 +1,54 @@
+"""The router process's own metrics, on an explicit registry (never the global default).
+
+Label values are bounded: outcomes, dispositions, configured 400 numbers, AGI verbs. Never a caller's
+number or anything else a caller controls.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+SESSION_OUTCOMES = ("routed", "unknown_script", "no_plan", "rejected_busy", "protocol_error", "timeout", "error")
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.active_sessions = Gauge("callrouter_active_sessions", "FastAGI sessions in progress", registry=r)
+        self.sessions_started = Counter("callrouter_sessions_started_total", "FastAGI sessions accepted", registry=r)
+        self.sessions_ended = Counter(
+            "callrouter_sessions_ended_total", "FastAGI sessions ended, by outcome", ["outcome"], registry=r
+        )
+        self.calls = Counter(
+            "callrouter_calls_total", "Routed calls by 400 number and disposition", ["number", "disposition"], registry=r
+        )
+        self.dial_attempts = Counter(
+            "callrouter_dial_attempts_total", "Hunt attempts by resulting DIALSTATUS", ["status"], registry=r
+        )
+        self.protocol_errors = Counter(
+            "callrouter_protocol_errors_total", "AGI protocol errors by kind", ["kind"], registry=r
+        )
+        self.command_seconds = Histogram(
+            "callrouter_agi_command_seconds",
+            "Time from sending an AGI command to its reply (excluding Dial and recording)",
+            ["command"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.sink_errors = Counter("callrouter_record_sink_errors_total", "Call records the sink failed to take", registry=r)
+        self.state_errors = Counter("callrouter_state_errors_total", "Routing-state store errors", registry=r)
+        self.config_reloads = Counter(
+            "callrouter_config_reloads_total", "Configuration reloads by result", ["result"], registry=r
+        )
+        self.config_last_success = Gauge(
+            "callrouter_config_last_reload_success_timestamp_seconds", "When the configuration last loaded", registry=r
+        )
+        for outcome in SESSION_OUTCOMES:
+            self.sessions_ended.labels(outcome=outcome)
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result=result)
+
+    def observe_command(self, verb: str, seconds: float) -> None:
+        if verb not in ("EXEC", "RECORD FILE", "GET DATA"):
+            self.command_seconds.labels(command=verb).observe(seconds)

@@ -1,0 +1,274 @@
+"""One call: identify it, run the routing flow, execute each effect over AGI, hand the record to the sink.
+
+The routing flow is pure; this module is the edge where its effects become AGI commands and store calls.
+A failure is contained to its call: the record is still written (disposition `error`) and the dialplan
+is told through CALLROUTER_RESULT so it can fall back to a default line instead of dead air.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from callrouter.agi.channel import AgiChannel, AgiCommandError, AgiTimeout, ChannelHungUp
+from callrouter.agi.errors import AgiProtocolError
+from callrouter.agi.protocol import Environment
+from callrouter.config.loader import RoutingConfig
+from callrouter.config.plan import NumberPlan
+from callrouter.metrics import RouterMetrics
+from callrouter.records import RecordSink
+from callrouter.routing.caller import caller_from
+from callrouter.routing.effects import (
+    HUNG_UP,
+    Answer,
+    Collect,
+    Dial,
+    DialOutcome,
+    Digits,
+    Effect,
+    Hangup,
+    Play,
+    RecordVoicemail,
+    RotationRead,
+    RotationWrite,
+    StartRecording,
+)
+from callrouter.routing.engine import CallInfo, route
+from callrouter.routing.record import CallRecord, RouteResult
+from callrouter.state import RoutingState
+
+log = logging.getLogger(__name__)
+
+ROUTE_SCRIPTS = frozenset({"route", ""})
+RESULT_VAR = "CALLROUTER_RESULT"  # read by the dialplan after AGI(): ROUTED, NO_PLAN, UNKNOWN_SCRIPT, BUSY, ERROR
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MIN_VOICEMAIL_SAMPLES = 8000  # one second at 8 kHz: less is an empty message
+
+
+def display_name(text: str) -> str:
+    """Caller-ID name for a phone's display: control characters removed, bounded. Quoting does the rest."""
+    return _CONTROL.sub(" ", text).strip()[:64]
+
+
+def dialled_number(env: Environment) -> str:
+    """The 400 number: the first AGI argument if the dialplan passes one, else DNID, else the extension."""
+    for candidate in (env.args[0] if env.args else "", env.dnid, env.extension):
+        digits = "".join(ch for ch in candidate if ch.isdigit() and ch.isascii())
+        if digits and candidate.strip().lower() != "unknown":
+            return digits[:20]
+    return ""
+
+
+@dataclass
+class SessionDeps:
+    """What a call needs from the process; built once by the app and shared read-only."""
+
+    state: RoutingState
+    sink: RecordSink
+    metrics: RouterMetrics
+    clock: Callable[[], datetime]
+    rng: random.Random
+    instance: str
+
+
+class CallSession:
+    """Runs one call to its end. Created per connection; holds only that call's state."""
+
+    def __init__(self, channel: AgiChannel, env: Environment, config: RoutingConfig, deps: SessionDeps) -> None:
+        self.channel, self.env, self.config, self.deps = channel, env, config, deps
+        self.started_at = deps.clock()
+        self.answered_at: datetime | None = None
+        self.held: list[str] = []  # line keys reserved and not yet released
+        self.caller_display_set = False
+
+    def prompt_path(self, prompt: str) -> str:
+        return f"{self.config.service.asterisk_prompts_dir.rstrip('/')}/{prompt}"
+
+    async def run(self) -> str:
+        """Route the call; returns the session outcome label."""
+        script = self.env.script.lstrip("/").split("?", 1)[0]
+        if script not in ROUTE_SCRIPTS:
+            log.warning("unknown AGI script %r on channel %r", script[:64], self.env.channel[:64])
+            await self.tell_dialplan("UNKNOWN_SCRIPT")
+            return "unknown_script"
+        number = dialled_number(self.env)
+        plan = self.config.plans.get(number)
+        if plan is None:
+            log.warning("no routing plan for number %r (channel %r)", number, self.env.channel[:64])
+            await self.tell_dialplan("NO_PLAN")
+            return "no_plan"
+        caller = caller_from(self.env.callerid, self.env.calleridname)
+        call = CallInfo(number=plan.number, caller=caller, uniqueid=self.env.uniqueid)
+        flow = route(call, plan, self.config.service, self.started_at, self.deps.rng)
+        result: RouteResult | None = None
+        outcome = "routed"
+        try:
+            effect = next(flow)
+            while True:
+                effect = flow.send(await self.perform(effect, plan))
+        except StopIteration as stop:
+            result = stop.value
+        except (AgiCommandError, AgiProtocolError, AgiTimeout) as exc:
+            kind = "timeout" if isinstance(exc, AgiTimeout) else "protocol_error"
+            log.warning("call %s: %s: %s", self.env.uniqueid[:32], type(exc).__name__, exc)
+            if isinstance(exc, AgiCommandError):
+                self.deps.metrics.protocol_errors.labels(kind="command_refused").inc()
+            outcome = kind
+        except asyncio.CancelledError:
+            # Shutdown cut the call off: still leave its record (lines are released below), then stop.
+            await self.write_record(plan, caller, RouteResult(disposition="error", reason="cut off by router shutdown"))
+            raise
+        except Exception:  # a bug must cost one call, never the server
+            log.exception("call %s: routing failed", self.env.uniqueid[:32])
+            outcome = "error"
+        finally:
+            flow.close()
+            await self.release_all()
+        if result is None:
+            result = RouteResult(disposition="error", reason=f"session ended: {outcome}")
+            await self.tell_dialplan("ERROR")
+        else:
+            await self.tell_dialplan("ROUTED")
+        await self.write_record(plan, caller, result)
+        return outcome
+
+    async def tell_dialplan(self, value: str) -> None:
+        """Leave the result for the dialplan; SET VARIABLE is dead-safe, so this works after a hangup too."""
+        try:
+            await self.channel.set_variable(RESULT_VAR, value)
+        except (ChannelHungUp, AgiCommandError, AgiProtocolError, AgiTimeout, OSError) as exc:
+            log.debug("could not set %s: %s", RESULT_VAR, exc)
+
+    async def perform(self, effect: Effect, plan: NumberPlan) -> Any:
+        """Execute one effect; channel effects answer HUNG_UP once the caller is gone."""
+        if isinstance(effect, RotationRead):
+            return await self.deps.state.last_first(effect.key)
+        if isinstance(effect, RotationWrite):
+            await self.deps.state.set_last_first(effect.key, effect.line_id)
+            return None
+        if self.channel.dead and not isinstance(effect, Hangup):
+            return HUNG_UP
+        try:
+            return await self.perform_on_channel(effect, plan)
+        except ChannelHungUp:
+            return HUNG_UP
+
+    async def perform_on_channel(self, effect: Effect, plan: NumberPlan) -> Any:
+        ch = self.channel
+        if isinstance(effect, Answer):
+            await ch.answer()
+            return True
+        if isinstance(effect, Play):
+            await ch.stream_file(self.prompt_path(effect.prompt))
+            return None
+        if isinstance(effect, Collect):
+            digits, timed_out = await ch.get_data(self.prompt_path(effect.prompt), effect.timeout_ms, effect.max_digits)
+            return Digits(digits, timed_out)
+        if isinstance(effect, StartRecording):
+            flags = "b" if effect.bridged_only else ""
+            return await ch.exec("MixMonitor", f"{effect.path}.{effect.format},{flags}") == 0
+        if isinstance(effect, Dial):
+            return await self.dial(effect, plan)
+        if isinstance(effect, RecordVoicemail):
+            await ch.stream_file(self.prompt_path(effect.prompt))
+            samples = await ch.record_file(effect.path, effect.format, effect.max_seconds, effect.silence_seconds, effect.beep)
+            return samples >= MIN_VOICEMAIL_SAMPLES
+        if isinstance(effect, Hangup):
+            if not ch.dead:
+                await ch.hangup()
+            return None
+        raise TypeError(f"unknown effect {effect!r}")
+
+    async def dial(self, effect: Dial, plan: NumberPlan) -> DialOutcome:
+        """Reserve the legs against their limits, ring them, release them."""
+        full: list[int] = []
+        reserved: list[int] = []
+        for i, leg in enumerate(effect.legs):
+            if await self.deps.state.acquire(leg.key, leg.max_calls):
+                self.held.append(leg.key)
+                reserved.append(i)
+            else:
+                full.append(i)
+        if not reserved:
+            return DialOutcome("FULL", None, 0, 0, tuple(full))
+        try:
+            await self.show_caller_name(plan)
+            targets = [effect.legs[i].target for i in reserved]
+            timeouts = self.config.service.timeouts
+            before = self.deps.clock()
+            result = await self.channel.dial(targets, effect.timeout, effect.options, reply_timeout=timeouts.max_call)
+        finally:
+            for i in reserved:
+                await self.release(effect.legs[i].key)
+        status = result.status or "CHANUNAVAIL"
+        answered_leg = None
+        if status == "ANSWER":
+            answered_leg = next((i for i in reserved if effect.legs[i].target == result.answered_target), reserved[0])
+        ring = max(0, result.dialed_seconds - result.answered_seconds) if result.dialed_seconds else int(result.elapsed)
+        if status == "ANSWER":
+            self.answered_at = before + timedelta(seconds=ring)
+        self.deps.metrics.dial_attempts.labels(status=status if status in _KNOWN_STATUSES else "OTHER").inc()
+        return DialOutcome(status, answered_leg, ring, result.answered_seconds, tuple(full))
+
+    async def show_caller_name(self, plan: NumberPlan) -> None:
+        """Show the caller's name on the answering phone, once, cleaned of control characters."""
+        if self.caller_display_set:
+            return
+        self.caller_display_set = True
+        name = display_name(self.env.calleridname)
+        if name and name.lower() != "unknown":
+            await self.channel.set_variable("CALLERID(name)", name)
+
+    async def release(self, key: str) -> None:
+        if key in self.held:
+            self.held.remove(key)
+            try:
+                await self.deps.state.release(key)
+            except Exception:  # a store outage must not leave the call hanging; the store expires stale counts
+                log.exception("could not release line %s", key)
+                self.deps.metrics.state_errors.inc()
+
+    async def release_all(self) -> None:
+        for key in list(self.held):
+            await self.release(key)
+
+    async def write_record(self, plan: NumberPlan, caller: Any, result: RouteResult) -> None:
+        ended = self.deps.clock()
+        record = CallRecord(
+            uniqueid=self.env.uniqueid[:64],
+            number=plan.number,
+            caller=caller.number,
+            caller_raw=caller.raw,
+            caller_name=caller.name,
+            channel=self.env.channel[:128],
+            started_at=self.started_at,
+            ended_at=ended,
+            answered_at=self.answered_at,
+            disposition=result.disposition,
+            reason=result.reason,
+            ivr_path=result.ivr_path,
+            group=result.group,
+            strategy=result.strategy,
+            attempts=result.attempts,
+            answered_line=result.answered_line,
+            talk_seconds=result.talk_seconds,
+            ring_seconds=sum(a.ring_seconds for a in result.attempts),
+            recording_file=result.recording_file,
+            voicemail_file=result.voicemail_file,
+            instance=self.deps.instance,
+            trace=result.trace,
+        )
+        self.deps.metrics.calls.labels(number=plan.number, disposition=result.disposition).inc()
+        try:
+            await self.deps.sink.submit(record)
+        except Exception:
+            log.exception("call %s: the record sink failed", record.uniqueid)
+            self.deps.metrics.sink_errors.inc()
+
+
+_KNOWN_STATUSES = frozenset({"ANSWER", "BUSY", "NOANSWER", "CANCEL", "CONGESTION", "CHANUNAVAIL", "DONTCALL", "TORTURE", "INVALIDARGS"})

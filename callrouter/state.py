@@ -1,0 +1,54 @@
+"""Routing state shared between calls: round-robin positions and how many calls each line carries.
+
+An interface and its in-memory implementation. The Postgres store (a later issue) implements the same
+protocol so several router instances share positions and limits.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class RoutingState(Protocol):
+    async def last_first(self, key: str) -> str | None:
+        """The line offered first in the previous hunt of this group."""
+
+    async def set_last_first(self, key: str, line_id: str) -> None: ...
+
+    async def acquire(self, line_key: str, limit: int) -> bool:
+        """Reserve one call on a line if it is below `limit`; atomic."""
+
+    async def release(self, line_key: str) -> None: ...
+
+    async def active(self, line_key: str) -> int: ...
+
+
+class MemoryRoutingState:
+    """Process-local state: correct for one router instance."""
+
+    def __init__(self) -> None:
+        self._rotation: dict[str, str] = {}
+        self._active: dict[str, int] = {}
+
+    async def last_first(self, key: str) -> str | None:
+        return self._rotation.get(key)
+
+    async def set_last_first(self, key: str, line_id: str) -> None:
+        self._rotation[key] = line_id
+
+    async def acquire(self, line_key: str, limit: int) -> bool:
+        current = self._active.get(line_key, 0)
+        if current >= limit:
+            return False
+        self._active[line_key] = current + 1
+        return True
+
+    async def release(self, line_key: str) -> None:
+        current = self._active.get(line_key, 0)
+        if current <= 1:
+            self._active.pop(line_key, None)
+        else:
+            self._active[line_key] = current - 1
+
+    async def active(self, line_key: str) -> int:
+        return self._active.get(line_key, 0)

@@ -1,0 +1,68 @@
+"""A real FastAGI server on a loopback port, with in-memory state and sink, for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Coroutine, TypeVar
+
+from callrouter.config.loader import RoutingConfig, load_config
+from callrouter.holder import ConfigHolder
+from callrouter.metrics import RouterMetrics
+from callrouter.records import MemorySink
+from callrouter.server import AgiServer
+from callrouter.session import SessionDeps
+from callrouter.state import MemoryRoutingState, RoutingState
+from tests.planning import NOW
+
+T = TypeVar("T")
+
+
+def arun(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+    """Run one async test body with a hard limit, so a hang fails instead of stalling CI."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def sample_config(**service_changes: Any) -> RoutingConfig:
+    config = load_config("config.yaml")
+    service = config.service.model_copy(update=service_changes)
+    return RoutingConfig(service=service, plans=config.plans, sources=config.sources, config_path=config.config_path, base_dir=config.base_dir)
+
+
+class Router:
+    """The running server plus the parts a test inspects."""
+
+    def __init__(self, server: AgiServer, sink: MemorySink, state: RoutingState, metrics: RouterMetrics) -> None:
+        self.server, self.sink, self.state, self.metrics = server, sink, state, metrics
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    async def settle(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until `count` records were written (the session writes after the socket closes)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.sink.records) < count and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(self.sink.records) >= count, f"{len(self.sink.records)} records, expected {count}"
+
+
+@asynccontextmanager
+async def running_router(config: RoutingConfig | None = None, state: RoutingState | None = None) -> AsyncIterator[Router]:
+    config = config or sample_config()
+    metrics = RouterMetrics()
+    sink = MemorySink()
+    state = state or MemoryRoutingState()
+    deps = SessionDeps(state=state, sink=sink, metrics=metrics, clock=lambda: NOW, rng=random.Random(5), instance="test")
+    server = AgiServer(ConfigHolder(config, metrics), deps)
+    await server.start("127.0.0.1", 0)
+    try:
+        yield Router(server, sink, state, metrics)
+    finally:
+        await server.drain(2.0)

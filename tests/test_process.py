@@ -1,0 +1,164 @@
+"""`callrouter serve` as a real process: signals, reload, shutdown, records on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from callrouter.emulator.asterisk import run_call
+from callrouter.emulator.script import CallScript, DialScript
+from tests.harness import arun
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerProcess:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.log: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.log.append(raw.decode(errors="replace").rstrip())
+
+    async def wait_for(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match[str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            for line in self.log[after:]:
+                m = re.search(pattern, line)
+                if m:
+                    return m
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no log line matching {pattern!r}; log:\n" + "\n".join(self.log))
+
+
+def workspace(tmp_path: Path) -> Path:
+    """A copy of the sample, open around the clock: these tests run on the real clock."""
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(ROOT / "dialplans", tmp_path / "dialplans")
+    plan = tmp_path / "dialplans" / "4008001234.yaml"
+    text = plan.read_text()
+    start, end = text.index("schedule:\n"), text.index("after_hours:\n")
+    plan.write_text(text[:start] + text[end:])
+    return tmp_path / "config.yaml"
+
+
+def test_serve_reloads_on_sighup_keeps_old_config_on_errors_and_drains_on_sigterm(tmp_path: Path) -> None:
+    cfg = workspace(tmp_path)
+    plan = tmp_path / "dialplans" / "4008001234.yaml"
+
+    async def body() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
+            stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        server = ServerProcess(proc)
+        try:
+            port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)")).group(1))
+            answer = DialScript("ANSWER", 1, 5)
+            first = await run_call("127.0.0.1", port, CallScript(uniqueid="1.1", dtmf=("3",), default_dial=answer))
+            assert first.dials[0].targets == ["Local/01088886666@callrouter-lines"]
+
+            plan.write_text(plan.read_text().replace('{id: zhao, name: "赵强", number: "01088886666", ring_timeout: 25}\n      - {id: zhang', '{id: zhao, name: "赵强", number: "01099990000", ring_timeout: 25}\n      - {id: zhang'))
+            mark = len(server.log)
+            proc.send_signal(signal.SIGHUP)
+            await server.wait_for(r"configuration reloaded: 1 plans", after=mark)
+            second = await run_call("127.0.0.1", port, CallScript(uniqueid="1.2", dtmf=("3",), default_dial=answer))
+            assert second.dials[0].targets == ["Local/01099990000@callrouter-lines"]
+
+            good_text = plan.read_text()
+            plan.write_text(good_text.replace("ring_budget: 45", "ring_budget: 45\n    ring_budgte: 50"))
+            mark = len(server.log)
+            proc.send_signal(signal.SIGHUP)
+            refused = await server.wait_for(r"reload refused, keeping the running configuration: (.*)", after=mark)
+            bad_line = plan.read_text().splitlines().index("    ring_budgte: 50") + 1
+            assert refused.group(1) == f"{plan}:{bad_line}: hunt_groups.complaints.ring_budgte: unknown key"
+            third = await run_call("127.0.0.1", port, CallScript(uniqueid="1.3", dtmf=("3",), default_dial=answer))
+            assert third.dials[0].targets == ["Local/01099990000@callrouter-lines"]  # still the last good config
+
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await server._reader
+        records = [json.loads(line) for line in (tmp_path / "var" / "calls.jsonl").read_text().splitlines()]
+        assert [r["uniqueid"] for r in records] == ["1.1", "1.2", "1.3"]
+        assert all(r["disposition"] == "answered" for r in records)
+
+    arun(body(), timeout=60)
+
+
+def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path) -> None:
+    cfg = workspace(tmp_path)
+    (tmp_path / "dialplans" / "bad.yaml").write_text("number: 4001\nname: x\nentry: {hunt: nope}\n")
+
+    async def body() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 2
+        assert "bad.yaml:3: entry: no hunt named 'nope'" in err.decode()
+
+    arun(body())
+
+
+def test_simulate_places_calls_against_a_running_server(tmp_path: Path) -> None:
+    cfg = workspace(tmp_path)
+
+    async def start() -> tuple[asyncio.subprocess.Process, int]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
+            stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert proc.stderr is not None
+        while True:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+            m = re.search(r"FastAGI listening on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                return proc, int(m.group(1))
+
+    async def simulate(port: int, *args: str) -> tuple[int, str]:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callrouter", "simulate", "--port", str(port), "--number", "4008001234", *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        out, _ = await asyncio.wait_for(child.communicate(), 30)
+        return child.returncode or 0, out.decode()
+
+    async def body() -> None:
+        proc, port = await start()
+        try:
+            code, out = await simulate(port, "--digits", "1", "--target", "Local/13800138001@callrouter-lines=BUSY",
+                                       "--target", "Local/13800138002@callrouter-lines=ANSWER:4:30")
+            assert code == 0, out
+            assert '>> EXEC "Dial" "Local/13800138001@callrouter-lines,20,"' in out
+            assert "dial Local/13800138001@callrouter-lines (20s): BUSY" in out
+            assert "dial Local/13800138002@callrouter-lines (20s): ANSWER, answered by Local/13800138002@callrouter-lines" in out
+            assert "CALLROUTER_RESULT=ROUTED" in out
+            code, out = await simulate(port, "--calls", "20", "--concurrency", "5", "--default", "ANSWER", "--quiet")
+            assert code == 0, out
+            assert "20 calls in" in out
+            # Three sales lines carry one call each: with 5 calls at once some find every line full.
+            counts = {k: int(v) for k, v in re.findall(r"(\w+/\w+|\w+/-): (\d+)", out)}
+            assert sum(counts.values()) == 20 and all(k.startswith("ROUTED/") for k in counts), out
+            assert counts.get("ROUTED/ANSWER", 0) >= 3
+            code, out = await simulate(port, "--target", "nonsense")
+            assert code == 2 and "write TARGET=STATUS" in out
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 10)
+
+    arun(body(), timeout=90)

@@ -1,0 +1,346 @@
+"""The FastAGI server against the Asterisk emulator over real loopback TCP."""
+
+from __future__ import annotations
+
+import asyncio
+
+from callrouter.emulator.agi_args import parse_args
+from callrouter.emulator.asterisk import run_call
+from callrouter.emulator.script import CallScript, DialScript, HangupAt
+from callrouter.session import display_name
+from tests.harness import arun, running_router, sample_config
+
+ZHANG, LI, WANG = (f"Local/1380013800{i}@callrouter-lines" for i in (1, 2, 3))
+DESK, ZHAO = "PJSIP/8001", "Local/01088886666@callrouter-lines"
+
+
+def verbs(t) -> list[str]:  # type: ignore[no-untyped-def]
+    return [" ".join(c[:2]) if c[0] == "EXEC" else c[0] if c[0] in ("ANSWER", "HANGUP") else " ".join(c[:2]) for c in t.commands]
+
+
+def test_a_call_pressing_1_reaches_sales() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            t = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER", 4, 95)}))
+            await router.settle(1)
+            assert t.agi_status == "HANGUP" and t.error is None
+            assert t.commands[:4] == [
+                ["ANSWER"],
+                ["STREAM", "FILE", "callrouter/welcome", ""],
+                ["STREAM", "FILE", "callrouter/recording_notice", ""],
+                ["GET", "DATA", "callrouter/main_menu", "5000", "1"],
+            ]
+            assert t.commands[4] == ["EXEC", "MixMonitor", "/var/spool/asterisk/monitor/callrouter/4008001234/2026-11-24/1700000000.1.wav,b"]
+            assert t.commands[5] == ["EXEC", "Dial", f"{ZHANG},20,"]
+            assert t.replies[t.replies.index("HANGUP") + 1] == "200 result=-1"  # HANGUP came before Dial's reply
+            assert t.variables["CALLROUTER_RESULT"] == "ROUTED"
+            (rec,) = router.sink.records
+            assert (rec.disposition, rec.answered_line, rec.talk_seconds, rec.ring_seconds) == ("answered", "zhang", 95, 4)
+            assert rec.ivr_path == ("main:1",) and rec.uniqueid == "1700000000.1" and rec.caller == "13912345678"
+            assert rec.recording_file == "/var/spool/asterisk/monitor/callrouter/4008001234/2026-11-24/1700000000.1.wav"
+            assert router.sample("callrouter_calls_total", number="4008001234", disposition="answered") == 1
+            assert router.sample("callrouter_sessions_ended_total", outcome="routed") == 1
+            assert router.sample("callrouter_active_sessions") == 0
+
+    arun(body())
+
+
+def test_failover_across_busy_and_unanswered_lines() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            dial = {ZHANG: DialScript("BUSY", 1), LI: DialScript("NOANSWER"), WANG: DialScript("ANSWER", 2, 10)}
+            t = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial=dial))
+            await router.settle(1)
+            assert [(d.targets, d.status) for d in t.dials] == [([ZHANG], "BUSY"), ([LI], "NOANSWER"), ([WANG], "ANSWER")]
+            rec = router.sink.records[0]
+            assert [(a.line_id, a.status, a.ring_seconds) for a in rec.attempts] == [
+                ("zhang", "BUSY", 1), ("li", "NOANSWER", 20), ("wang", "ANSWER", 2)
+            ]
+            assert rec.answered_line == "wang"
+
+    arun(body())
+
+
+def test_round_robin_rotates_across_real_calls() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            answered = []
+            for i in range(4):
+                script = CallScript(uniqueid=f"1700000000.{i}", dtmf=("1",), default_dial=DialScript("ANSWER", 1, 5))
+                t = await run_call("127.0.0.1", router.port, script)
+                answered.append(t.dials[0].targets[0])
+            assert answered == [ZHANG, LI, WANG, ZHANG]
+
+    arun(body())
+
+
+def test_nobody_answers_voicemail_is_recorded() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            t = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",)))
+            await router.settle(1)
+            assert [d.status for d in t.dials] == ["NOANSWER", "NOANSWER", "NOANSWER"]
+            assert [d.timeout for d in t.dials] == [20, 20, 20]
+            record = [c for c in t.commands if c[:2] == ["RECORD", "FILE"]]
+            assert record and record[0][2] == "/var/spool/asterisk/callrouter-voicemail/4008001234/2026-11-24/1700000000.1"
+            assert t.commands[-2][0] == "HANGUP" or t.commands[-1][0] == "HANGUP" or ["HANGUP"] in t.commands
+            rec = router.sink.records[0]
+            assert rec.disposition in ("voicemail", "no_answer")
+
+    arun(body())
+
+
+def test_hostile_caller_id_name_cannot_become_a_command() -> None:
+    evil = 'Bob" \\"; EXEC System "rm -rf /" ${SHELL(reboot)} \\\\ \r 张三'
+    async def body() -> None:
+        async with running_router() as router:
+            script = CallScript(calleridname=evil, callerid='139"12345678 ${X}', dtmf=("1",), dial={ZHANG: DialScript("ANSWER", 1, 5)})
+            t = await run_call("127.0.0.1", router.port, script)
+            await router.settle(1)
+            names = [c for c in t.commands if c[:3] == ["SET", "VARIABLE", "CALLERID(name)"]]
+            assert names == [["SET", "VARIABLE", "CALLERID(name)", display_name(evil)]]
+            assert "${SHELL(reboot)}" in t.variables["CALLERID(name)"]  # kept literally, never evaluated
+            assert all(len(line.split("\n")) == 1 for line in t.lines)
+            assert all(parse_args(line) == cmd for line, cmd in zip(t.lines, t.commands))
+            assert not any(c[0] == "EXEC" and c[1] not in ("MixMonitor", "Dial") for c in t.commands)
+            assert router.sink.records[0].caller == "13912345678"
+
+    arun(body())
+
+
+def test_caller_hangs_up_during_the_menu() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            t = await run_call("127.0.0.1", router.port, CallScript(hangup=HangupAt("GET DATA")))
+            await router.settle(1)
+            assert t.replies.count("HANGUP") == 1
+            assert not t.dials
+            assert not any(r.startswith("511") for r in t.replies)  # only dead-safe commands after the hangup
+            assert router.sink.records[0].disposition == "abandoned"
+
+    arun(body())
+
+
+def test_caller_hangs_up_while_a_line_rings() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            t = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), hangup=HangupAt("EXEC DIAL", 2)))
+            await router.settle(1)
+            assert [d.status for d in t.dials] == ["NOANSWER", "CANCEL"]
+            rec = router.sink.records[0]
+            assert rec.disposition == "abandoned"
+            assert [(a.line_id, a.status) for a in rec.attempts] == [("zhang", "NOANSWER"), ("li", "CANCEL")]
+            assert not any(r.startswith("511") for r in t.replies)
+
+    arun(body())
+
+
+def test_hangup_arriving_while_idle_between_commands() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            t = await run_call("127.0.0.1", router.port, CallScript(hangup=HangupAt("STREAM FILE", 1, "after")))
+            await router.settle(1)
+            assert router.sink.records[0].disposition == "abandoned"
+            assert t.variables["CALLROUTER_RESULT"] == "ROUTED"
+            # At most the one command already in flight met the dead channel; nothing after it.
+            assert sum(r.startswith("511") for r in t.replies) <= 1
+
+    arun(body())
+
+
+def test_unknown_script_and_unknown_number_are_handed_back_to_the_dialplan() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            a = await run_call("127.0.0.1", router.port, CallScript(script="nosuch"))
+            b = await run_call("127.0.0.1", router.port, CallScript(dnid="4009999999", extension="4009999999"))
+            c = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER")}))
+            assert a.variables["CALLROUTER_RESULT"] == "UNKNOWN_SCRIPT" and a.agi_status == "SUCCESS"
+            assert b.variables["CALLROUTER_RESULT"] == "NO_PLAN"
+            assert c.variables["CALLROUTER_RESULT"] == "ROUTED"
+            assert router.sample("callrouter_sessions_ended_total", outcome="unknown_script") == 1
+            assert router.sample("callrouter_sessions_ended_total", outcome="no_plan") == 1
+
+    arun(body())
+
+
+def test_number_can_come_as_an_agi_argument() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            t = await run_call("127.0.0.1", router.port, CallScript(dnid="unknown", extension="s", args=("4008001234",), dtmf=("3",), dial={ZHAO: DialScript("ANSWER")}))
+            assert t.dials[0].targets == [ZHAO]
+
+    arun(body())
+
+
+def test_malformed_environment_is_contained() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            bad = await run_call("127.0.0.1", router.port, CallScript(raw_environment=b"agi_network: yes\nthis is not a header\n\n"))
+            good = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER")}))
+            assert bad.lines == [] and bad.agi_status == "SUCCESS"
+            assert good.variables["CALLROUTER_RESULT"] == "ROUTED"
+            assert router.sample("callrouter_protocol_errors_total", kind="RemoteProtocolError") == 1
+
+    arun(body())
+
+
+def test_newline_injected_into_the_environment_is_a_protocol_error() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            raw = b"agi_network: yes\nagi_callerid: 139\nHANGUP\nagi_calleridname: x\n\n"
+            t = await run_call("127.0.0.1", router.port, CallScript(raw_environment=raw))
+            assert t.lines == []
+            assert router.sample("callrouter_sessions_ended_total", outcome="protocol_error") == 1
+
+    arun(body())
+
+
+def test_silent_peer_times_out() -> None:
+    async def body() -> None:
+        config = sample_config(timeouts=sample_config().service.timeouts.model_copy(update={"environment": 0.2}))
+        async with running_router(config) as router:
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            assert await asyncio.wait_for(reader.read(), 3) == b""  # the server hung up on us
+            writer.close()
+            await asyncio.sleep(0.05)
+            assert router.sample("callrouter_sessions_ended_total", outcome="timeout") == 1
+
+    arun(body())
+
+
+def test_line_limit_is_respected_across_concurrent_calls_and_released() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            hold = asyncio.Event()
+            first = asyncio.create_task(
+                run_call("127.0.0.1", router.port, CallScript(uniqueid="1.1", dtmf=("3",), dial={ZHAO: DialScript("ANSWER", 1, 60, hold=hold)}))
+            )
+            while await router.state.active(ZHAO) == 0:
+                await asyncio.sleep(0.01)
+            second = await run_call("127.0.0.1", router.port, CallScript(uniqueid="1.2", dtmf=("3",), default_dial=DialScript("ANSWER", 1, 5)))
+            assert [d.targets for d in second.dials] == [[ZHANG]]  # zhao (max_calls 1) was skipped
+            hold.set()
+            await first
+            await router.settle(2)
+            assert await router.state.active(ZHAO) == 0
+            second_rec = next(r for r in router.sink.records if r.uniqueid == "1.2")
+            assert [(a.line_id, a.status) for a in second_rec.attempts] == [("zhao", "FULL"), ("zhang", "ANSWER")]
+
+    arun(body())
+
+
+def test_session_cap_hands_extra_calls_back() -> None:
+    async def body() -> None:
+        async with running_router(sample_config(max_sessions=1)) as router:
+            hold = asyncio.Event()
+            first = asyncio.create_task(
+                run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER", 1, 1, hold=hold)}))
+            )
+            while router.server.active == 0 or not await router.state.active(ZHANG):
+                await asyncio.sleep(0.01)
+            extra = await run_call("127.0.0.1", router.port, CallScript())
+            assert extra.variables["CALLROUTER_RESULT"] == "BUSY"
+            assert extra.commands == [["SET", "VARIABLE", "CALLROUTER_RESULT", "BUSY"]]
+            hold.set()
+            assert (await first).variables["CALLROUTER_RESULT"] == "ROUTED"
+            assert router.sample("callrouter_sessions_ended_total", outcome="rejected_busy") == 1
+
+    arun(body())
+
+
+class ExplodingState:
+    """A store that fails: the call using it must fail alone."""
+
+    async def last_first(self, key: str) -> str | None:
+        raise RuntimeError("store exploded")
+
+    async def set_last_first(self, key: str, line_id: str) -> None: ...
+
+    async def acquire(self, line_key: str, limit: int) -> bool:
+        return True
+
+    async def release(self, line_key: str) -> None: ...
+
+    async def active(self, line_key: str) -> int:
+        return 0
+
+
+def test_a_crash_in_one_call_touches_no_other_call() -> None:
+    async def body() -> None:
+        async with running_router(state=ExplodingState()) as router:
+            crashed, fine = await asyncio.gather(
+                run_call("127.0.0.1", router.port, CallScript(uniqueid="1.1", dtmf=("1",))),  # sales: round robin
+                run_call("127.0.0.1", router.port, CallScript(uniqueid="1.2", dtmf=("3",), default_dial=DialScript("ANSWER"))),
+            )
+            await router.settle(2)
+            assert crashed.variables["CALLROUTER_RESULT"] == "ERROR"
+            assert fine.variables["CALLROUTER_RESULT"] == "ROUTED"
+            by_id = {r.uniqueid: r for r in router.sink.records}
+            assert by_id["1.1"].disposition == "error" and by_id["1.2"].disposition == "answered"
+            assert router.sample("callrouter_sessions_ended_total", outcome="error") == 1
+
+    arun(body())
+
+
+def test_drain_lets_calls_finish_then_refuses_new_ones() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            hold = asyncio.Event()
+            call = asyncio.create_task(
+                run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER", 1, 30, hold=hold)}))
+            )
+            while not await router.state.active(ZHANG):
+                await asyncio.sleep(0.01)
+            port = router.port
+            drain = asyncio.create_task(router.server.drain(5.0))
+            await asyncio.sleep(0.1)
+            try:
+                await run_call("127.0.0.1", port, CallScript())
+                refused = False
+            except OSError:
+                refused = True
+            assert refused
+            hold.set()
+            assert await drain == 0
+            assert (await call).variables["CALLROUTER_RESULT"] == "ROUTED"
+            assert router.sink.records[0].disposition == "answered"
+
+    arun(body())
+
+
+def test_drain_timeout_cuts_calls_off_but_keeps_their_records() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            hold = asyncio.Event()
+            call = asyncio.create_task(
+                run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER", 1, 30, hold=hold)}))
+            )
+            while not await router.state.active(ZHANG):
+                await asyncio.sleep(0.01)
+            assert await router.server.drain(0.2) == 1
+            (rec,) = router.sink.records
+            assert (rec.disposition, rec.reason) == ("error", "cut off by router shutdown")
+            assert await router.state.active(ZHANG) == 0
+            hold.set()
+            await asyncio.wait_for(call, 5)
+
+    arun(body())
+
+
+def test_peer_silent_after_a_command_times_out() -> None:
+    async def body() -> None:
+        timeouts = sample_config().service.timeouts.model_copy(update={"command": 0.3})
+        async with running_router(sample_config(timeouts=timeouts)) as router:
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            writer.write(b"agi_network: yes\nagi_network_script: route\nagi_uniqueid: 1.9\nagi_callerid: 139\nagi_dnid: 4008001234\n\n")
+            first = await asyncio.wait_for(reader.readline(), 3)
+            assert first == b"ANSWER\n"
+            # ...and we never answer it.
+            rest = await asyncio.wait_for(reader.read(), 3)
+            assert rest == b""  # the server gave up and closed
+            writer.close()
+            await router.settle(1)
+            assert router.sink.records[0].disposition == "error"
+            assert router.sample("callrouter_sessions_ended_total", outcome="timeout") == 1
+
+    arun(body())
