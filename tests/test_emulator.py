@@ -1,0 +1,129 @@
+"""The Asterisk emulator answers with the exact lines res_agi.c uses (checked with a raw socket server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from callrouter.emulator.asterisk import run_call
+from callrouter.emulator.script import CallScript, CallTranscript, DialScript, HangupAt
+from tests.harness import arun
+
+
+async def scripted(script: CallScript, lines: list[bytes], pause: float | None = None) -> tuple[CallTranscript, list[str], dict[str, str]]:
+    """A raw FastAGI server that sends fixed command lines and records every line it gets back."""
+    received: list[str] = []
+    env: dict[str, str] = {}
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (line := (await reader.readline()).decode().rstrip("\n")) != "":
+            key, _, value = line.partition(": ")
+            env[key] = value
+        for command in lines:
+            writer.write(command)
+            await writer.drain()
+            await asyncio.sleep(0.02)  # let every reply arrive
+        while True:
+            try:
+                chunk = await asyncio.wait_for(reader.readline(), 0.05)
+            except asyncio.TimeoutError:
+                break
+            if not chunk:
+                break
+            received.append(chunk.decode().rstrip("\n"))
+        if pause is None:
+            writer.close()
+        else:
+            await asyncio.sleep(pause)
+        done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transcript = await run_call("127.0.0.1", port, script, timeout=0.5 if pause else 5)
+    await done.wait()
+    server.close()
+    return transcript, transcript.replies, env
+
+
+def test_environment_block() -> None:
+    _, _, env = arun(scripted(CallScript(args=("4008001234", "a b"), callerid=""), []))
+    assert env["agi_network"] == "yes" and env["agi_network_script"] == "route"
+    assert env["agi_callerid"] == "unknown" and env["agi_arg_2"] == "a b" and env["agi_type"] == "PJSIP"
+
+
+def test_exact_replies() -> None:
+    script = CallScript(dtmf=("12", "", "5", "7#"), variables={"FOO": "a (b) c"})
+    t, replies, _ = arun(scripted(script, [
+        b"ANSWER\n", b'GET DATA "menu" "5000" "2"\n', b'GET DATA "menu" "5000" "2"\n', b'GET DATA "menu" "5000" "3"\n',
+        b'STREAM FILE "x" "78"\n', b'GET VARIABLE "FOO"\n', b'GET VARIABLE "NOPE"\n', b'SET VARIABLE "A" "1"\n',
+        b"FROBNICATE\n", b'SET VARIABLE "only-one"\n',
+    ]))
+    assert replies == [
+        "200 result=0",
+        "200 result=12",
+        "200 result= (timeout)",
+        "200 result=5 (timeout)",
+        "200 result=55 endpos=4000",  # '7' pressed during the file: ascii 55
+        "200 result=1 (a (b) c)",
+        "200 result=0",
+        "200 result=1",
+        "510 Invalid or unknown command",
+        "520-Invalid command syntax.  Proper usage follows:",
+        "Usage: SET VARIABLE <variablename> <value>",
+        " Sets a variable to the current channel.",
+        "520 End of proper usage.",
+    ]
+    assert t.answered
+
+
+def test_answered_dial_ends_in_hangup_then_dead_channel() -> None:
+    script = CallScript(dial={"PJSIP/1": DialScript("ANSWER", 3, 40)})
+    t, replies, _ = arun(scripted(script, [
+        b'EXEC "Dial" "PJSIP/1,20,"\n', b'GET FULL VARIABLE "${DIALSTATUS}|${ANSWEREDTIME}|${DIALEDTIME}|${DIALEDPEERNUMBER}"\n',
+        b'STREAM FILE "x" ""\n',
+    ]))
+    assert replies == ["HANGUP", "200 result=-1", "200 result=1 (ANSWER|40|43|PJSIP/1)",
+                       "511 Command Not Permitted on a dead channel or intercept routine"]
+    assert t.agi_status == "HANGUP" and t.dials[0].ring_seconds == 3
+
+
+def test_dial_failures_and_ring_all() -> None:
+    script = CallScript(dial={"A/1": DialScript("BUSY"), "A/2": DialScript("ANSWER", 30), "A/3": DialScript("CHANUNAVAIL")})
+    t, replies, _ = arun(scripted(script, [
+        b'EXEC "Dial" "A/1,20,"\n', b'EXEC "Dial" "A/2,20,"\n', b'GET VARIABLE "DIALSTATUS"\n',
+        b'EXEC "Dial" "A/1&A/3,20,"\n', b'GET VARIABLE "DIALSTATUS"\n',
+    ]))
+    assert replies == ["200 result=0", "200 result=0", "200 result=1 (NOANSWER)", "200 result=0", "200 result=1 (BUSY)"]
+    assert [d.status for d in t.dials] == ["BUSY", "NOANSWER", "BUSY"]  # rang past the timeout: NOANSWER
+
+
+def test_scripted_hangup_during_get_data() -> None:
+    t, replies, _ = arun(scripted(CallScript(hangup=HangupAt("GET DATA")), [
+        b'GET DATA "m" "5000" "1"\n', b'SET VARIABLE "R" "x"\n', b"ANSWER\n",
+    ]))
+    assert replies == ["HANGUP", "200 result=-1", "200 result=1",
+                       "511 Command Not Permitted on a dead channel or intercept routine"]
+
+
+def test_scripted_hangup_after_a_command_arrives_while_idle() -> None:
+    _, replies, _ = arun(scripted(CallScript(hangup=HangupAt("ANSWER", mode="after")), [b"ANSWER\n"]))
+    assert replies == ["200 result=0", "HANGUP"]
+
+
+def test_agiexecfull_substitution_only_when_set() -> None:
+    plain, _, _ = arun(scripted(CallScript(variables={"X": "boom"}), [b'EXEC "Set" "V=${X}"\n', b'GET VARIABLE "V"\n']))
+    assert plain.replies[-1] == "200 result=1 (${X})"
+    full, _, _ = arun(scripted(CallScript(variables={"X": "boom", "AGIEXECFULL": "yes"}), [b'EXEC "Set" "V=${X}"\n', b'GET VARIABLE "V"\n']))
+    assert full.replies[-1] == "200 result=1 (boom)"
+
+
+def test_a_newline_inside_a_value_becomes_a_second_command() -> None:
+    # This is why the router refuses CR/LF in values: Asterisk reads the rest as the next command.
+    t, _, _ = arun(scripted(CallScript(), [b'SET VARIABLE "CALLERID(name)" "Bob\nHANGUP"\n']))
+    assert t.commands == [["SET", "VARIABLE", "CALLERID(name)", "Bob"], ["HANGUP"]]
+    assert t.hung_up  # the injected HANGUP really hung the call up
+
+
+def test_silent_router_is_a_failure() -> None:
+    t, _, _ = arun(scripted(CallScript(), [], pause=1.0))
+    assert t.agi_status == "FAILURE" and t.error is not None
