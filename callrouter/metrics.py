@@ -44,11 +44,17 @@ class RouterMetrics:
         self.config_last_success = Gauge(
             "callrouter_config_last_reload_success_timestamp_seconds", "When the configuration last loaded", registry=r
         )
+        self._command_children: dict[str, Histogram] = {}
         for outcome in SESSION_OUTCOMES:
             self.sessions_ended.labels(outcome=outcome)
         for result in ("success", "failure"):
             self.config_reloads.labels(result=result)
 
     def observe_command(self, verb: str, seconds: float) -> None:
-        if verb not in ("EXEC", "RECORD FILE", "GET DATA"):
-            self.command_seconds.labels(command=verb).observe(seconds)
+        """Per-command reply time; the labelled child is cached, this runs for every AGI command."""
+        if verb in ("EXEC", "RECORD FILE", "GET DATA"):
+            return
+        child = self._command_children.get(verb)
+        if child is None:
+            child = self._command_children[verb] = self.command_seconds.labels(command=verb)
+        child.observe(seconds)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -82,6 +83,8 @@ class CallSession:
     def __init__(self, channel: AgiChannel, env: Environment, config: RoutingConfig, deps: SessionDeps) -> None:
         self.channel, self.env, self.config, self.deps = channel, env, config, deps
         self.started_at = deps.clock()
+        self._t0 = time.perf_counter()
+        self._waiting_before = channel.waiting_seconds  # reading the header is Asterisk's time, not ours
         self.answered_at: datetime | None = None
         self.held: list[str] = []  # line keys reserved and not yet released
         self.caller_display_set = False
@@ -261,6 +264,7 @@ class CallSession:
             recording_file=result.recording_file,
             voicemail_file=result.voicemail_file,
             instance=self.deps.instance,
+            router_ms=round((time.perf_counter() - self._t0 - (self.channel.waiting_seconds - self._waiting_before)) * 1000, 3),
             trace=result.trace,
         )
         self.deps.metrics.calls.labels(number=plan.number, disposition=result.disposition).inc()

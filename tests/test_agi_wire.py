@@ -261,3 +261,19 @@ def test_command_renderings() -> None:
 def test_local_errors(build) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(LocalProtocolError):
         build()
+
+
+def test_environment_followed_by_data_in_the_same_read() -> None:
+    conn = AgiConnection()
+    conn.receive_data(ENV + b"HANGUP\n")
+    assert isinstance(conn.next_event(), Environment)
+    assert conn.next_event() == HangupNotice()
+
+
+def test_empty_environment() -> None:
+    conn = AgiConnection()
+    conn.receive_data(b"\n\n")
+    env = conn.next_event()
+    assert isinstance(env, Environment) and env.variables == {}
+    with pytest.raises(RemoteProtocolError, match="no command pending"):
+        conn.next_event()  # the second blank line is not a reply to anything

@@ -37,6 +37,7 @@ def test_a_call_pressing_1_reaches_sales() -> None:
             (rec,) = router.sink.records
             assert (rec.disposition, rec.answered_line, rec.talk_seconds, rec.ring_seconds) == ("answered", "zhang", 95, 4)
             assert rec.ivr_path == ("main:1",) and rec.uniqueid == "1700000000.1" and rec.caller == "13912345678"
+            assert 0 < rec.router_ms < 1000
             assert rec.recording_file == "/var/spool/asterisk/monitor/callrouter/4008001234/2026-11-24/1700000000.1.wav"
             assert router.sample("callrouter_calls_total", number="4008001234", disposition="answered") == 1
             assert router.sample("callrouter_sessions_ended_total", outcome="routed") == 1

@@ -70,23 +70,27 @@ class AgiChannel:
         self.environment: Environment | None = None
         self.hangup_notified = False  # Asterisk sent HANGUP
         self.dead = False  # the channel is known to be gone (notice, 511, or a -1 that means hangup)
+        self.waiting_seconds = 0.0  # time spent waiting for Asterisk; the rest of a session is ours
 
     async def _next_event(self, timeout: float | None) -> object:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            event = self._conn.next_event()
-            if event is not NEED_DATA:
-                return event
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise AgiTimeout(f"no data from Asterisk for {timeout:.0f}s")
-            try:
-                data = await asyncio.wait_for(self._reader.read(READ_SIZE), remaining)
-            except asyncio.TimeoutError:
-                raise AgiTimeout(f"no data from Asterisk for {timeout:.0f}s") from None
-            except ConnectionError:
-                data = b""
-            self._conn.receive_data(data)
+        event = self._conn.next_event()
+        if event is not NEED_DATA:
+            return event
+        started = time.perf_counter()
+        try:
+            # asyncio.timeout, not wait_for: wait_for makes a task per read on 3.11, which shows per call.
+            async with asyncio.timeout(timeout):
+                while (event := self._conn.next_event()) is NEED_DATA:
+                    try:
+                        data = await self._reader.read(READ_SIZE)
+                    except ConnectionError:
+                        data = b""
+                    self._conn.receive_data(data)
+        except TimeoutError:
+            raise AgiTimeout(f"no data from Asterisk for {timeout:.1f}s") from None
+        finally:
+            self.waiting_seconds += time.perf_counter() - started
+        return event
 
     async def read_environment(self, timeout: float) -> Environment:
         """The agi_* header Asterisk sends first; raises AgiProtocolError or AgiTimeout."""

@@ -240,7 +240,13 @@ class AgiConnection:
         return raw.decode("utf-8", errors="replace")
 
     def _next(self) -> Event | NeedData:
+        if self._state is State.ENVIRONMENT:
+            env = self._environment_block()
+            if env is not None:
+                return env
         while True:
+            if not self._buffer and not self._eof:
+                return NEED_DATA
             if self._state is State.CLOSED:
                 if not self._closed_reported:
                     self._closed_reported = True
@@ -289,6 +295,22 @@ class AgiConnection:
         self._pending = None
         self._state = State.IDLE
         return reply
+
+    def _environment_block(self) -> Environment | None:
+        """Fast path: the whole header is buffered, so take it in one split instead of line by line."""
+        end = self._buffer.find(b"\n\n")
+        if end < 0 or end + 2 > self._max_env or self._buffer[:1] == b"\n" or b"\r" in self._buffer[:end]:
+            return None  # not complete yet, or unusual: the line-by-line path decides
+        block = bytes(self._buffer[: end + 2])
+        for raw in block[:-1].split(b"\n"):
+            if len(raw) > self._max_line:
+                return None
+        del self._buffer[: end + 2]
+        self._env_bytes += end + 2
+        event: Environment | None = None
+        for raw in block[:-1].split(b"\n"):
+            event = self._environment_line(raw.decode("utf-8", errors="replace"))
+        return event  # the last line of the block is the empty one that ends the header
 
     def _environment_line(self, line: str) -> Environment | None:
         self._env_lines += 1

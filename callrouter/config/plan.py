@@ -173,7 +173,7 @@ class Line(Frozen):
     target: DialTarget | None = None  # or an explicit Asterisk dial target
     ring_timeout: int = Field(default=20, ge=3, le=180)
     enabled: bool = True
-    max_calls: int = Field(default=1, ge=1, le=100)
+    max_calls: int = Field(default=1, ge=1, le=10_000)  # a phone carries 1; a PBX or trunk target many
     weight: int = Field(default=1, ge=1, le=100)
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +74,7 @@ class CallRecord:
     recording_file: str | None
     voicemail_file: str | None
     instance: str = ""
+    router_ms: float = 0.0  # time the router itself spent on the call (not waiting for Asterisk)
     trace: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -81,9 +82,16 @@ class CallRecord:
         return (self.ended_at - self.started_at).total_seconds()
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        """Plain JSON types, built field by field (dataclasses.asdict deep-copies: too slow per call)."""
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("started_at", "ended_at", "answered_at"):
             value = data[key]
             data[key] = value.isoformat() if value is not None else None
+        data["ivr_path"] = list(self.ivr_path)
+        data["trace"] = list(self.trace)
+        data["attempts"] = [
+            {"line_id": a.line_id, "target": a.target, "status": a.status, "ring_seconds": a.ring_seconds, "talk_seconds": a.talk_seconds}
+            for a in self.attempts
+        ]
         data["duration_seconds"] = round(self.duration_seconds, 3)
         return data

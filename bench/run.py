@@ -1,0 +1,236 @@
+"""Benchmark: the FastAGI server in its own process, driven over loopback by the Asterisk emulator.
+
+Measures routed calls per second, the time of one call, the server's CPU per call, and the server's
+memory with many calls held open in Dial. Run with `make bench` (options: `--help`). Figures go to stdout
+and bench/results.json; docs/benchmarks.md quotes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from callrouter.emulator.asterisk import run_call  # noqa: E402
+from callrouter.emulator.script import CallScript, DialScript  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class CountingEvent(asyncio.Event):
+    """A Dial hold that counts the calls parked on it, so the bench knows when all are in Dial."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    async def wait(self) -> bool:  # type: ignore[override]
+        self.waiting += 1
+        return await super().wait()
+
+
+def server_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def server_mem(pid: int) -> dict[str, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {k: int(re.search(rf"{k}:\s+(\d+) kB", status).group(1)) for k in ("VmRSS", "VmHWM")}  # type: ignore[union-attr]
+
+
+def workspace(tmp: Path) -> Path:
+    """The sample config and plan, open around the clock, with room for the held calls."""
+    shutil.copytree(ROOT / "dialplans", tmp / "dialplans")
+    plan = tmp / "dialplans" / "4008001234.yaml"
+    text = plan.read_text()
+    text = text[: text.index("schedule:\n")] + text[text.index("after_hours:\n"):]
+    # The sales lines stand for call-centre trunks here, so 10,000 calls can be in Dial at once.
+    plan.write_text(text.replace('ring_timeout: 20}', 'ring_timeout: 20, max_calls: 5000}'))
+    cfg = (ROOT / "config.yaml").read_text()
+    cfg = cfg.replace("max_sessions: 2000", "max_sessions: 12000")
+    cfg = cfg.replace("jsonl_path: var/calls.jsonl", f"jsonl_path: {tmp}/calls.jsonl")
+    (tmp / "config.yaml").write_text(cfg)
+    return tmp / "config.yaml"
+
+
+def router_ms(tmp: Path, prefix: str) -> list[float]:
+    """The router's own time per call (wall time minus waiting for Asterisk), from its call records."""
+    out = []
+    for line in (tmp / "calls.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["uniqueid"].startswith(prefix + "."):
+            out.append(record["router_ms"])
+    return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def calls(port: int, n: int, concurrency: int, prefix: str) -> tuple[float, list[float], int]:
+    """n realistic calls (press 1, first line answers); returns wall time, per-call times, failures."""
+    answer = DialScript("ANSWER", 1, 0)
+    times: list[float] = []
+    failures = 0
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal failures, next_index
+        while next_index < n:
+            i = next_index
+            next_index += 1
+            script = CallScript(uniqueid=f"{prefix}.{i}", dtmf=("1",), default_dial=answer)
+            started = time.perf_counter()
+            t = await run_call("127.0.0.1", port, script)
+            times.append(time.perf_counter() - started)
+            if t.agi_status == "FAILURE" or t.variables.get("CALLROUTER_RESULT") != "ROUTED":
+                failures += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, times, failures
+
+
+async def held(port: int, pid: int, n: int) -> dict[str, float]:
+    """n calls parked in an answered Dial at once; the server's memory then and after release."""
+    hold = CountingEvent()
+    script = lambda i: CallScript(uniqueid=f"held.{i}", dtmf=("1",), default_dial=DialScript("ANSWER", 1, 0, hold=hold))  # noqa: E731
+    before = server_mem(pid)["VmRSS"]
+    tasks = []
+    for start in range(0, n, 500):
+        tasks += [asyncio.create_task(run_call("127.0.0.1", port, script(i), timeout=300)) for i in range(start, min(n, start + 500))]
+        while hold.waiting < len(tasks) and not any(t.done() for t in tasks):
+            await asyncio.sleep(0.02)
+    deadline = time.monotonic() + 120
+    while hold.waiting < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    mem = server_mem(pid)
+    parked = hold.waiting
+    hold.set()
+    results = await asyncio.gather(*tasks)
+    ok = sum(t.variables.get("CALLROUTER_RESULT") == "ROUTED" for t in results)
+    await asyncio.sleep(0.5)
+    return {
+        "held_calls": parked,
+        "rss_before_mb": before / 1024,
+        "rss_held_mb": mem["VmRSS"] / 1024,
+        "rss_peak_mb": mem["VmHWM"] / 1024,
+        "kb_per_held_call": (mem["VmRSS"] - before) / max(1, parked),
+        "completed_ok_after_release": ok,
+        "rss_after_release_mb": server_mem(pid)["VmRSS"] / 1024,
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tmp = Path(tempfile.mkdtemp(prefix="callrouter-bench-"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callrouter", "serve", "--config", str(workspace(tmp)), "--port", "0",
+        stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stderr is not None
+        while not (m := re.search(rb"listening on 127\.0\.0\.1:(\d+)", await asyncio.wait_for(proc.stderr.readline(), 30))):
+            pass
+        port = int(m.group(1))
+        drain_log = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
+        pinned = False
+        if len(os.sched_getaffinity(0)) >= 2:
+            os.sched_setaffinity(proc.pid, {0})
+            os.sched_setaffinity(0, {1})
+            pinned = True
+        await calls(port, 300, 8, "warm")
+
+        cpu0 = server_cpu(proc.pid)
+        wall, times, failures = await calls(port, args.calls, args.concurrency, "tput")
+        cpu = server_cpu(proc.pid) - cpu0
+        throughput = {
+            "calls": args.calls, "concurrency": args.concurrency, "failures": failures, "wall_s": wall,
+            "calls_per_s": (args.calls - failures) / wall,
+            "server_cpu_ms_per_call": cpu / args.calls * 1000,
+            "server_cpu_utilisation": cpu / wall,
+            "server_calls_per_cpu_second": args.calls / cpu if cpu else float("inf"),
+            "call_ms_p50": percentile(times, 50) * 1000, "call_ms_p99": percentile(times, 99) * 1000,
+        }
+        await asyncio.sleep(0.5)  # the last records are written just after the sockets close
+        server_ms = router_ms(tmp, "tput")
+        throughput.update(router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99))
+        cpu0 = server_cpu(proc.pid)
+        lwall, ltimes, lfail = await calls(port, args.latency_calls, 1, "lat")
+        lcpu = server_cpu(proc.pid) - cpu0
+        latency = {
+            "calls": args.latency_calls, "failures": lfail,
+            "call_ms_p50": percentile(ltimes, 50) * 1000, "call_ms_p90": percentile(ltimes, 90) * 1000,
+            "call_ms_p99": percentile(ltimes, 99) * 1000, "call_ms_max": max(ltimes) * 1000,
+            "call_ms_mean": statistics.fmean(ltimes) * 1000,
+            "server_cpu_ms_per_call": lcpu / args.latency_calls * 1000,
+        }
+        await asyncio.sleep(0.5)
+        server_ms = router_ms(tmp, "lat")
+        latency.update(router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99), router_ms_max=max(server_ms))
+        memory = await held(port, proc.pid, args.held) if args.held else {}
+        return {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {
+                "cpu": next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?"),
+                "cores": os.cpu_count(), "python": platform.python_version(), "pinned_server_to_one_core": pinned,
+            },
+            "scenario": "sample plan, open; caller presses 1; first round-robin line answers (9 AGI commands per call)",
+            "throughput": throughput, "latency_concurrency_1": latency, "held_calls": memory,
+        }
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(r: dict) -> None:  # type: ignore[type-arg]
+    t, lat, mem = r["throughput"], r["latency_concurrency_1"], r["held_calls"]
+    print(f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, Python {r['machine']['python']}, server pinned to one core: {r['machine']['pinned_server_to_one_core']}")
+    print(f"scenario: {r['scenario']}")
+    print(f"throughput ({t['calls']} calls, {t['concurrency']} at once): {t['calls_per_s']:.0f} routed calls/s, failures {t['failures']}")
+    print(f"  server CPU {t['server_cpu_ms_per_call']:.3f} ms/call -> {t['server_calls_per_cpu_second']:.0f} calls per CPU-second; server core busy {t['server_cpu_utilisation']:.0%}")
+    print(f"  call time seen by Asterisk p50 {t['call_ms_p50']:.2f} ms, p99 {t['call_ms_p99']:.2f} ms (queueing included)")
+    print(f"  router's own time per call p50 {t['router_ms_p50']:.3f} ms, p99 {t['router_ms_p99']:.3f} ms")
+    print(f"one call at a time ({lat['calls']} calls): seen by Asterisk p50 {lat['call_ms_p50']:.3f} ms, p99 {lat['call_ms_p99']:.3f} ms, max {lat['call_ms_max']:.1f} ms; server CPU {lat['server_cpu_ms_per_call']:.3f} ms/call")
+    print(f"  router's own time per call p50 {lat['router_ms_p50']:.3f} ms, p99 {lat['router_ms_p99']:.3f} ms, max {lat['router_ms_max']:.3f} ms")
+    if mem:
+        print(f"held calls: {mem['held_calls']:.0f} in Dial at once: server RSS {mem['rss_held_mb']:.0f} MB (before {mem['rss_before_mb']:.0f} MB, {mem['kb_per_held_call']:.1f} kB per call, peak {mem['rss_peak_mb']:.0f} MB); {mem['completed_ok_after_release']:.0f} completed after release")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency-calls", type=int, default=2000)
+    parser.add_argument("--held", type=int, default=10000, help="calls held open in Dial (0 to skip)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args()
+    results = asyncio.run(main(args))
+    report(results)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {args.out}")
