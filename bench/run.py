@@ -147,12 +147,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         sys.executable, "-m", "callrouter", "serve", "--config", str(workspace(tmp)), "--port", "0",
         stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    log_reader: asyncio.Task[bytes] | None = None
     try:
         assert proc.stderr is not None
         while not (m := re.search(rb"listening on 127\.0\.0\.1:(\d+)", await asyncio.wait_for(proc.stderr.readline(), 30))):
             pass
         port = int(m.group(1))
-        drain_log = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
+        log_reader = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
         pinned = False
         if len(os.sched_getaffinity(0)) >= 2:
             os.sched_setaffinity(proc.pid, {0})
@@ -191,7 +192,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         return {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {
-                "cpu": next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?"),
+                "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "?"),
                 "cores": os.cpu_count(), "python": platform.python_version(), "pinned_server_to_one_core": pinned,
             },
             "scenario": "sample plan, open; caller presses 1; first round-robin line answers (9 AGI commands per call)",
@@ -205,6 +206,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if log_reader is not None:
+            log_reader.cancel()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -8,13 +8,14 @@ splits it with parse_args() and answers with the exact reply lines Asterisk uses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 from collections import Counter, deque
 from typing import Awaitable, Callable
 
 from callrouter.emulator.agi_args import parse_args
-from callrouter.emulator.script import CallScript, CallTranscript, DialRecord, DialScript
+from callrouter.emulator.script import CallScript, CallTranscript, DialRecord
 
 AGI_BUF_LEN = 8192
 ENDPOS = 8000  # samples "played" by a STREAM FILE that ran to its end
@@ -325,8 +326,6 @@ async def run_call(host: str, port: int, script: CallScript, *, timeout: float =
     finally:
         call.t.variables = dict(call.vars)
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):  # the router may already have reset it
             await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
     return call.t
