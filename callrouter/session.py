@@ -33,6 +33,7 @@ from callrouter.routing.effects import (
     Digits,
     Effect,
     Hangup,
+    LineHistoryRead,
     Play,
     RecordVoicemail,
     RotationRead,
@@ -154,6 +155,8 @@ class CallSession:
         if isinstance(effect, RotationWrite):
             await self.deps.state.set_last_first(effect.key, effect.line_id)
             return None
+        if isinstance(effect, LineHistoryRead):
+            return await self.deps.state.last_used(effect.keys)
         if self.channel.dead and not isinstance(effect, Hangup):
             return HUNG_UP
         try:
@@ -215,6 +218,8 @@ class CallSession:
         ring = max(0, result.dialed_seconds - result.answered_seconds) if result.dialed_seconds else int(result.elapsed)
         if status == "ANSWER":
             self.answered_at = before + timedelta(seconds=ring)
+            if answered_leg is not None:
+                await self.deps.state.mark_used(effect.legs[answered_leg].key, self.deps.clock().timestamp())
         self.deps.metrics.dial_attempts.labels(status=status if status in _KNOWN_STATUSES else "OTHER").inc()
         return DialOutcome(status, answered_leg, ring, result.answered_seconds, tuple(full))
 

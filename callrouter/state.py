@@ -22,6 +22,11 @@ class RoutingState(Protocol):
 
     async def active(self, line_key: str) -> int: ...
 
+    async def last_used(self, line_keys: tuple[str, ...]) -> dict[str, float]:
+        """When each line last finished an answered call (epoch seconds); unknown lines are left out."""
+
+    async def mark_used(self, line_key: str, when: float) -> None: ...
+
 
 class MemoryRoutingState:
     """Process-local state: correct for one router instance."""
@@ -29,6 +34,7 @@ class MemoryRoutingState:
     def __init__(self) -> None:
         self._rotation: dict[str, str] = {}
         self._active: dict[str, int] = {}
+        self._used: dict[str, float] = {}
 
     async def last_first(self, key: str) -> str | None:
         return self._rotation.get(key)
@@ -52,3 +58,9 @@ class MemoryRoutingState:
 
     async def active(self, line_key: str) -> int:
         return self._active.get(line_key, 0)
+
+    async def last_used(self, line_keys: tuple[str, ...]) -> dict[str, float]:
+        return {k: self._used[k] for k in line_keys if k in self._used}
+
+    async def mark_used(self, line_key: str, when: float) -> None:
+        self._used[line_key] = when

@@ -54,6 +54,7 @@ def run_call(
     seed: int = 7,
     service: ServiceConfig = SERVICE,
     leave_message: bool = True,
+    last_used: dict[str, float] | None = None,
 ) -> DryRun:
     call = CallInfo(number=plan.number, caller=caller_from(caller), uniqueid="1700000000.42")
     inputs = DryRunInputs(
@@ -62,6 +63,8 @@ def run_call(
         default_line=LineOutcome.parse(default),
         rotation=rotation if rotation is not None else {},
         leave_message=leave_message,
+        last_used=last_used if last_used is not None else {},
+        clock=max((last_used or {}).values(), default=0.0),
     )
     return dry_run(route(call, plan, service, now, random.Random(seed)), inputs)
 

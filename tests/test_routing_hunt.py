@@ -224,3 +224,33 @@ def test_recording_starts_once_before_the_first_dial() -> None:
     rec = next(e for e in run.effects if isinstance(e, StartRecording))
     assert rec.path == "/var/spool/asterisk/monitor/callrouter/4001110000/2026-11-24/13912345678-1700000000.42"
     assert run.result.recording_file == rec.path + ".wav"
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "round_robin", "random", "weighted", "ring_all"])
+def test_every_strategy_over_20_lines_with_mixed_outcomes(strategy: str) -> None:
+    """Whatever the order, the hunt stops at the first answer and only failover statuses move it on."""
+    plan = group_plan(strategy)
+    for seed in range(25):
+        run = run_call(plan, seed=seed, lines=outcomes(**MIXED_20), rotation={"4001110000/g": f"l{seed % 20 + 1:02d}"})
+        attempts = tried(run)
+        r = run.result
+        assert r.disposition == "answered" and r.answered_line in ("l13", "l14", "l19")
+        if strategy == "ring_all":
+            assert len(attempts) == 20 and r.answered_line == "l14"  # the quickest answer of all
+            continue
+        statuses = [status for _, status in attempts]
+        assert statuses[-1] == "ANSWER" and "ANSWER" not in statuses[:-1]
+        assert len({line for line, _ in attempts}) == len(attempts)  # no line rung twice
+        expected = [MIXED_20[line].split(":")[0] for line, _ in attempts]
+        assert statuses == expected
+        if strategy == "round_robin":
+            assert attempts[0][0] == f"l{(seed + 1) % 20 + 1:02d}"  # starts after the remembered line
+
+
+def test_least_recent_rings_the_longest_idle_line_first() -> None:
+    plan = group_plan("least_recent", n=4)
+    last_used: dict[str, float] = {}  # shared across calls, as the store would be
+    answered = [run_call(plan, lines=outcomes(l02="BUSY"), default="ANSWER", last_used=last_used).result.answered_line for _ in range(6)]
+    # Never-used lines go first in listed order (l02 is busy), then whoever has waited longest.
+    assert answered == ["l01", "l03", "l04", "l01", "l03", "l04"]
+    assert set(last_used) == {f"Local/138{i:08d}@callrouter-lines" for i in (1, 3, 4)}

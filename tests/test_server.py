@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
 
+from callrouter.config.loader import load_config
 from callrouter.emulator.agi_args import parse_args
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, DialScript, HangupAt
@@ -265,6 +269,11 @@ class ExplodingState:
     async def active(self, line_key: str) -> int:
         return 0
 
+    async def last_used(self, line_keys: tuple[str, ...]) -> dict[str, float]:
+        return {}
+
+    async def mark_used(self, line_key: str, when: float) -> None: ...
+
 
 def test_a_crash_in_one_call_touches_no_other_call() -> None:
     async def body() -> None:
@@ -343,5 +352,32 @@ def test_peer_silent_after_a_command_times_out() -> None:
             await router.settle(1)
             assert router.sink.records[0].disposition == "error"
             assert router.sample("callrouter_sessions_ended_total", outcome="timeout") == 1
+
+    arun(body())
+
+
+def test_least_recent_over_real_calls(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "dialplans").mkdir()
+    (tmp_path / "dialplans" / "p.yaml").write_text(
+        'number: "4001110000"\nname: lr\nentry: {hunt: g}\nhunt_groups:\n  g:\n    strategy: least_recent\n    lines:\n'
+        '      - {id: a, target: "PJSIP/a"}\n      - {id: b, target: "PJSIP/b"}\n      - {id: c, target: "PJSIP/c"}\n'
+    )
+    config = load_config(str(tmp_path / "config.yaml"))
+    clock = iter(range(1_700_000_000, 1_700_000_100))
+
+    async def body() -> None:
+        async with running_router(config) as router:
+            router.server.deps.clock = lambda: datetime.fromtimestamp(next(clock), timezone.utc)
+            first = []
+            for i in range(5):
+                script = CallScript(uniqueid=f"2.{i}", dnid="4001110000", extension="4001110000",
+                                    dial={"PJSIP/b": DialScript("BUSY")}, default_dial=DialScript("ANSWER", 1, 5))
+                t = await run_call("127.0.0.1", router.port, script)
+                first.append(t.dials[0].targets[0])
+            assert first == ["PJSIP/a", "PJSIP/b", "PJSIP/b", "PJSIP/b", "PJSIP/b"]  # b never answers, so it stays "least recent"
+            answered = [r.answered_line for r in router.sink.records]
+            assert answered == ["a", "c", "a", "c", "a"]
 
     arun(body())

@@ -24,7 +24,7 @@ from callrouter.config.types import (
 
 ACTION_KINDS = ("hunt", "menu", "play", "voicemail", "hangup", "repeat", "back")
 _TARGETLESS = ("hangup", "repeat", "back")
-STRATEGIES = ("sequential", "round_robin", "random", "ring_all", "weighted")
+STRATEGIES = ("sequential", "round_robin", "random", "ring_all", "weighted", "least_recent")
 DEFAULT_FAILOVER = frozenset({"BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION"})
 FILE_FIELDS = frozenset({"number", "date", "time", "uniqueid", "caller"})
 _FILE_LITERAL = re.compile(r"[A-Za-z0-9_\-./]*\Z")
@@ -186,7 +186,7 @@ class Line(Frozen):
 class HuntGroup(Frozen):
     """Lines rung in an answer order, failing over from busy, unanswered or broken lines."""
 
-    strategy: Literal["sequential", "round_robin", "random", "ring_all", "weighted"] = "sequential"
+    strategy: Literal["sequential", "round_robin", "random", "ring_all", "weighted", "least_recent"] = "sequential"
     lines: tuple[Line, ...] = Field(min_length=1, max_length=20)
     ring_budget: int = Field(default=120, ge=5, le=900)  # seconds of ringing across all attempts
     failover_on: frozenset[FailoverStatus] = DEFAULT_FAILOVER

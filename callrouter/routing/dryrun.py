@@ -20,6 +20,7 @@ from callrouter.routing.effects import (
     Digits,
     Effect,
     Hangup,
+    LineHistoryRead,
     Play,
     RecordVoicemail,
     RotationRead,
@@ -63,6 +64,8 @@ class DryRunInputs:
     lines: Mapping[str, LineOutcome] = field(default_factory=dict)
     default_line: LineOutcome = LineOutcome("NOANSWER")
     rotation: dict[str, str] = field(default_factory=dict)  # round-robin memory, updated by the run
+    last_used: dict[str, float] = field(default_factory=dict)  # least-recent memory: key -> when, updated by the run
+    clock: float = 0.0  # "now" for last_used updates; advanced one second per answered call
     leave_message: bool = True
     recording_works: bool = True
 
@@ -89,6 +92,8 @@ class _Responder:
         if isinstance(effect, RotationWrite):
             self.inputs.rotation[effect.key] = effect.line_id
             return None
+        if isinstance(effect, LineHistoryRead):
+            return {k: self.inputs.last_used[k] for k in effect.keys if k in self.inputs.last_used}
         if self.hung_up:
             return HUNG_UP
         if isinstance(effect, Collect):
@@ -130,6 +135,8 @@ class _Responder:
         if answering:
             secs, i, o = min(answering)
             self.hung_up = True  # the bridged call ended: the caller's channel is gone
+            self.inputs.clock += 1
+            self.inputs.last_used[effect.legs[i].key] = self.inputs.clock
             return DialOutcome("ANSWER", i, secs, o.talk_seconds, full)
         statuses = [o.status if o.status != "ANSWER" else "NOANSWER" for _, o in live]
         status = "NOANSWER" if "NOANSWER" in statuses else statuses[0]

@@ -102,6 +102,13 @@ class RotationWrite:
 
 
 @dataclass(frozen=True)
+class LineHistoryRead:
+    """When each line (by occupancy key) last finished an answered call; answered with {key: epoch seconds}."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RecordVoicemail:
     """Play `prompt`, then record a message; answered with True if something was recorded."""
 
@@ -118,4 +125,6 @@ class Hangup:
     """End the call from our side."""
 
 
-Effect = Answer | Play | Collect | StartRecording | Dial | RotationRead | RotationWrite | RecordVoicemail | Hangup
+Effect = (
+    Answer | Play | Collect | StartRecording | Dial | RotationRead | RotationWrite | LineHistoryRead | RecordVoicemail | Hangup
+)

@@ -22,6 +22,7 @@ from callrouter.routing.caller import Caller
 from callrouter.routing.effects import (
     HUNG_UP,
     Answer,
+    LineHistoryRead,
     Collect,
     Dial,
     DialLeg,
@@ -36,7 +37,7 @@ from callrouter.routing.effects import (
     StartRecording,
 )
 from callrouter.routing.hours import check_hours
-from callrouter.routing.order import random_order, rotate_after, weighted_order
+from callrouter.routing.order import least_recent_order, random_order, rotate_after, weighted_order
 from callrouter.routing.record import Attempt, RouteResult
 
 MAX_STEPS = 40  # menus entered, menu rounds and actions taken; a caller cannot loop us forever
@@ -253,6 +254,12 @@ class _Router:
             return random_order(lines, self.rng)
         if group.strategy == "weighted":
             return weighted_order(lines, self.rng)
+        if group.strategy == "least_recent":
+            keys = tuple(self.leg(line).key for line in lines)
+            history = yield LineHistoryRead(keys)
+            ordered = least_recent_order(lines, keys, history if isinstance(history, dict) else {})
+            self.note(f"least recent: {', '.join(line.id for line in ordered)}")
+            return ordered
         return lines
 
     def rotation_key(self, group_name: str) -> str:

@@ -1,9 +1,9 @@
-"""Answer order across a hunt group's lines: sequential, round-robin, random, weighted."""
+"""Answer order across a hunt group's lines: sequential, round-robin, random, weighted, least recent."""
 
 from __future__ import annotations
 
 import random
-from typing import Sequence, TypeVar
+from typing import Mapping, Sequence, TypeVar
 
 from callrouter.config.plan import Line
 
@@ -33,3 +33,9 @@ def random_order(lines: Sequence[Line], rng: random.Random) -> list[Line]:
     out = list(lines)
     rng.shuffle(out)
     return out
+
+
+def least_recent_order(lines: Sequence[Line], keys: Sequence[str], last_used: Mapping[str, float]) -> list[Line]:
+    """The line whose last answered call ended longest ago first; never-used lines first, in listed order."""
+    ranked = sorted(range(len(lines)), key=lambda i: (last_used.get(keys[i], float("-inf")), i))
+    return [lines[i] for i in ranked]
