@@ -144,7 +144,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="callrouter-bench-"))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callrouter", "serve", "--config", str(workspace(tmp)), "--port", "0",
+        sys.executable, "-m", "callrouter", "serve", "--config", str(workspace(tmp)), "--port", "0", "--event-loop", args.event_loop,
         stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     log_reader: asyncio.Task[bytes] | None = None
@@ -194,6 +194,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "machine": {
                 "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "?"),
                 "cores": os.cpu_count(), "python": platform.python_version(), "pinned_server_to_one_core": pinned,
+                "server_event_loop": args.event_loop,
             },
             "scenario": "sample plan, open; caller presses 1; first round-robin line answers (9 AGI commands per call)",
             "throughput": throughput, "latency_concurrency_1": latency, "held_calls": memory,
@@ -231,6 +232,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-calls", type=int, default=2000)
     parser.add_argument("--held", type=int, default=10000, help="calls held open in Dial (0 to skip)")
+    parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="the server's event loop")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
     results = asyncio.run(main(args))

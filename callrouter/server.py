@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
-from callrouter.agi.channel import AgiChannel, AgiTimeout
+from callrouter.agi.channel import AgiChannel, AgiTimeout, ChannelHungUp
 from callrouter.agi.errors import AgiProtocolError
 from callrouter.holder import ConfigHolder
 from callrouter.session import RESULT_VAR, CallSession, SessionDeps
 
 log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 0.1  # how late a timeout may fire; one pass over the sessions each time
 
 
 class AgiServer:
@@ -24,6 +25,8 @@ class AgiServer:
         self.deps = deps
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._channels: set[AgiChannel] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._active = 0
 
     @property
@@ -36,26 +39,38 @@ class AgiServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._accept, host, port, backlog=1024, limit=65536)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_channel, host, port, backlog=1024)
+        self._sweeper = loop.create_task(self._sweep())
         log.info("FastAGI listening on %s:%d", host, self.port)
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle(reader, writer))
+    def _new_channel(self) -> AgiChannel:
+        config = self.holder.current
+        metrics = self.deps.metrics
+        return AgiChannel(
+            command_timeout=config.service.timeouts.command,
+            observer=lambda verb, secs, reply: metrics.observe_command(verb, secs),
+            on_open=self._accept,
+        )
+
+    def _accept(self, channel: AgiChannel) -> None:
+        task = asyncio.get_running_loop().create_task(self._handle(channel))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _sweep(self) -> None:
+        """One periodic check of every session's deadline instead of a timer per AGI command."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = loop.time()
+            for channel in list(self._channels):
+                channel.expire(now)
+
+    async def _handle(self, channel: AgiChannel) -> None:
         config = self.holder.current
         metrics = self.deps.metrics
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        channel = AgiChannel(
-            reader,
-            writer,
-            command_timeout=config.service.timeouts.command,
-            observer=lambda verb, secs, reply: metrics.observe_command(verb, secs),
-        )
+        self._channels.add(channel)
         self._active += 1
         metrics.sessions_started.inc()
         metrics.active_sessions.inc()
@@ -76,6 +91,8 @@ class AgiServer:
             log.warning("FastAGI protocol error: %s", exc)
             metrics.protocol_errors.labels(kind=type(exc).__name__).inc()
             outcome = "protocol_error"
+        except ChannelHungUp:
+            outcome = "error"
         except asyncio.CancelledError:
             outcome = "error"
             raise
@@ -83,10 +100,11 @@ class AgiServer:
             log.exception("FastAGI session crashed")
             outcome = "error"
         finally:
+            self._channels.discard(channel)
             self._active -= 1
             metrics.active_sessions.dec()
             metrics.sessions_ended.labels(outcome=outcome).inc()
-            await channel.close()
+            channel.close()
 
     async def drain(self, timeout: float) -> int:
         """Stop accepting, let calls in progress finish for up to `timeout` s; returns calls cut off."""
@@ -101,4 +119,7 @@ class AgiServer:
         if pending:
             await asyncio.wait(pending, timeout=5)
             log.warning("drain timeout: %d calls cut off", len(pending))
+        if self._sweeper is not None:  # sessions still needed their deadlines while draining
+            self._sweeper.cancel()
+            self._sweeper = None
         return len(pending)

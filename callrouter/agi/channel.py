@@ -8,16 +8,18 @@ A dead channel surfaces as ChannelHungUp, whichever way Asterisk says it (511, r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, cast
 
 from callrouter.agi import commands
 from callrouter.agi.commands import Command
 from callrouter.agi.errors import AgiProtocolError
 from callrouter.agi.protocol import NEED_DATA, AgiConnection, ConnectionClosed, Environment, HangupNotice, Reply
 
-READ_SIZE = 65536
+PAUSE_READING_AT = 65536  # unparsed bytes beyond which we stop reading from a flooding peer
 
 
 class ChannelHungUp(Exception):
@@ -51,44 +53,94 @@ def _int(text: str | None) -> int:
         return 0
 
 
-class AgiChannel:
-    """One FastAGI session seen from our side."""
+class AgiChannel(asyncio.Protocol):
+    """One FastAGI session seen from our side: an asyncio Protocol feeding the state machine directly.
+
+    Bytes go from `data_received` straight into AgiConnection (no StreamReader copy or future per read).
+    Timeouts are deadlines checked by the server's periodic sweep (`expire`), not a timer per command.
+    """
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
         *,
         command_timeout: float,
         observer: CommandObserver | None = None,
         max_environment_bytes: int = 16384,
+        on_open: Callable[["AgiChannel"], None] | None = None,
     ) -> None:
-        self._reader, self._writer = reader, writer
         self._conn = AgiConnection(max_environment_bytes=max_environment_bytes)
         self._command_timeout = command_timeout
         self._observer = observer
+        self._on_open = on_open
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self.deadline: float | None = None  # loop time by which Asterisk must have said something
         self.environment: Environment | None = None
         self.hangup_notified = False  # Asterisk sent HANGUP
         self.dead = False  # the channel is known to be gone (notice, 511, or a -1 that means hangup)
         self.waiting_seconds = 0.0  # time spent waiting for Asterisk; the rest of a session is ours
 
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # not a TCP socket (tests may use others)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._on_open is not None:
+            self._on_open(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._conn.receive_data(data)
+        if self._conn.buffered_bytes > PAUSE_READING_AT and not self._paused:
+            self._paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._conn.receive_data(b"")
+        self._wake()
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._conn.receive_data(b"")
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def expire(self, now: float) -> bool:
+        """Called by the server's sweep: fail the wait in progress if its deadline has passed."""
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self.deadline is None or now < self.deadline:
+            return False
+        waiter.set_exception(AgiTimeout("Asterisk went silent past the deadline"))
+        return True
+
+    # -- events -------------------------------------------------------------------------------
+
     async def _next_event(self, timeout: float | None) -> object:
         event = self._conn.next_event()
         if event is not NEED_DATA:
             return event
-        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()  # not loop.time(): uvloop caches that per loop iteration
+        self.deadline = None if timeout is None else loop.time() + timeout
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
         try:
-            # asyncio.timeout, not wait_for: wait_for makes a task per read on 3.11, which shows per call.
-            async with asyncio.timeout(timeout):
-                while (event := self._conn.next_event()) is NEED_DATA:
-                    try:
-                        data = await self._reader.read(READ_SIZE)
-                    except ConnectionError:
-                        data = b""
-                    self._conn.receive_data(data)
-        except TimeoutError:
-            raise AgiTimeout(f"no data from Asterisk for {timeout:.1f}s") from None
+            while (event := self._conn.next_event()) is NEED_DATA:
+                self._waiter = loop.create_future()
+                await self._waiter
         finally:
+            self._waiter = None
+            self.deadline = None
             self.waiting_seconds += time.perf_counter() - started
         return event
 
@@ -107,11 +159,13 @@ class AgiChannel:
         if timeout is not None and timeout < 0:
             timeout = self._command_timeout
         data = self._conn.send(command)
-        self._writer.write(data)
+        if self._transport is None or self._transport.is_closing():
+            self.dead = True
+            raise ChannelHungUp("connection already closed")
+        self._transport.write(data)
         started = time.monotonic()
         reply: Reply | None = None
         try:
-            await self._writer.drain()
             while reply is None:
                 event = await self._next_event(timeout)
                 if isinstance(event, HangupNotice):
@@ -121,9 +175,6 @@ class AgiChannel:
                     raise ChannelHungUp("Asterisk closed the connection")
                 elif isinstance(event, Reply):
                     reply = event
-        except ConnectionError:
-            self.dead = True
-            raise ChannelHungUp("connection lost") from None
         finally:
             if self._observer is not None:
                 self._observer(command.verb, time.monotonic() - started, reply)
@@ -196,11 +247,7 @@ class AgiChannel:
         await self.command(commands.hangup())
         self.dead = True
 
-    async def close(self) -> None:
-        """Close our side; Asterisk then continues its dialplan after AGI()."""
-        if not self._writer.is_closing():
-            self._writer.close()
-        try:
-            await self._writer.wait_closed()
-        except (ConnectionError, OSError):
-            self.dead = True
+    def close(self) -> None:
+        """Close our side (pending bytes are still sent); Asterisk then continues its dialplan after AGI()."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()

@@ -190,6 +190,11 @@ class AgiConnection:
     def environment(self) -> Environment | None:
         return self._environment
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not parsed yet: the transport stops reading when this grows."""
+        return len(self._buffer)
+
     def receive_data(self, data: bytes) -> None:
         """Bytes from the peer; b"" means the peer closed its side."""
         if not data:
