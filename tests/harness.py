@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Coroutine, TypeVar
 
 from callrouter.config.loader import RoutingConfig, load_config
+from callrouter.emulator.asterisk import run_call
+from callrouter.emulator.script import CallScript, CallTranscript, DialScript
 from callrouter.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
 from callrouter.records import MemorySink
@@ -51,6 +53,16 @@ class Router:
         while len(self.sink.records) < count and loop.time() < deadline:
             await asyncio.sleep(0.01)
         assert len(self.sink.records) >= count, f"{len(self.sink.records)} records, expected {count}"
+
+
+async def call_held_in_dial(router: Router, target: str, digits: str, uniqueid: str = "1700000000.1") -> tuple[asyncio.Task[CallTranscript], asyncio.Event]:
+    """A call answered by `target` and kept bridged until the returned event is set."""
+    hold = asyncio.Event()
+    script = CallScript(uniqueid=uniqueid, dtmf=(digits,), dial={target: DialScript("ANSWER", 1, 30, hold=hold)})
+    task = asyncio.create_task(run_call("127.0.0.1", router.port, script))
+    while not await router.state.active(target):
+        await asyncio.sleep(0.01)
+    return task, hold
 
 
 @asynccontextmanager

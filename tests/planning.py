@@ -6,11 +6,10 @@ import random
 import textwrap
 from datetime import datetime, timezone
 
-from callrouter.config.loader import cross_check
+from callrouter.config.loader import plan_from_document
 from callrouter.config.plan import NumberPlan
 from callrouter.config.service import ServiceConfig
-from callrouter.config.validation import validate_document
-from callrouter.config.yamlsource import ConfigError, parse_yaml
+from callrouter.config.yamlsource import parse_yaml
 from callrouter.routing.caller import caller_from
 from callrouter.routing.dryrun import DryRun, DryRunInputs, LineOutcome, dry_run
 from callrouter.routing.engine import CallInfo, route
@@ -21,14 +20,7 @@ SERVICE = ServiceConfig()
 
 
 def plan_from(text: str, file: str = "plan.yaml") -> NumberPlan:
-    doc = parse_yaml(textwrap.dedent(text), file)
-    plan = validate_document(NumberPlan, doc)
-    issues = cross_check(plan, doc)
-    if issues:
-        raise ConfigError(issues)
-    if plan.timezone is None:
-        plan = plan.model_copy(update={"timezone": SERVICE.timezone})
-    return plan
+    return plan_from_document(parse_yaml(textwrap.dedent(text), file), SERVICE)
 
 
 def lines_yaml(n: int, indent: int = 6, **extra: object) -> str:

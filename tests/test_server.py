@@ -12,7 +12,7 @@ from callrouter.emulator.agi_args import parse_args
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, DialScript, HangupAt
 from callrouter.session import display_name
-from tests.harness import arun, running_router, sample_config
+from tests.harness import arun, call_held_in_dial, running_router, sample_config
 
 ZHANG, LI, WANG = (f"Local/1380013800{i}@callrouter-lines" for i in (1, 2, 3))
 DESK, ZHAO = "PJSIP/8001", "Local/01088886666@callrouter-lines"
@@ -216,12 +216,7 @@ def test_silent_peer_times_out() -> None:
 def test_line_limit_is_respected_across_concurrent_calls_and_released() -> None:
     async def body() -> None:
         async with running_router() as router:
-            hold = asyncio.Event()
-            first = asyncio.create_task(
-                run_call("127.0.0.1", router.port, CallScript(uniqueid="1.1", dtmf=("3",), dial={ZHAO: DialScript("ANSWER", 1, 60, hold=hold)}))
-            )
-            while await router.state.active(ZHAO) == 0:
-                await asyncio.sleep(0.01)
+            first, hold = await call_held_in_dial(router, ZHAO, "3", uniqueid="1.1")
             second = await run_call("127.0.0.1", router.port, CallScript(uniqueid="1.2", dtmf=("3",), default_dial=DialScript("ANSWER", 1, 5)))
             assert [d.targets for d in second.dials] == [[ZHANG]]  # zhao (max_calls 1) was skipped
             hold.set()
@@ -237,12 +232,7 @@ def test_line_limit_is_respected_across_concurrent_calls_and_released() -> None:
 def test_session_cap_hands_extra_calls_back() -> None:
     async def body() -> None:
         async with running_router(sample_config(max_sessions=1)) as router:
-            hold = asyncio.Event()
-            first = asyncio.create_task(
-                run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER", 1, 1, hold=hold)}))
-            )
-            while router.server.active == 0 or not await router.state.active(ZHANG):
-                await asyncio.sleep(0.01)
+            first, hold = await call_held_in_dial(router, ZHANG, "1")
             extra = await run_call("127.0.0.1", router.port, CallScript())
             assert extra.variables["CALLROUTER_RESULT"] == "BUSY"
             assert extra.commands == [["SET", "VARIABLE", "CALLROUTER_RESULT", "BUSY"]]
@@ -295,12 +285,7 @@ def test_a_crash_in_one_call_touches_no_other_call() -> None:
 def test_drain_lets_calls_finish_then_refuses_new_ones() -> None:
     async def body() -> None:
         async with running_router() as router:
-            hold = asyncio.Event()
-            call = asyncio.create_task(
-                run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER", 1, 30, hold=hold)}))
-            )
-            while not await router.state.active(ZHANG):
-                await asyncio.sleep(0.01)
+            call, hold = await call_held_in_dial(router, ZHANG, "1")
             port = router.port
             drain = asyncio.create_task(router.server.drain(5.0))
             await asyncio.sleep(0.1)
@@ -321,12 +306,7 @@ def test_drain_lets_calls_finish_then_refuses_new_ones() -> None:
 def test_drain_timeout_cuts_calls_off_but_keeps_their_records() -> None:
     async def body() -> None:
         async with running_router() as router:
-            hold = asyncio.Event()
-            call = asyncio.create_task(
-                run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER", 1, 30, hold=hold)}))
-            )
-            while not await router.state.active(ZHANG):
-                await asyncio.sleep(0.01)
+            call, hold = await call_held_in_dial(router, ZHANG, "1")
             assert await router.server.drain(0.2) == 1
             (rec,) = router.sink.records
             assert (rec.disposition, rec.reason) == ("error", "cut off by router shutdown")

@@ -68,7 +68,11 @@ def cross_check(plan: NumberPlan, doc: LocatedDocument) -> list[ConfigIssue]:
 
 def load_plan(path: str, service: ServiceConfig) -> NumberPlan:
     """One plan file, validated and cross-checked, with the service's time zone filled in."""
-    doc = read_yaml(path)
+    return plan_from_document(read_yaml(path), service)
+
+
+def plan_from_document(doc: LocatedDocument, service: ServiceConfig) -> NumberPlan:
+    """A parsed plan document, validated and cross-checked, with the service's time zone filled in."""
     plan = validate_document(NumberPlan, doc)
     issues = cross_check(plan, doc)
     if issues:
