@@ -13,8 +13,7 @@ COPY dialplans /etc/callrouter/dialplans
 USER callrouter
 WORKDIR /var/lib/callrouter
 EXPOSE 4573
-# Until the admin API exists, the health check is a config check plus an open FastAGI port.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
-    CMD python -c "import socket; socket.create_connection(('127.0.0.1', 4573), 2).close()"
+# Liveness over FastAGI itself: `probe` runs the router's `health` script as Asterisk would.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s CMD ["callrouter", "probe", "--timeout", "3"]
 ENTRYPOINT ["callrouter"]
 CMD ["serve", "--config", "/etc/callrouter/config.yaml", "--host", "0.0.0.0"]

@@ -1,4 +1,4 @@
-"""The `callrouter` command: serve, check, explain, simulate."""
+"""The `callrouter` command: serve, check, explain, simulate, probe."""
 
 from __future__ import annotations
 
@@ -123,6 +123,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_main(args)
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Liveness over the real protocol: connect as Asterisk would, run the `health` script."""
+    from callrouter.emulator.asterisk import run_call
+    from callrouter.emulator.script import CallScript
+
+    try:
+        t = asyncio.run(run_call(args.host, args.port, CallScript(script="health", callerid="", dnid=""), timeout=args.timeout))
+    except OSError as exc:
+        print(f"unhealthy: cannot connect to {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    if t.variables.get("CALLROUTER_RESULT") != "HEALTHY":
+        print(f"unhealthy: {t.error or 'no HEALTHY answer'}", file=sys.stderr)
+        return 1
+    print("healthy")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callrouter", description="FastAGI call router for 400 numbers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed for random/weighted groups")
     p.add_argument("--no-message", action="store_true", help="caller leaves no voicemail")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("probe", help="health check: run the FastAGI 'health' script against a server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=4573)
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("simulate", help="place emulated Asterisk calls against a running server")
     p.add_argument("--host", default="127.0.0.1")

@@ -47,7 +47,8 @@ from callrouter.state import RoutingState
 log = logging.getLogger(__name__)
 
 ROUTE_SCRIPTS = frozenset({"route", ""})
-RESULT_VAR = "CALLROUTER_RESULT"  # read by the dialplan after AGI(): ROUTED, NO_PLAN, UNKNOWN_SCRIPT, BUSY, ERROR
+HEALTH_SCRIPT = "health"
+RESULT_VAR = "CALLROUTER_RESULT"  # read by the dialplan after AGI(): ROUTED, NO_PLAN, UNKNOWN_SCRIPT, BUSY, ERROR, HEALTHY
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MIN_VOICEMAIL_SAMPLES = 8000  # one second at 8 kHz: less is an empty message
 
@@ -96,6 +97,9 @@ class CallSession:
     async def run(self) -> str:
         """Route the call; returns the session outcome label."""
         script = self.env.script.lstrip("/").split("?", 1)[0]
+        if script == HEALTH_SCRIPT:
+            await self.tell_dialplan("HEALTHY")  # a liveness probe: `callrouter probe`, or a monitoring dialplan
+            return "health"
         if script not in ROUTE_SCRIPTS:
             log.warning("unknown AGI script %r on channel %r", script[:64], self.env.channel[:64])
             await self.tell_dialplan("UNKNOWN_SCRIPT")

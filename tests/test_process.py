@@ -162,3 +162,30 @@ def test_simulate_places_calls_against_a_running_server(tmp_path: Path) -> None:
             await asyncio.wait_for(proc.wait(), 10)
 
     arun(body(), timeout=90)
+
+
+def test_probe_reports_health_over_fastagi(tmp_path: Path) -> None:
+    cfg = workspace(tmp_path)
+
+    async def body() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
+            stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        server = ServerProcess(proc)
+        try:
+            port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)")).group(1))
+            for expected_code, expected_text, target_port in ((0, "healthy", port), (1, "unhealthy: cannot connect", 1)):
+                probe = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "callrouter", "probe", "--port", str(target_port),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                )
+                out, _ = await asyncio.wait_for(probe.communicate(), 20)
+                assert probe.returncode == expected_code and expected_text in out.decode()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 10)
+            await server._reader
+        assert not any("protocol error" in line or "went silent" in line for line in server.log)
+
+    arun(body(), timeout=60)
