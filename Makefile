@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check bench clean
+.PHONY: run test check bench lint clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/callrouter check --config config.yaml
+
+lint: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/ruff check callrouter tests bench
+	$(BIN)/mypy callrouter
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

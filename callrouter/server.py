@@ -23,7 +23,7 @@ class AgiServer:
     def __init__(self, holder: ConfigHolder, deps: SessionDeps) -> None:
         self.holder = holder
         self.deps = deps
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._channels: set[AgiChannel] = set()
         self._sweeper: asyncio.Task[None] | None = None
