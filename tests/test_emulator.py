@@ -76,13 +76,15 @@ def test_exact_replies() -> None:
     assert t.answered
 
 
-def test_answered_dial_ends_in_hangup_then_dead_channel() -> None:
+def test_answered_dial_ends_then_hangup_notice_then_dead_channel() -> None:
     script = CallScript(dial={"PJSIP/1": DialScript("ANSWER", 3, 40)})
     t, replies, _ = arun(scripted(script, [
         b'EXEC "Dial" "PJSIP/1,20,"\n', b'GET FULL VARIABLE "${DIALSTATUS}|${ANSWEREDTIME}|${DIALEDTIME}|${DIALEDPEERNUMBER}"\n',
         b'STREAM FILE "x" ""\n',
     ]))
-    assert replies == ["HANGUP", "200 result=-1", "200 result=1 (ANSWER|40|43|PJSIP/1)",
+    # As Asterisk 22 does it: Dial's reply first, HANGUP once run_agi notices (after the next command),
+    # and DIALEDPEERNUMBER without the technology.
+    assert replies == ["200 result=-1", "200 result=1 (ANSWER|40|43|1)", "HANGUP",
                        "511 Command Not Permitted on a dead channel or intercept routine"]
     assert t.agi_status == "HANGUP" and t.dials[0].ring_seconds == 3
 
@@ -127,3 +129,11 @@ def test_a_newline_inside_a_value_becomes_a_second_command() -> None:
 def test_silent_router_is_a_failure() -> None:
     t, _, _ = arun(scripted(CallScript(), [], pause=1.0))
     assert t.agi_status == "FAILURE" and t.error is not None
+
+
+def test_get_data_with_a_missing_prompt_fails_on_a_live_channel() -> None:
+    t, replies, _ = arun(scripted(CallScript(missing_files=frozenset({"menu"}), dtmf=("4",)), [
+        b'GET DATA "menu" "5000" "1"\n', b'WAIT FOR DIGIT "5000"\n',
+    ]))
+    assert replies == ["200 result=-1", "200 result=52"]
+    assert not t.hung_up

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from callrouter.agi.commands import Command
 from callrouter.agi.errors import AgiProtocolError
 from callrouter.agi.protocol import NEED_DATA, AgiConnection, ConnectionClosed, Environment, HangupNotice, Reply
 
+log = logging.getLogger(__name__)
+
+INTER_DIGIT_MS = 3000  # between digits when collecting without a prompt
 PAUSE_READING_AT = 65536  # unparsed bytes beyond which we stop reading from a flooding peer
 
 
@@ -37,7 +41,7 @@ class AgiTimeout(Exception):
 @dataclass(frozen=True)
 class DialResult:
     status: str  # DIALSTATUS
-    answered_target: str  # DIALEDPEERNUMBER ("" when nobody answered)
+    answered_target: str  # the dialled target that answered ("" when nobody answered)
     dialed_seconds: int  # DIALEDTIME: ringing plus talk
     answered_seconds: int  # ANSWEREDTIME: talk
     elapsed: float  # our own measure of how long Dial took
@@ -205,11 +209,31 @@ class AgiChannel(asyncio.Protocol):
         return chr(code) if code else None
 
     async def get_data(self, name: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
-        """Play a prompt and read digits; (digits, timed_out)."""
+        """Play a prompt and read digits; (digits, timed_out).
+
+        Asterisk answers `result=-1` both when the caller hung up and when the prompt cannot be played
+        (seen on Asterisk 22: a missing file). Without a HANGUP notice the caller may still be there, so
+        the digits are then collected without the prompt rather than dropping the call.
+        """
         reply = await self.command(commands.get_data(name, timeout_ms, max_digits), timeout=self._command_timeout + timeout_ms / 1000)
-        if reply.result == "-1":
+        if reply.result != "-1":
+            return (reply.result or ""), reply.timed_out
+        if self.hangup_notified:
             raise self._failed("GET DATA")
-        return (reply.result or ""), reply.timed_out
+        log.warning("prompt %s could not be played; collecting digits without it", name)
+        digits = ""
+        while len(digits) < max_digits:
+            wait_ms = timeout_ms if not digits else INTER_DIGIT_MS
+            reply = await self.command(commands.wait_for_digit(wait_ms), timeout=self._command_timeout + wait_ms / 1000)
+            code = reply.result_int
+            if code is None or code < 0:
+                raise self._failed("WAIT FOR DIGIT")
+            if code == 0:
+                return digits, True
+            if chr(code) == "#":
+                return digits, False
+            digits += chr(code)
+        return digits, False
 
     async def get_variable(self, name: str) -> str | None:
         reply = await self.command(commands.get_variable(name))
@@ -233,7 +257,9 @@ class AgiChannel(asyncio.Protocol):
         elapsed = time.monotonic() - started
         summary = await self.get_full_variable("${DIALSTATUS}|${ANSWEREDTIME}|${DIALEDTIME}|${DIALEDPEERNUMBER}") or ""
         status, answered, dialed, peer = (summary.split("|") + ["", "", "", ""])[:4]
-        return DialResult(status, peer, _int(dialed), _int(answered), elapsed)
+        # DIALEDPEERNUMBER is the dial string without its technology: "138...@ctx/n" for "Local/138...@ctx/n".
+        target = next((t for t in targets if t == peer or t.split("/", 1)[-1] == peer), "")
+        return DialResult(status, target, _int(dialed), _int(answered), elapsed)
 
     async def record_file(self, path: str, fmt: str, max_seconds: int, silence_s: int | None, beep: bool) -> int:
         """Record until '#', silence or the limit; returns the samples recorded (endpos)."""

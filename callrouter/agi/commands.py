@@ -79,6 +79,10 @@ def get_data(name: str, timeout_ms: int, max_digits: int) -> Command:
     return Command("GET DATA", (name, _count("timeout", timeout_ms), _count("max_digits", max_digits)))
 
 
+def wait_for_digit(timeout_ms: int) -> Command:
+    return Command("WAIT FOR DIGIT", (_count("timeout", timeout_ms),))
+
+
 def get_variable(name: str) -> Command:
     return Command("GET VARIABLE", (name,))
 

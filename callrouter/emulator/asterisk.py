@@ -83,6 +83,7 @@ class _Call:
         self.vars.setdefault("CALLERID(name)", script.calleridname)
         self.dtmf = deque(script.dtmf)
         self.dead = False
+        self.notice_after_next = False  # HANGUP is owed after the next reply (an answered Dial ended)
         self.counts: Counter[str] = Counter()
         self.handlers: dict[str, Callable[[list[str]], Awaitable[None]]] = {
             "ANSWER": self.answer, "HANGUP": self.hangup, "STREAM FILE": self.stream_file, "GET DATA": self.get_data,
@@ -156,6 +157,9 @@ class _Call:
         if verb is None:
             self.send("510 Invalid or unknown command")
             return
+        if self.notice_after_next:
+            await self.run_dead_safe(verb, argv)
+            return
         if self.dead and not any(verb == d or verb.startswith(d + " ") for d in DEAD_SAFE):
             self.send("511 Command Not Permitted on a dead channel or intercept routine")
             return
@@ -170,6 +174,15 @@ class _Call:
         await self.handlers[verb](argv[len(verb.split()):])
         if hit:
             self.hang_up_now()
+
+    async def run_dead_safe(self, verb: str, argv: list[str]) -> None:
+        """The first command after an answered Dial ended: handled (if dead-safe), then HANGUP follows."""
+        self.notice_after_next = False
+        if any(verb == d or verb.startswith(d + " ") for d in DEAD_SAFE):
+            await self.handlers[verb](argv[len(verb.split()):])
+        else:
+            self.send("511 Command Not Permitted on a dead channel or intercept routine")
+        self.send("HANGUP")
 
     def failure_reply(self, verb: str, argv: list[str]) -> None:
         """What a command returns when the caller hangs up while it runs."""
@@ -220,6 +233,8 @@ class _Call:
         if not args:
             return self.usage("GET DATA")
         self.t.played.append(args[0])
+        if args[0] in self.script.missing_files:
+            return self.send("200 result=-1")  # Asterisk 22: the prompt cannot be opened; the channel lives on
         max_digits = int(args[2]) if len(args) > 2 and args[2].isdigit() else 1024
         entry = self.next_dtmf()
         if "#" in entry:
@@ -298,13 +313,18 @@ class _Call:
         if answering:
             ring, i = answering[0]
             target, leg = legs[i]
+            # app_dial sets DIALEDPEERNUMBER to the dial string without its technology.
             self.vars.update(DIALSTATUS="ANSWER", ANSWEREDTIME=str(leg.talk_seconds),
-                             DIALEDTIME=str(ring + leg.talk_seconds), DIALEDPEERNUMBER=target)
+                             DIALEDTIME=str(ring + leg.talk_seconds), DIALEDPEERNUMBER=target.split("/", 1)[-1])
             self.t.dials.append(DialRecord(targets, timeout, flags, "ANSWER", target, ring, leg.talk_seconds))
             if leg.hold is not None:
                 await leg.hold.wait()
-            self.hang_up_now()  # the bridged call ended: the caller's channel goes with it
-            return self.send("200 result=-1")
+            # The bridged call ended and the caller's channel with it. Asterisk 22 replies first; run_agi
+            # notices the hangup later and sends HANGUP after the next command it handles.
+            self.send("200 result=-1")
+            self.dead = self.t.hung_up = True
+            self.notice_after_next = True
+            return None
         statuses = [("NOANSWER" if d.status == "ANSWER" else d.status) for _, d in legs]
         if "NOANSWER" in statuses or "CANCEL" in statuses:
             status, ring = "NOANSWER", limit if timeout is not None else 60
