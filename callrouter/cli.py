@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digits", action="append", default=[], help="digits per prompt, comma-separated; '' = silence")
     p.add_argument("--target", action="append", default=[], help="DIAL_TARGET=STATUS[:ring[:talk]] as Asterisk sees the target")
     p.add_argument("--default", default="NOANSWER", help="outcome of targets not given with --target")
-    p.add_argument("--hangup", help="COMMAND[:N[:during|after]], e.g. 'GET DATA:1' or 'EXEC DIAL:2'")
+    p.add_argument("--hangup", help="COMMAND[:N[:during|notice_first|after]], e.g. 'GET DATA:1' or 'EXEC DIAL:2'")
     p.add_argument("--calls", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--timeout", type=float, default=30.0)

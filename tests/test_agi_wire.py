@@ -277,3 +277,14 @@ def test_empty_environment() -> None:
     assert isinstance(env, Environment) and env.variables == {}
     with pytest.raises(RemoteProtocolError, match="no command pending"):
         conn.next_event()  # the second blank line is not a reply to anything
+
+
+def test_repeated_hangup_lines_keep_replies_in_step() -> None:
+    # Seen on Asterisk 22.10: HANGUP once when run_agi notices the hangup and again after a later command.
+    conn = ready()
+    conn.send(commands.get_data("m", 5000, 1))
+    assert events(conn, b"200 result=-1\nHANGUP\n", True) == [Reply(200, "-1", lines=("200 result=-1",)), HangupNotice()]
+    conn.send(commands.set_variable("CALLROUTER_RESULT", "ROUTED"))
+    got = events(conn, b"200 result=1\nHANGUP\n", False)
+    assert got == [Reply(200, "1", lines=("200 result=1",)), HangupNotice()]
+    assert conn.state is State.IDLE

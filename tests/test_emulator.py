@@ -100,11 +100,12 @@ def test_dial_failures_and_ring_all() -> None:
 
 
 def test_scripted_hangup_during_get_data() -> None:
-    t, replies, _ = arun(scripted(CallScript(hangup=HangupAt("GET DATA")), [
-        b'GET DATA "m" "5000" "1"\n', b'SET VARIABLE "R" "x"\n', b"ANSWER\n",
-    ]))
-    assert replies == ["HANGUP", "200 result=-1", "200 result=1",
+    commands = [b'GET DATA "m" "5000" "1"\n', b'SET VARIABLE "R" "x"\n', b"ANSWER\n"]
+    _, replies, _ = arun(scripted(CallScript(hangup=HangupAt("GET DATA")), commands))
+    assert replies == ["200 result=-1", "HANGUP", "200 result=1",  # as Asterisk 22.10 orders them
                        "511 Command Not Permitted on a dead channel or intercept routine"]
+    _, replies, _ = arun(scripted(CallScript(hangup=HangupAt("GET DATA", mode="notice_first")), commands))
+    assert replies[:2] == ["HANGUP", "200 result=-1"]
 
 
 def test_scripted_hangup_after_a_command_arrives_while_idle() -> None:

@@ -7,6 +7,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 from callrouter.config.loader import load_config
 from callrouter.emulator.agi_args import parse_args
 from callrouter.emulator.asterisk import run_call
@@ -115,10 +117,11 @@ def test_hostile_caller_id_name_cannot_become_a_command() -> None:
     arun(body())
 
 
-def test_caller_hangs_up_during_the_menu() -> None:
+@pytest.mark.parametrize("order", ["during", "notice_first"])  # reply then HANGUP (Asterisk 22.10), and the reverse
+def test_caller_hangs_up_during_the_menu(order: str) -> None:
     async def body() -> None:
         async with running_router() as router:
-            t = await run_call("127.0.0.1", router.port, CallScript(hangup=HangupAt("GET DATA")))
+            t = await run_call("127.0.0.1", router.port, CallScript(hangup=HangupAt("GET DATA", mode=order)))  # type: ignore[arg-type]
             await router.settle(1)
             assert t.replies.count("HANGUP") == 1
             assert not t.dials
@@ -128,10 +131,11 @@ def test_caller_hangs_up_during_the_menu() -> None:
     arun(body())
 
 
-def test_caller_hangs_up_while_a_line_rings() -> None:
+@pytest.mark.parametrize("order", ["during", "notice_first"])
+def test_caller_hangs_up_while_a_line_rings(order: str) -> None:
     async def body() -> None:
         async with running_router() as router:
-            t = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), hangup=HangupAt("EXEC DIAL", 2)))
+            t = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), hangup=HangupAt("EXEC DIAL", 2, mode=order)))  # type: ignore[arg-type]
             await router.settle(1)
             assert [d.status for d in t.dials] == ["NOANSWER", "CANCEL"]
             rec = router.sink.records[0]

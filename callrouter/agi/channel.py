@@ -18,7 +18,7 @@ from typing import Callable, cast
 from callrouter.agi import commands
 from callrouter.agi.commands import Command
 from callrouter.agi.errors import AgiProtocolError
-from callrouter.agi.protocol import NEED_DATA, AgiConnection, ConnectionClosed, Environment, HangupNotice, Reply
+from callrouter.agi.protocol import NEED_DATA, AgiConnection, ConnectionClosed, Environment, HangupNotice, Reply, State
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class AgiChannel(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._closed = False  # the peer's EOF was already taken as an event
         self.deadline: float | None = None  # loop time by which Asterisk must have said something
         self.environment: Environment | None = None
         self.hangup_notified = False  # Asterisk sent HANGUP
@@ -162,8 +163,11 @@ class AgiChannel(asyncio.Protocol):
         """Send one command, return its reply. `timeout` -1 means the channel's default, None no limit."""
         if timeout is not None and timeout < 0:
             timeout = self._command_timeout
+        if self._closed or self._transport is None or self._transport.is_closing():
+            self.dead = True
+            raise ChannelHungUp("connection already closed")
         data = self._conn.send(command)
-        if self._transport is None or self._transport.is_closing():
+        if self._transport.is_closing():
             self.dead = True
             raise ChannelHungUp("connection already closed")
         self._transport.write(data)
@@ -182,12 +186,26 @@ class AgiChannel(asyncio.Protocol):
         finally:
             if self._observer is not None:
                 self._observer(command.verb, time.monotonic() - started, reply)
+        self._take_buffered_notices()
         if reply.code == 511:
             self.dead = True
             raise ChannelHungUp(f"{command.verb}: channel is dead (511)")
         if reply.code != 200:
             raise AgiCommandError(f"{command.verb}: {reply.lines[0] if reply.lines else reply.code}")
         return reply
+
+    def _take_buffered_notices(self) -> None:
+        """A HANGUP already received right behind a reply (Asterisk 22 sends it just after a failing
+        command's reply) is taken now, so a `result=-1` is read knowing the caller is gone."""
+        while self._conn.state is State.IDLE:
+            event = self._conn.next_event()
+            if isinstance(event, HangupNotice):
+                self.hangup_notified = self.dead = True
+            elif isinstance(event, ConnectionClosed):
+                self.dead = True
+                self._closed = True
+            else:
+                return
 
     def _failed(self, what: str) -> ChannelHungUp:
         self.dead = True

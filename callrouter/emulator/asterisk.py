@@ -167,9 +167,13 @@ class _Call:
         self.counts[key] += 1
         hangup = self.script.hangup
         hit = hangup is not None and hangup.command.upper() == key and hangup.occurrence == self.counts[key] and not self.dead
-        if hit and hangup is not None and hangup.mode == "during":
+        if hit and hangup is not None and hangup.mode == "notice_first":
             self.hang_up_now()
             self.failure_reply(verb, argv)
+            return
+        if hit and hangup is not None and hangup.mode == "during":
+            self.failure_reply(verb, argv)
+            self.hang_up_now()
             return
         await self.handlers[verb](argv[len(verb.split()):])
         if hit:

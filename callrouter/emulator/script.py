@@ -39,14 +39,15 @@ class HangupAt:
     command: the AGI verb as sent, upper-cased, with EXEC's application name, e.g. "GET DATA",
     "STREAM FILE", "EXEC DIAL", "ANSWER".
     occurrence: which occurrence of that command (1-based).
-    mode: "during" - the caller hangs up while the command runs: Asterisk sends "HANGUP" and then the
-    command's failure reply (for Dial: DIALSTATUS=CANCEL, result -1);
+    mode: "during" - the caller hangs up while the command runs: the command's failure reply (for Dial:
+    DIALSTATUS=CANCEL, result -1), then "HANGUP" right behind it, as Asterisk 22.10 does;
+    "notice_first" - the same, with "HANGUP" before the reply (../shared/AGI.md: it may come at any moment);
     "after" - the command completes normally, then "HANGUP" is sent while no command is pending.
     """
 
     command: str
     occurrence: int = 1
-    mode: Literal["during", "after"] = "during"
+    mode: Literal["during", "notice_first", "after"] = "during"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def parse_dial(spec: str) -> DialScript:
 
 
 def parse_hangup(spec: str) -> HangupAt:
-    """COMMAND[:N[:during|after]]."""
+    """COMMAND[:N[:during|notice_first|after]]."""
     parts = spec.split(":")
     command = parts[0].strip().upper()
     try:
@@ -35,8 +35,8 @@ def parse_hangup(spec: str) -> HangupAt:
     except ValueError:
         raise ValueError(f"--hangup {spec!r}: N must be a whole number") from None
     mode = parts[2].strip().lower() if len(parts) > 2 else "during"
-    if not command or occurrence < 1 or mode not in ("during", "after"):
-        raise ValueError(f"--hangup {spec!r}: write COMMAND[:N[:during|after]]")
+    if not command or occurrence < 1 or mode not in ("during", "notice_first", "after"):
+        raise ValueError(f"--hangup {spec!r}: write COMMAND[:N[:during|notice_first|after]]")
     return HangupAt(command=command, occurrence=occurrence, mode=mode)  # type: ignore[arg-type]
 
 
