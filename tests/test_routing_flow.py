@@ -130,7 +130,7 @@ def test_after_hours_takes_a_voicemail() -> None:
     assert kinds(run) == ["Answer", "RecordVoicemail", "Play", "Hangup"]
     vm = run.effects[1]
     assert isinstance(vm, RecordVoicemail) and vm.prompt == "after_hours"
-    assert vm.path == "/var/spool/asterisk/callrouter-voicemail/4008001234/2026-11-24/1700000000.42"
+    assert vm.path == "/var/spool/asterisk/callrouter-voicemail/4008001234-20261124-1700000000.42"
     assert run.result.disposition == "after_hours"
     assert run.result.voicemail_file == vm.path + ".wav"
 

@@ -91,7 +91,7 @@ def test_nobody_answers_voicemail_is_recorded() -> None:
             assert [d.status for d in t.dials] == ["NOANSWER", "NOANSWER", "NOANSWER"]
             assert [d.timeout for d in t.dials] == [20, 20, 20]
             record = [c for c in t.commands if c[:2] == ["RECORD", "FILE"]]
-            assert record and record[0][2] == "/var/spool/asterisk/callrouter-voicemail/4008001234/2026-11-24/1700000000.1"
+            assert record and record[0][2] == "/var/spool/asterisk/callrouter-voicemail/4008001234-20261124-1700000000.1"
             assert t.commands[-2][0] == "HANGUP" or t.commands[-1][0] == "HANGUP" or ["HANGUP"] in t.commands
             rec = router.sink.records[0]
             assert rec.disposition in ("voicemail", "no_answer")
@@ -400,5 +400,33 @@ def test_ring_all_maps_the_answering_line_from_dialedpeernumber(tmp_path: Path) 
             assert t.dials[0].targets == ["Local/13800000001@callrouter-lines", "Local/13800000002@callrouter-lines", "PJSIP/c"]
             assert t.variables["DIALEDPEERNUMBER"] == "13800000002@callrouter-lines"
             assert router.sink.records[0].answered_line == "b"
+
+    arun(body())
+
+
+def test_voicemail_that_cannot_be_written_is_not_a_hangup() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            script = CallScript(dtmf=("1",), existing_dirs=frozenset({"/elsewhere"}))
+            t = await run_call("127.0.0.1", router.port, script)
+            await router.settle(1)
+            assert "200 result=-1 (writefile)" in t.replies
+            rec = router.sink.records[0]
+            assert (rec.disposition, rec.voicemail_file) == ("no_answer", None)  # not "abandoned"
+            assert t.commands[-2] == ["HANGUP"]  # the call was ended properly, not left hanging
+
+    arun(body())
+
+
+def test_caller_who_hangs_up_after_speaking_leaves_a_message() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            t = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), hangup=HangupAt("RECORD FILE")))
+            await router.settle(1)
+            assert "200 result=-1 (hangup) endpos=24000" in t.replies
+            rec = router.sink.records[0]
+            assert rec.disposition == "voicemail"
+            assert rec.voicemail_file == "/var/spool/asterisk/callrouter-voicemail/4008001234-20261124-1700000000.1.wav"
+            assert not any(r.startswith("511") for r in t.replies)
 
     arun(body())

@@ -283,9 +283,17 @@ class AgiChannel(asyncio.Protocol):
         """Record until '#', silence or the limit; returns the samples recorded (endpos)."""
         cmd = commands.record_file(path, fmt, "#", max_seconds * 1000, beep=beep, silence_s=silence_s)
         reply = await self.command(cmd, timeout=self._command_timeout + max_seconds)
-        if reply.result_int == -1 and reply.endpos is None:
+        if reply.data == "hangup":
+            # `result=-1 (hangup) endpos=N`: the caller hung up after speaking, the usual end of a message.
+            self.dead = True
+            return reply.endpos or 0
+        if reply.data in ("timeout", "dtmf"):
+            return reply.endpos or 0
+        if self.hangup_notified:
             raise self._failed("RECORD FILE")
-        return reply.endpos or 0
+        # "(writefile)": the file could not be created; "(randomerror)": e.g. no beep sound; "(waitfor)".
+        log.error("RECORD FILE %s failed: %s", path, reply.lines[0] if reply.lines else reply.data)
+        return 0
 
     async def hangup(self) -> None:
         await self.command(commands.hangup())

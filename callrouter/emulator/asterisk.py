@@ -194,7 +194,7 @@ class _Call:
             self.send("200 result=-1 endpos=0")
         elif verb == "RECORD FILE":
             self.t.record_files.append(argv[2] if len(argv) > 2 else "")
-            self.send(f"200 result=0 (hangup) endpos={ENDPOS * 3}")
+            self.send(f"200 result=-1 (hangup) endpos={ENDPOS * 3}")  # handle_recordfile: -1, samples so far
         elif verb == "EXEC" and len(argv) > 1 and argv[1].upper() == "DIAL":
             targets = (argv[2] if len(argv) > 2 else "").split(",")[0].split("&")
             self.vars.update(DIALSTATUS="CANCEL", ANSWEREDTIME="", DIALEDTIME="4")
@@ -280,6 +280,9 @@ class _Call:
         if len(args) < 4:
             return self.usage("RECORD FILE")
         self.t.record_files.append(args[0])
+        folder = args[0].rsplit("/", 1)[0] if "/" in args[0] else "."
+        if self.script.existing_dirs is not None and folder not in self.script.existing_dirs:
+            return self.send("200 result=-1 (writefile)")  # ast_writefile() does not create folders
         self.send(f"200 result=0 (timeout) endpos={ENDPOS * 4}")
 
     async def exec(self, args: list[str]) -> None:

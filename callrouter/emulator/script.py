@@ -71,8 +71,10 @@ class CallScript:
     dial: Mapping[str, DialScript] = field(default_factory=dict)
     default_dial: DialScript = DialScript(status="NOANSWER")
     hangup: HangupAt | None = None
-    # Prompt files that do not exist on this "Asterisk" (STREAM FILE answers result=-1).
+    # Prompt files that do not exist on this "Asterisk" (STREAM FILE and GET DATA answer result=-1).
     missing_files: frozenset[str] = frozenset()
+    # Folders that exist for RECORD FILE, which does not create folders; None: every folder exists.
+    existing_dirs: frozenset[str] | None = None
     # Channel variables present before the AGI starts.
     variables: Mapping[str, str] = field(default_factory=dict)
     # Extra raw environment lines to send instead of the generated ones (protocol-abuse tests).

@@ -374,8 +374,9 @@ class _Router:
         box = self.plan.voicemail[name]
         if not (yield from self.answer()):
             return self.abandoned("before voicemail")
+        # Flat in voicemail_dir: RECORD FILE does not create folders (Asterisk 22 answers "(writefile)").
         path = (
-            f"{self.service.voicemail_dir.rstrip('/')}/{self.plan.number}/{self.local_now:%Y-%m-%d}/"
+            f"{self.service.voicemail_dir.rstrip('/')}/{self.plan.number}-{self.local_now:%Y%m%d}-"
             f"{safe_component(self.call.uniqueid, 'call')}"
         )
         self.note(f"voicemail {name}: play {box.prompt}, record up to {box.max_seconds}s")
