@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-SESSION_OUTCOMES = ("routed", "health", "unknown_script", "no_plan", "rejected_busy", "protocol_error", "timeout", "error")
+SESSION_OUTCOMES = (
+    "routed", "health", "unknown_script", "no_plan", "rejected_busy", "closed_early", "protocol_error", "timeout", "error"
+)
 
 
 class RouterMetrics:

@@ -88,9 +88,13 @@ class AgiServer:
             metrics.protocol_errors.labels(kind="timeout").inc()
             outcome = "timeout"
         except AgiProtocolError as exc:
-            log.warning("FastAGI protocol error: %s", exc)
-            metrics.protocol_errors.labels(kind=type(exc).__name__).inc()
-            outcome = "protocol_error"
+            if channel.received_bytes == 0:
+                log.debug("connection closed before sending anything (a port check?)")
+                outcome = "closed_early"
+            else:
+                log.warning("FastAGI protocol error: %s", exc)
+                metrics.protocol_errors.labels(kind=type(exc).__name__).inc()
+                outcome = "protocol_error"
         except ChannelHungUp:
             outcome = "error"
         except asyncio.CancelledError:

@@ -430,3 +430,17 @@ def test_caller_who_hangs_up_after_speaking_leaves_a_message() -> None:
             assert not any(r.startswith("511") for r in t.replies)
 
     arun(body())
+
+
+def test_a_port_check_that_connects_and_leaves_is_not_a_protocol_error() -> None:
+    async def body() -> None:
+        async with running_router() as router:
+            _, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            writer.close()
+            await writer.wait_closed()
+            good = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), default_dial=DialScript("ANSWER")))
+            assert good.variables["CALLROUTER_RESULT"] == "ROUTED"
+            assert router.sample("callrouter_sessions_ended_total", outcome="closed_early") == 1
+            assert router.sample("callrouter_protocol_errors_total", kind="RemoteProtocolError") == 0
+
+    arun(body())

@@ -85,6 +85,7 @@ class AgiChannel(asyncio.Protocol):
         self.hangup_notified = False  # Asterisk sent HANGUP
         self.dead = False  # the channel is known to be gone (notice, 511, or a -1 that means hangup)
         self.waiting_seconds = 0.0  # time spent waiting for Asterisk; the rest of a session is ours
+        self.received_bytes = 0  # 0 at the end: a port check that connected and left, not a broken peer
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -98,6 +99,7 @@ class AgiChannel(asyncio.Protocol):
             self._on_open(self)
 
     def data_received(self, data: bytes) -> None:
+        self.received_bytes += len(data)
         self._conn.receive_data(data)
         if self._conn.buffered_bytes > PAUSE_READING_AT and not self._paused:
             self._paused = True
