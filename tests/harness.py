@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator, Coroutine, TypeVar
 
 from callrouter.config.loader import RoutingConfig, load_config
@@ -30,6 +32,15 @@ def sample_config(**service_changes: Any) -> RoutingConfig:
     config = load_config("config.yaml")
     service = config.service.model_copy(update=service_changes)
     return RoutingConfig(service=service, plans=config.plans, sources=config.sources, config_path=config.config_path, base_dir=config.base_dir)
+
+
+def config_with_plan(tmp_path: Path, plan_yaml: str) -> RoutingConfig:
+    """The sample config.yaml with a single plan of the test's own."""
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "dialplans").mkdir()
+    (tmp_path / "dialplans" / "plan.yaml").write_text(plan_yaml)
+    return load_config(str(tmp_path / "config.yaml"))
 
 
 class Router:

@@ -41,6 +41,17 @@ class ServerProcess:
         raise AssertionError(f"no log line matching {pattern!r}; log:\n" + "\n".join(self.log))
 
 
+async def start_serve(cfg: Path) -> tuple[ServerProcess, int]:
+    """`callrouter serve` on a free port; returns the process wrapper and the port it listens on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
+        stderr=asyncio.subprocess.PIPE, cwd=str(cfg.parent), env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    server = ServerProcess(proc)
+    port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)")).group(1))
+    return server, port
+
+
 def workspace(tmp_path: Path) -> Path:
     """A copy of the sample, open around the clock: these tests run on the real clock."""
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
@@ -57,13 +68,9 @@ def test_serve_reloads_on_sighup_keeps_old_config_on_errors_and_drains_on_sigter
     plan = tmp_path / "dialplans" / "4008001234.yaml"
 
     async def body() -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
-            stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        server = ServerProcess(proc)
+        server, port = await start_serve(cfg)
+        proc = server.proc
         try:
-            port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)")).group(1))
             answer = DialScript("ANSWER", 1, 5)
             first = await run_call("127.0.0.1", port, CallScript(uniqueid="1.1", dtmf=("3",), default_dial=answer))
             assert first.dials[0].targets == ["Local/01088886666@callrouter-lines"]
@@ -118,18 +125,6 @@ def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path) -> None:
 def test_simulate_places_calls_against_a_running_server(tmp_path: Path) -> None:
     cfg = workspace(tmp_path)
 
-    async def start() -> tuple[asyncio.subprocess.Process, int]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
-            stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert proc.stderr is not None
-        while True:
-            line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
-            m = re.search(r"FastAGI listening on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                return proc, int(m.group(1))
-
     async def simulate(port: int, *args: str) -> tuple[int, str]:
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "callrouter", "simulate", "--port", str(port), "--number", "4008001234", *args,
@@ -139,7 +134,8 @@ def test_simulate_places_calls_against_a_running_server(tmp_path: Path) -> None:
         return child.returncode or 0, out.decode()
 
     async def body() -> None:
-        proc, port = await start()
+        server, port = await start_serve(cfg)
+        proc = server.proc
         try:
             code, out = await simulate(port, "--digits", "1", "--target", "Local/13800138001@callrouter-lines=BUSY",
                                        "--target", "Local/13800138002@callrouter-lines=ANSWER:4:30")
@@ -168,13 +164,9 @@ def test_probe_reports_health_over_fastagi(tmp_path: Path) -> None:
     cfg = workspace(tmp_path)
 
     async def body() -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
-            stderr=asyncio.subprocess.PIPE, cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        server = ServerProcess(proc)
+        server, port = await start_serve(cfg)
+        proc = server.proc
         try:
-            port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)")).group(1))
             for expected_code, expected_text, target_port in ((0, "healthy", port), (1, "unhealthy: cannot connect", 1)):
                 probe = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "callrouter", "probe", "--port", str(target_port),

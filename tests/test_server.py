@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from callrouter.config.loader import load_config
 from callrouter.emulator.agi_args import parse_args
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, DialScript, HangupAt
 from callrouter.session import display_name
-from tests.harness import arun, call_held_in_dial, running_router, sample_config
+from tests.harness import arun, call_held_in_dial, config_with_plan, running_router, sample_config
 
 ZHANG, LI, WANG = (f"Local/1380013800{i}@callrouter-lines" for i in (1, 2, 3))
 DESK, ZHAO = "PJSIP/8001", "Local/01088886666@callrouter-lines"
@@ -343,14 +341,11 @@ def test_peer_silent_after_a_command_times_out() -> None:
 
 
 def test_least_recent_over_real_calls(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
-    shutil.copy(root / "config.yaml", tmp_path / "config.yaml")
-    (tmp_path / "dialplans").mkdir()
-    (tmp_path / "dialplans" / "p.yaml").write_text(
+    config = config_with_plan(
+        tmp_path,
         'number: "4001110000"\nname: lr\nentry: {hunt: g}\nhunt_groups:\n  g:\n    strategy: least_recent\n    lines:\n'
-        '      - {id: a, target: "PJSIP/a"}\n      - {id: b, target: "PJSIP/b"}\n      - {id: c, target: "PJSIP/c"}\n'
+        '      - {id: a, target: "PJSIP/a"}\n      - {id: b, target: "PJSIP/b"}\n      - {id: c, target: "PJSIP/c"}\n',
     )
-    config = load_config(str(tmp_path / "config.yaml"))
     clock = iter(range(1_700_000_000, 1_700_000_100))
 
     async def body() -> None:
@@ -383,14 +378,11 @@ def test_missing_menu_prompt_still_lets_the_caller_choose() -> None:
 
 
 def test_ring_all_maps_the_answering_line_from_dialedpeernumber(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
-    shutil.copy(root / "config.yaml", tmp_path / "config.yaml")
-    (tmp_path / "dialplans").mkdir()
-    (tmp_path / "dialplans" / "p.yaml").write_text(
+    config = config_with_plan(
+        tmp_path,
         'number: "4001110000"\nname: all\nentry: {hunt: g}\nhunt_groups:\n  g:\n    strategy: ring_all\n    lines:\n'
-        '      - {id: a, number: "13800000001"}\n      - {id: b, number: "13800000002"}\n      - {id: c, target: "PJSIP/c"}\n'
+        '      - {id: a, number: "13800000001"}\n      - {id: b, number: "13800000002"}\n      - {id: c, target: "PJSIP/c"}\n',
     )
-    config = load_config(str(tmp_path / "config.yaml"))
 
     async def body() -> None:
         async with running_router(config) as router:
