@@ -23,7 +23,7 @@ from callrouter.config.loader import RoutingConfig
 from callrouter.config.plan import NumberPlan
 from callrouter.metrics import RouterMetrics
 from callrouter.records import RecordSink
-from callrouter.routing.caller import caller_from
+from callrouter.routing.caller import Caller, caller_from
 from callrouter.routing.effects import (
     HUNG_UP,
     Answer,
@@ -40,7 +40,7 @@ from callrouter.routing.effects import (
     RotationWrite,
     StartRecording,
 )
-from callrouter.routing.engine import CallInfo, route
+from callrouter.routing.engine import CallFlow, CallInfo
 from callrouter.routing.record import CallRecord, RouteResult
 from callrouter.state import RoutingState
 
@@ -112,7 +112,8 @@ class CallSession:
             return "no_plan"
         caller = caller_from(self.env.callerid, self.env.calleridname)
         call = CallInfo(number=plan.number, caller=caller, uniqueid=self.env.uniqueid)
-        flow = route(call, plan, self.config.service, self.started_at, self.deps.rng)
+        state = CallFlow(call, plan, self.config.service, self.started_at, self.deps.rng)
+        flow = state.run()
         result: RouteResult | None = None
         outcome = "routed"
         try:
@@ -129,7 +130,7 @@ class CallSession:
             outcome = kind
         except asyncio.CancelledError:
             # Shutdown cut the call off: still leave its record (lines are released below), then stop.
-            await self.write_record(plan, caller, RouteResult(disposition="error", reason="cut off by router shutdown"))
+            await self.write_record(plan, caller, state.partial("error", "cut off by router shutdown"))
             raise
         except Exception:  # a bug must cost one call, never the server
             log.exception("call %s: routing failed", self.env.uniqueid[:32])
@@ -138,7 +139,7 @@ class CallSession:
             flow.close()
             await self.release_all()
         if result is None:
-            result = RouteResult(disposition="error", reason=f"session ended: {outcome}")
+            result = state.partial("error", f"session ended: {outcome}")
             await self.tell_dialplan("ERROR")
         else:
             await self.tell_dialplan("ROUTED")
@@ -249,7 +250,7 @@ class CallSession:
         for key in list(self.held):
             await self.release(key)
 
-    async def write_record(self, plan: NumberPlan, caller: Any, result: RouteResult) -> None:
+    async def write_record(self, plan: NumberPlan, caller: Caller, result: RouteResult) -> None:
         ended = self.deps.clock()
         record = CallRecord(
             uniqueid=self.env.uniqueid[:64],

@@ -314,6 +314,7 @@ def test_drain_timeout_cuts_calls_off_but_keeps_their_records() -> None:
             assert await router.server.drain(0.2) == 1
             (rec,) = router.sink.records
             assert (rec.disposition, rec.reason) == ("error", "cut off by router shutdown")
+            assert (rec.ivr_path, rec.group, rec.recording_file is not None) == (("main:1",), "sales", True)  # kept for disputes
             assert await router.state.active(ZHANG) == 0
             hold.set()
             await asyncio.wait_for(call, 5)

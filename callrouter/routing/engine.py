@@ -82,10 +82,10 @@ def classify_failure(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
 
 def route(call: CallInfo, plan: NumberPlan, service: ServiceConfig, now: datetime, rng: random.Random) -> Flow:
     """The whole flow of one call; see the module docstring for how it is driven."""
-    return _Router(call, plan, service, now, rng).run()
+    return CallFlow(call, plan, service, now, rng).run()
 
 
-class _Router:
+class CallFlow:
     """State of one call's flow. Lives as long as the generator; never shared between calls."""
 
     def __init__(self, call: CallInfo, plan: NumberPlan, service: ServiceConfig, now: datetime, rng: random.Random) -> None:
@@ -124,6 +124,10 @@ class _Router:
             trace=tuple(self.trace),
             **extra,
         )
+
+    def partial(self, disposition: str, reason: str) -> RouteResult:
+        """What was decided and seen so far, for a call that ended abnormally (IVR path, attempts...)."""
+        return self.finish(disposition, reason)
 
     def abandoned(self, where: str) -> RouteResult:
         return self.finish(self.context or "abandoned", f"caller hung up {where}")
