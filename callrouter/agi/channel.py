@@ -168,11 +168,7 @@ class AgiChannel(asyncio.Protocol):
         if self._closed or self._transport is None or self._transport.is_closing():
             self.dead = True
             raise ChannelHungUp("connection already closed")
-        data = self._conn.send(command)
-        if self._transport.is_closing():
-            self.dead = True
-            raise ChannelHungUp("connection already closed")
-        self._transport.write(data)
+        self._transport.write(self._conn.send(command))
         started = time.monotonic()
         reply: Reply | None = None
         try:
