@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callrouter.agi import commands
@@ -206,14 +206,16 @@ def test_eof_mid_line_is_an_error() -> None:
 # -- quoting ---------------------------------------------------------------------------------------
 
 
-@given(st.text().filter(lambda s: not any(c in s for c in "\n\r\0")))
+@settings(deadline=None)  # CI machines are slow and shared; correctness, not speed, is tested here
+@given(st.text(max_size=1000).filter(lambda s: not any(c in s for c in "\n\r\0")))  # stays under 8192 bytes
 def test_any_value_round_trips_through_asterisks_parser(value: str) -> None:
     line = Command("SET VARIABLE", ("X", value)).to_line()
     assert line.count(b"\n") == 1 and line.endswith(b"\n")
     assert parse_args(line.decode()[:-1]) == ["SET", "VARIABLE", "X", value]
 
 
-@given(st.text(), st.sampled_from(["\n", "\r", "\0"]), st.text())
+@settings(deadline=None)
+@given(st.text(max_size=200), st.sampled_from(["\n", "\r", "\0"]), st.text(max_size=200))
 def test_values_with_line_breaks_are_refused(head: str, breaker: str, tail: str) -> None:
     with pytest.raises(LocalProtocolError):
         Command("SET VARIABLE", ("X", head + breaker + tail)).to_line()
@@ -290,6 +292,7 @@ def test_repeated_hangup_lines_keep_replies_in_step() -> None:
     assert conn.state is State.IDLE
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=3000), st.booleans())
 def test_arbitrary_bytes_give_events_or_a_remote_error_never_anything_else(data: bytes, after_environment: bool) -> None:
     conn = ready() if after_environment else AgiConnection()
