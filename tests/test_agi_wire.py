@@ -290,22 +290,3 @@ def test_repeated_hangup_lines_keep_replies_in_step() -> None:
     got = events(conn, b"200 result=1\nHANGUP\n", False)
     assert got == [Reply(200, "1", lines=("200 result=1",)), HangupNotice()]
     assert conn.state is State.IDLE
-
-
-@settings(deadline=None)
-@given(st.binary(max_size=3000), st.booleans())
-def test_arbitrary_bytes_give_events_or_a_remote_error_never_anything_else(data: bytes, after_environment: bool) -> None:
-    conn = ready() if after_environment else AgiConnection()
-    if after_environment:
-        conn.send(commands.noop())
-    try:
-        for i in range(0, len(data), 7):
-            conn.receive_data(data[i : i + 7])
-            while conn.next_event() is not NEED_DATA:
-                if conn.state is State.IDLE and conn.pending is None and after_environment:
-                    conn.send(commands.noop())
-        conn.receive_data(b"")
-        while conn.next_event() is not NEED_DATA:
-            pass
-    except RemoteProtocolError:
-        assert conn.state is State.ERROR

@@ -3,29 +3,39 @@
 Asterisk splits a command line on spaces; a double quote toggles quoting and a backslash makes the next
 character literal (`parse_args` in res_agi.c). So every argument is wrapped in quotes with `\\` and `"`
 escaped, and any value with CR, LF or NUL is refused: there is no escape for a newline, which would end
-the command and start another.
+the command and start another. A Command validates itself when built, so one that exists can be sent.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from callrouter.agi.errors import LocalProtocolError
 
-MAX_LINE_BYTES = 8192  # AGI_BUF_LEN: Asterisk reads commands into a buffer of this size
-MAX_ARGS = 128  # MAX_ARGS in res_agi.c, the verb's words included
-_VERB = re.compile(r"[A-Z]+( [A-Z]+){0,2}\Z")
-_APP = re.compile(r"[A-Za-z0-9_]{1,64}\Z")
+AGI_BUF_LEN = 8192  # res_agi.c reads each command with fgets() into a buffer of this size
+# fgets keeps one byte for the NUL: a longer line is cut, and its tail read as a second command.
+MAX_LINE_BYTES = AGI_BUF_LEN - 1  # the newline included
+MAX_ARGS = 128  # MAX_ARGS in res_agi.c: the argv array, which also holds a NULL terminator
+# parse_args() only truncates unquoted words; quoted ones past 127 would write beyond argv.
+MAX_WORDS = MAX_ARGS - 1  # the verb's words included
+MAX_INT = 2**31 - 1  # Asterisk reads numbers with sscanf("%30d") into a C int
+
+_VERB = re.compile(r"[A-Z]+(?: [A-Z]+){0,2}\Z")
+_APP = re.compile(r"[A-Za-z0-9_]+\Z")
 _ESCAPE_DIGITS = re.compile(r"[0-9*#]*\Z")
-_FORBIDDEN = ("\n", "\r", "\0")
+_FORBIDDEN = {"\n": "a newline (LF)", "\r": "a carriage return (CR)", "\0": "a NUL character"}
 
 
 def quote_arg(value: str) -> str:
-    """One AGI argument, exactly as Asterisk's parse_args() will read it back."""
-    for ch in _FORBIDDEN:
-        if ch in value:
-            raise LocalProtocolError(f"an AGI argument cannot contain {ch!r} (value starts {value[:32]!r})")
+    """One AGI argument, exactly as Asterisk's parse_args() will read it back.
+
+    The error names the character and where it is, never the value: values are often a caller's data.
+    """
+    for ch, name in _FORBIDDEN.items():
+        index = value.find(ch)
+        if index >= 0:
+            raise LocalProtocolError(f"an AGI argument cannot contain {name} (at index {index} of {len(value)})")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -35,30 +45,45 @@ class Command:
 
     verb: str
     args: tuple[str, ...] = ()
+    _line: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not _VERB.match(self.verb):
-            raise LocalProtocolError(f"not an AGI verb: {self.verb[:40]!r}")
-        if len(self.verb.split()) + len(self.args) > MAX_ARGS:
-            raise LocalProtocolError(f"{self.verb}: more than {MAX_ARGS} words")
+        """Render once, here: a bad verb, value or size fails where the command is built, not at send()."""
+        if not isinstance(self.verb, str) or not _VERB.match(self.verb):
+            raise LocalProtocolError(f"not an AGI verb (1-3 words of A-Z): {str(self.verb)[:40]!r}")
+        args = tuple(self.args)
+        for arg in args:
+            if not isinstance(arg, str):
+                raise TypeError(f"{self.verb}: arguments must be str, not {type(arg).__name__}")
+        words = self.verb.count(" ") + 1 + len(args)
+        if words > MAX_WORDS:
+            raise LocalProtocolError(f"{self.verb}: {words} words, Asterisk reads at most {MAX_WORDS}")
+        text = " ".join([self.verb, *(quote_arg(a) for a in args)]) + "\n"
+        try:
+            line = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a surrogateescape decode
+            raise LocalProtocolError(f"{self.verb}: argument not encodable as UTF-8 at index {exc.start}") from None
+        if len(line) > MAX_LINE_BYTES:
+            raise LocalProtocolError(f"{self.verb}: line of {len(line)} bytes is over Asterisk's {MAX_LINE_BYTES}")
+        object.__setattr__(self, "args", args)
+        object.__setattr__(self, "_line", line)
 
     def to_line(self) -> bytes:
-        text = " ".join([self.verb, *(quote_arg(a) for a in self.args)]) + "\n"
-        data = text.encode("utf-8", errors="strict")
-        if len(data) > MAX_LINE_BYTES:
-            raise LocalProtocolError(f"{self.verb}: line of {len(data)} bytes is over Asterisk's {MAX_LINE_BYTES}")
-        return data
+        """The command as one UTF-8 line ending in '\\n'."""
+        return self._line
 
 
 def _count(name: str, value: int) -> str:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise LocalProtocolError(f"{name} must be a non-negative whole number, not {value!r}")
+    """A non-negative whole number that fits Asterisk's C int."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise LocalProtocolError(f"{name} must be a whole number from 0 to {MAX_INT}, not {value!r}")
     return str(value)
 
 
 def _escape(digits: str) -> str:
-    if not _ESCAPE_DIGITS.match(digits):
-        raise LocalProtocolError(f"escape digits may only be 0-9, * and #: {digits[:20]!r}")
+    """Escape digits: the DTMF keys that interrupt playback."""
+    if not isinstance(digits, str) or not _ESCAPE_DIGITS.match(digits):
+        raise LocalProtocolError(f"escape digits may only be 0-9, * and #: {str(digits)[:20]!r}")
     return digits
 
 
@@ -67,10 +92,12 @@ def answer() -> Command:
 
 
 def hangup(channel: str | None = None) -> Command:
+    """HANGUP [channel]: without a channel, the one running this AGI."""
     return Command("HANGUP", () if channel is None else (channel,))
 
 
 def stream_file(name: str, escape_digits: str = "", offset: int | None = None) -> Command:
+    """STREAM FILE <file> <escape digits> [offset]: the digit pressed comes back as its ASCII code."""
     args = (name, _escape(escape_digits)) + (() if offset is None else (_count("offset", offset),))
     return Command("STREAM FILE", args)
 
@@ -80,6 +107,7 @@ def get_data(name: str, timeout_ms: int, max_digits: int) -> Command:
 
 
 def wait_for_digit(timeout_ms: int) -> Command:
+    """WAIT FOR DIGIT <timeout>: collects digits when a prompt cannot be played."""
     return Command("WAIT FOR DIGIT", (_count("timeout", timeout_ms),))
 
 
@@ -88,6 +116,7 @@ def get_variable(name: str) -> Command:
 
 
 def get_full_variable(expr: str, channel: str | None = None) -> Command:
+    """GET FULL VARIABLE evaluates `${...}` in expr: build expr from our own names, never a caller's data."""
     return Command("GET FULL VARIABLE", (expr,) if channel is None else (expr, channel))
 
 
@@ -96,16 +125,23 @@ def set_variable(name: str, value: str) -> Command:
 
 
 def exec_app(app: str, options: str) -> Command:
-    """EXEC passes exactly one options argument to the application: keep it one quoted argument."""
-    if not _APP.match(app):
-        raise LocalProtocolError(f"not an application name: {app[:40]!r}")
+    """EXEC passes exactly one options argument to the application: keep it one quoted argument.
+
+    Quoting keeps the words apart, but `,` `&` `)` inside options still mean something to the application,
+    and `${...}` is evaluated if AGIEXECFULL is set: validate what goes into options before this.
+    """
+    if not isinstance(app, str) or not _APP.match(app):
+        raise LocalProtocolError(f"not an application name ([A-Za-z0-9_]+): {str(app)[:40]!r}")
     return Command("EXEC", (app, options))
 
 
 def record_file(
     path: str, fmt: str, escape_digits: str, timeout_ms: int, *, beep: bool = True, silence_s: int | None = None
 ) -> Command:
-    """RECORD FILE <file> <format> <escape digits> <timeout> [offset] [BEEP] [s=<silence>]; offset omitted."""
+    """RECORD FILE <file> <format> <escape digits> <timeout> [offset] [BEEP] [s=<silence>].
+
+    The offset is omitted: handle_recordfile tells an offset (a number) from BEEP and s=<n> by content.
+    """
     args = [path, fmt, _escape(escape_digits), _count("timeout", timeout_ms)]
     if beep:
         args.append("BEEP")

@@ -1,23 +1,27 @@
 """The FastAGI protocol as a state machine with no IO: bytes in, events out; commands in, bytes out.
 
-Everything that affects the connection's state lives in this file. Asterisk first sends the `agi_*`
-environment (`key: value` lines, then an empty line). Then we send one command at a time and Asterisk
-answers each with a reply: `200 result=<r>[ (<data>)][ endpos=<n>]`, `510 ...`, `511 ...`, or `520`
-(one line, or `520-` ... `520 End of proper usage.`). When the caller hangs up, Asterisk sends a line
-`HANGUP` on its own: while we wait for a reply (the reply still follows) or while idle. Reading that line
-as a reply would put every later reply one step behind, so it is a separate event.
+Everything that affects the connection's state lives in this file, and every state change goes through
+`_TRANSITIONS`. Asterisk first sends the `agi_*` environment (`key: value` lines, then an empty line).
+Then we send one command at a time and Asterisk answers each with a reply:
+`200 result=<r>[ (<data>)][ endpos=<n>]`, `510 ...`, `511 ...`, or `520` (one line, or `520-` ...
+`520 End of proper usage.`). When the caller hangs up, Asterisk sends a line `HANGUP` on its own: while
+we wait for a reply (the reply still follows) or while idle. Reading that line as a reply would put every
+later reply one step behind, so it is a separate event.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
 from callrouter.agi.commands import Command
 from callrouter.agi.errors import LocalProtocolError, RemoteProtocolError
+
+MAX_USAGE_BYTES = 65536  # a 520 usage block is a few KB of help text; more is a peer flooding us
+_SHOWN = 100  # characters of an offending line quoted in an error message
 
 
 class State(enum.Enum):
@@ -38,8 +42,12 @@ class NeedData:
 NEED_DATA = NeedData()
 
 _KEY = re.compile(r"agi_[a-z0-9_]+\Z")
-_REPLY_200 = re.compile(r"200 result=(?P<result>\S*)(?P<rest>.*)\Z", re.DOTALL)
-_ENDPOS = re.compile(r"(?:^| )endpos=(?P<endpos>-?\d+)\Z")
+# The data runs to the last ')' that is followed only by an optional endpos: values may hold '(' ')'.
+_REPLY_200 = re.compile(r"200 result=(?P<result>[^ ]*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?[0-9]+))?\Z")
+_REPLY_REFUSED = re.compile(r"(?:510|511|520)(?: .*)?\Z")
+_USAGE_FIRST = "520-"
+_USAGE_LAST = "520 End of proper usage."
+_REPLY_CODES = frozenset({200, 510, 511, 520})
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,11 @@ class Environment:
 
     variables: Mapping[str, str]
     args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Copy into a read-only mapping, so no one holding the original dict can change an event."""
+        object.__setattr__(self, "variables", MappingProxyType(dict(self.variables)))
+        object.__setattr__(self, "args", tuple(self.args))
 
     def get(self, key: str, default: str = "") -> str:
         return self.variables.get(key, default)
@@ -101,7 +114,11 @@ class Reply:
     result: str | None = None
     data: str | None = None
     endpos: int | None = None
-    lines: tuple[str, ...] = field(default=())
+    lines: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.code not in _REPLY_CODES:
+            raise LocalProtocolError(f"not an AGI reply code: {self.code!r}")
 
     @property
     def ok(self) -> bool:
@@ -109,6 +126,7 @@ class Reply:
 
     @property
     def result_int(self) -> int | None:
+        """The result as a number (STREAM FILE's digit code, EXEC's return), None if it is not one."""
         try:
             return int(self.result) if self.result is not None else None
         except ValueError:
@@ -131,28 +149,30 @@ class ConnectionClosed:
 
 Event = Environment | Reply | HangupNotice | ConnectionClosed
 
+# (state, what happened) -> next state. What happened is an event parsed from the peer, or a Command we
+# send. A pair missing here is a protocol error. The ERROR state is entered on any RemoteProtocolError.
+_TRANSITIONS: Mapping[tuple[State, type], State] = MappingProxyType(
+    {
+        (State.ENVIRONMENT, Environment): State.IDLE,
+        (State.IDLE, Command): State.AWAITING_REPLY,
+        (State.IDLE, HangupNotice): State.IDLE,
+        (State.IDLE, ConnectionClosed): State.CLOSED,
+        (State.AWAITING_REPLY, HangupNotice): State.AWAITING_REPLY,  # the reply still follows
+        (State.AWAITING_REPLY, Reply): State.IDLE,
+        (State.AWAITING_REPLY, ConnectionClosed): State.CLOSED,
+    }
+)
+
 
 def parse_reply_line(line: str) -> Reply:
     """A single-line reply; raises RemoteProtocolError for anything Asterisk would not send."""
     m = _REPLY_200.match(line)
     if m:
-        rest = m.group("rest")
-        endpos = None
-        e = _ENDPOS.search(rest)
-        if e:
-            endpos = int(e.group("endpos"))
-            rest = rest[: e.start()]
-        data = None
-        rest = rest.strip(" ")
-        if rest:
-            if not (rest.startswith("(") and rest.endswith(")")):
-                raise RemoteProtocolError(f"malformed 200 reply: {line[:100]!r}")
-            data = rest[1:-1]
-        return Reply(200, m.group("result"), data, endpos, (line,))
-    for code in (510, 511, 520):
-        if line.startswith(f"{code} ") or line == str(code):
-            return Reply(code, lines=(line,))
-    raise RemoteProtocolError(f"unexpected line from Asterisk: {line[:100]!r}")
+        endpos = m.group("endpos")
+        return Reply(200, m.group("result"), m.group("data"), None if endpos is None else int(endpos), (line,))
+    if _REPLY_REFUSED.match(line):
+        return Reply(int(line[:3]), lines=(line,))
+    raise RemoteProtocolError(f"unexpected line from Asterisk: {line[:_SHOWN]!r}")
 
 
 class AgiConnection:
@@ -161,18 +181,19 @@ class AgiConnection:
     def __init__(self, *, max_environment_bytes: int = 16384, max_line_bytes: int = 8192) -> None:
         self._max_env = max_environment_bytes
         self._max_line = max_line_bytes
-        self._buffer = bytearray()
-        self._eof = False
         self._state = State.ENVIRONMENT
-        self._env_vars: dict[str, str] = {}
-        self._env_bytes = 0
-        self._env_lines = 0
-        self._usage: list[str] | None = None  # lines of a multi-line 520 in progress
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes at the start of the buffer known to hold no newline
+        self._eof = False
+        self._error: RemoteProtocolError | None = None
         self._pending: Command | None = None
         self._hung_up = False
-        self._closed_reported = False
-        self._error: RemoteProtocolError | None = None
         self._environment: Environment | None = None
+        self._env_vars: dict[str, str] = {}
+        self._env_bytes = 0  # environment bytes consumed so far, newlines included
+        self._env_lines = 0
+        self._usage: list[str] | None = None  # lines of a multi-line 520 in progress
+        self._usage_bytes = 0
 
     @property
     def state(self) -> State:
@@ -180,10 +201,12 @@ class AgiConnection:
 
     @property
     def hung_up(self) -> bool:
+        """True once a HANGUP line was parsed: only dead-safe commands will work from now on."""
         return self._hung_up
 
     @property
     def pending(self) -> Command | None:
+        """The command whose reply we wait for; None unless the state is AWAITING_REPLY."""
         return self._pending
 
     @property
@@ -196,141 +219,132 @@ class AgiConnection:
         return len(self._buffer)
 
     def receive_data(self, data: bytes) -> None:
-        """Bytes from the peer; b"" means the peer closed its side."""
+        """Bytes from the peer; b"" means the peer closed its side (repeating it is harmless)."""
         if not data:
             self._eof = True
-        else:
+        elif self._eof:
+            raise LocalProtocolError("data received after EOF")
+        elif self._state is not State.ERROR:  # nothing more is parsed: don't hold the bytes
             self._buffer += data
 
     def send(self, command: Command) -> bytes:
-        """The bytes of one command. Only one command may be in flight."""
-        if self._state is not State.IDLE:
-            raise LocalProtocolError(f"cannot send {command.verb} in state {self._state.value}")
+        """The bytes of one command. Only one command may be in flight, and only after the environment."""
+        new_state = _TRANSITIONS.get((self._state, Command))
+        if new_state is None:
+            waiting = f" (no reply yet to {self._pending.verb})" if self._pending is not None else ""
+            raise LocalProtocolError(f"cannot send {command.verb} in state {self._state.value}{waiting}")
         data = command.to_line()
+        self._state = new_state
         self._pending = command
-        self._state = State.AWAITING_REPLY
         return data
 
     def next_event(self) -> Event | NeedData:
+        """The next event, or NEED_DATA. A RemoteProtocolError moves to ERROR, and is raised again after."""
         if self._state is State.ERROR:
-            assert self._error is not None
-            raise self._error
+            raise RemoteProtocolError(f"connection is in ERROR state after: {self._error}")
         try:
-            return self._next()
+            return self._next_event()
         except RemoteProtocolError as exc:
             self._state = State.ERROR
             self._error = exc
+            self._pending = None
+            self._buffer.clear()
             raise
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _take_line(self) -> str | None:
-        idx = self._buffer.find(b"\n")
-        if idx < 0:
-            if len(self._buffer) > self._max_line:
-                raise RemoteProtocolError(f"line longer than {self._max_line} bytes")
-            if self._state is State.ENVIRONMENT and self._env_bytes + len(self._buffer) > self._max_env:
-                raise RemoteProtocolError(f"AGI environment larger than {self._max_env} bytes")
-            return None
-        if idx > self._max_line:
-            raise RemoteProtocolError(f"line longer than {self._max_line} bytes")
-        raw = bytes(self._buffer[:idx])
-        del self._buffer[: idx + 1]
-        if self._state is State.ENVIRONMENT:
-            self._env_bytes += idx + 1
-            if self._env_bytes > self._max_env:
-                raise RemoteProtocolError(f"AGI environment larger than {self._max_env} bytes")
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        return raw.decode("utf-8", errors="replace")
+    def _emit(self, event: Event) -> Event:
+        """Apply the transition for an event from the peer; the table decides whether it may happen."""
+        new_state = _TRANSITIONS.get((self._state, type(event)))
+        if new_state is None:
+            raise RemoteProtocolError(f"{type(event).__name__} not expected in state {self._state.value}")
+        self._state = new_state
+        if new_state is not State.AWAITING_REPLY:
+            self._pending = None
+        if isinstance(event, HangupNotice):
+            self._hung_up = True
+        elif isinstance(event, Environment):
+            self._environment = event
+            self._env_vars = {}
+        return event
 
-    def _next(self) -> Event | NeedData:
-        if self._state is State.ENVIRONMENT:
-            env = self._environment_block()
-            if env is not None:
-                return env
+    def _next_event(self) -> Event | NeedData:
+        if self._state is State.CLOSED:
+            return NEED_DATA  # ConnectionClosed was given once
         while True:
-            if not self._buffer and not self._eof:
-                return NEED_DATA
-            if self._state is State.CLOSED:
-                if not self._closed_reported:
-                    self._closed_reported = True
-                    return ConnectionClosed()
-                return NEED_DATA
             line = self._take_line()
             if line is None:
-                return self._at_end_of_buffer()
+                return self._at_eof() if self._eof else NEED_DATA
             event = self._on_line(line)
             if event is not None:
                 return event
 
-    def _at_end_of_buffer(self) -> Event | NeedData:
-        if not self._eof:
-            return NEED_DATA
+    def _take_line(self) -> str | None:
+        """One complete line without its '\\n' (and a '\\r' before it), or None; bounded while it arrives."""
+        end = self._buffer.find(b"\n", self._scanned)
+        length = len(self._buffer) if end < 0 else end
+        if length > self._max_line:
+            raise RemoteProtocolError(f"line longer than {self._max_line} bytes")
+        if self._state is State.ENVIRONMENT and self._env_bytes + length + (end >= 0) > self._max_env:
+            raise RemoteProtocolError(f"AGI environment larger than {self._max_env} bytes")
+        if end < 0:
+            self._scanned = length
+            return None
+        raw = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scanned = 0
+        if self._state is State.ENVIRONMENT:
+            self._env_bytes += end + 1
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        return raw.decode("utf-8", errors="replace")
+
+    def _at_eof(self) -> Event:
         if self._state is State.ENVIRONMENT:
             raise RemoteProtocolError("connection closed inside the AGI environment")
         if self._buffer:
             raise RemoteProtocolError("connection closed in the middle of a line")
         if self._usage is not None:
             raise RemoteProtocolError("connection closed inside a 520 usage message")
-        self._state = State.CLOSED
-        self._closed_reported = True
-        return ConnectionClosed()
+        return self._emit(ConnectionClosed())
 
     def _on_line(self, line: str) -> Event | None:
         if self._state is State.ENVIRONMENT:
             return self._environment_line(line)
         if self._usage is not None:
-            self._usage.append(line)
-            if line.startswith("520 "):
-                lines, self._usage = tuple(self._usage), None
-                return self._reply(Reply(520, lines=lines))
-            return None
+            return self._usage_line(line)
         if line == "HANGUP":
-            self._hung_up = True
-            return HangupNotice()
-        if self._state is not State.AWAITING_REPLY:
-            raise RemoteProtocolError(f"reply with no command pending: {line[:100]!r}")
-        if line.startswith("520-"):
-            self._usage = [line]
+            return self._emit(HangupNotice())
+        if (self._state, Reply) not in _TRANSITIONS:
+            raise RemoteProtocolError(f"reply with no command pending: {line[:_SHOWN]!r}")
+        if line.startswith(_USAGE_FIRST):
+            self._usage = []
+            self._usage_bytes = 0
+            return self._usage_line(line)
+        return self._emit(parse_reply_line(line))
+
+    def _usage_line(self, line: str) -> Event | None:
+        """Inside `520-` ... `520 End of proper usage.` every line is usage text, even `HANGUP`."""
+        assert self._usage is not None
+        self._usage.append(line)
+        self._usage_bytes += len(line) + 1
+        if self._usage_bytes > MAX_USAGE_BYTES:
+            raise RemoteProtocolError(f"520 usage message longer than {MAX_USAGE_BYTES} bytes")
+        if line != _USAGE_LAST:
             return None
-        return self._reply(parse_reply_line(line))
+        lines, self._usage = tuple(self._usage), None
+        return self._emit(Reply(520, lines=lines))
 
-    def _reply(self, reply: Reply) -> Reply:
-        self._pending = None
-        self._state = State.IDLE
-        return reply
-
-    def _environment_block(self) -> Environment | None:
-        """Fast path: the whole header is buffered, so take it in one split instead of line by line."""
-        end = self._buffer.find(b"\n\n")
-        if end < 0 or end + 2 > self._max_env or self._buffer[:1] == b"\n" or b"\r" in self._buffer[:end]:
-            return None  # not complete yet, or unusual: the line-by-line path decides
-        block = bytes(self._buffer[: end + 2])
-        for raw in block[:-1].split(b"\n"):
-            if len(raw) > self._max_line:
-                return None
-        del self._buffer[: end + 2]
-        self._env_bytes += end + 2
-        event: Environment | None = None
-        for raw in block[:-1].split(b"\n"):
-            event = self._environment_line(raw.decode("utf-8", errors="replace"))
-        return event  # the last line of the block is the empty one that ends the header
-
-    def _environment_line(self, line: str) -> Environment | None:
+    def _environment_line(self, line: str) -> Event | None:
         self._env_lines += 1
         if line == "":
-            args = []
-            n = 1
-            while f"agi_arg_{n}" in self._env_vars:
-                args.append(self._env_vars[f"agi_arg_{n}"])
-                n += 1
-            self._environment = Environment(MappingProxyType(dict(self._env_vars)), tuple(args))
-            self._state = State.IDLE
-            return self._environment
-        key, sep, value = line.partition(":")
-        if not sep or not _KEY.match(key):
-            raise RemoteProtocolError(f"AGI environment line {self._env_lines} is not 'agi_<name>: value': {line[:100]!r}")
+            args: list[str] = []
+            while (value := self._env_vars.get(f"agi_arg_{len(args) + 1}")) is not None:
+                args.append(value)
+            return self._emit(Environment(self._env_vars, tuple(args)))
+        key, colon, value = line.partition(":")
+        if not colon or not _KEY.match(key):
+            raise RemoteProtocolError(f"AGI environment line {self._env_lines} is not 'agi_<name>: value': {line[:_SHOWN]!r}")
         if key in self._env_vars:
             raise RemoteProtocolError(f"AGI environment line {self._env_lines}: {key} given twice")
         self._env_vars[key] = value[1:] if value.startswith(" ") else value
