@@ -100,8 +100,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 2
     rotation = {}
     for spec in args.rotation:
-        group, _, line_id = spec.partition("=")
-        rotation[f"{plan.number}/{group}"] = line_id
+        group, _, turn = spec.partition("=")
+        if not turn.isdigit():
+            print(f"--rotation {spec!r}: write GROUP=TURN, TURN a whole number", file=sys.stderr)
+            return 2
+        rotation[f"{plan.number}/{group}"] = int(turn)
     digits = [d.strip() for part in args.digits for d in part.split(",")]
     now = _parse_time(args.time, plan.timezone or config.service.timezone)
     call = CallInfo(number=plan.number, caller=caller_from(args.caller, args.caller_name), uniqueid="explain")
@@ -165,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digits", action="append", default=[], help="digits per menu prompt, comma-separated; '' = silence, HANGUP = caller hangs up")
     p.add_argument("--line", action="append", default=[], help="LINE_ID=STATUS[:ring[:talk]], e.g. zhang=BUSY li=ANSWER:8")
     p.add_argument("--default-line", default="NOANSWER", help="outcome of lines not given with --line")
-    p.add_argument("--rotation", action="append", default=[], help="GROUP=LINE_ID offered first last time (round robin)")
+    p.add_argument("--rotation", action="append", default=[], help="GROUP=TURN: hunts of this round-robin group before this call (turn n starts at line n mod lines)")
     p.add_argument("--seed", type=int, default=0, help="random seed for random/weighted groups")
     p.add_argument("--no-message", action="store_true", help="caller leaves no voicemail")
     p.set_defaults(func=cmd_explain)

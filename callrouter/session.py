@@ -36,8 +36,7 @@ from callrouter.routing.effects import (
     LineHistoryRead,
     Play,
     RecordVoicemail,
-    RotationRead,
-    RotationWrite,
+    RotationNext,
     StartRecording,
 )
 from callrouter.routing.engine import CallFlow, CallInfo
@@ -155,11 +154,8 @@ class CallSession:
 
     async def perform(self, effect: Effect, plan: NumberPlan) -> Any:
         """Execute one effect; channel effects answer HUNG_UP once the caller is gone."""
-        if isinstance(effect, RotationRead):
-            return await self.deps.state.last_first(effect.key)
-        if isinstance(effect, RotationWrite):
-            await self.deps.state.set_last_first(effect.key, effect.line_id)
-            return None
+        if isinstance(effect, RotationNext):
+            return await self.deps.state.next_turn(effect.key)
         if isinstance(effect, LineHistoryRead):
             return await self.deps.state.last_used(effect.keys)
         if self.channel.dead and not isinstance(effect, Hangup):
@@ -244,7 +240,7 @@ class CallSession:
                 await self.deps.state.release(key)
             except Exception:  # a store outage must not leave the call hanging; the store expires stale counts
                 log.exception("could not release line %s", key)
-                self.deps.metrics.state_errors.inc()
+                self.deps.metrics.store_errors.labels(operation="state").inc()
 
     async def release_all(self) -> None:
         for key in list(self.held):

@@ -1,7 +1,7 @@
 """Routing state shared between calls: round-robin positions and how many calls each line carries.
 
-An interface and its in-memory implementation. The Postgres store (a later issue) implements the same
-protocol so several router instances share positions and limits.
+An interface and its in-memory implementation. `callrouter.store.routing_state` implements the same
+protocol on the database so several router instances share positions and limits.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from typing import Protocol
 
 
 class RoutingState(Protocol):
-    async def last_first(self, key: str) -> str | None:
-        """The line offered first in the previous hunt of this group."""
-
-    async def set_last_first(self, key: str, line_id: str) -> None: ...
+    async def next_turn(self, key: str) -> int:
+        """This hunt's turn in a round-robin group: how many hunts of it came before (atomic)."""
 
     async def acquire(self, line_key: str, limit: int) -> bool:
         """Reserve one call on a line if it is below `limit`; atomic."""
@@ -32,15 +30,14 @@ class MemoryRoutingState:
     """Process-local state: correct for one router instance."""
 
     def __init__(self) -> None:
-        self._rotation: dict[str, str] = {}
+        self._turns: dict[str, int] = {}
         self._active: dict[str, int] = {}
         self._used: dict[str, float] = {}
 
-    async def last_first(self, key: str) -> str | None:
-        return self._rotation.get(key)
-
-    async def set_last_first(self, key: str, line_id: str) -> None:
-        self._rotation[key] = line_id
+    async def next_turn(self, key: str) -> int:
+        turn = self._turns.get(key, 0)
+        self._turns[key] = turn + 1
+        return turn
 
     async def acquire(self, line_key: str, limit: int) -> bool:
         current = self._active.get(line_key, 0)

@@ -42,7 +42,7 @@ def run_call(
     digits: list[str] | None = None,
     lines: dict[str, LineOutcome] | None = None,
     default: str = "NOANSWER",
-    rotation: dict[str, str] | None = None,
+    rotation: dict[str, int] | None = None,
     seed: int = 7,
     service: ServiceConfig = SERVICE,
     leave_message: bool = True,

@@ -53,8 +53,8 @@ def test_memory_state_limits_and_releases() -> None:
         for _ in range(3):
             await state.release("a")
         assert await state.active("a") == 0  # never negative
-        await state.set_last_first("k", "l2")
-        assert await state.last_first("k") == "l2" and await state.last_first("other") is None
+        assert [await state.next_turn("k") for _ in range(3)] == [0, 1, 2]
+        assert await state.next_turn("other") == 0
 
     asyncio.run(body())
 

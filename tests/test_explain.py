@@ -36,8 +36,13 @@ def test_explain_after_hours_and_blacklist(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_explain_round_robin_position(capsys: pytest.CaptureFixture[str]) -> None:
-    _, out, _ = explain(capsys, "--time", "2026-11-24T10:00", "--digits", "1", "--rotation", "sales=li", "--default-line", "ANSWER")
-    assert "round robin: last offered first li, now starting at wang" in out
+    _, out, _ = explain(capsys, "--time", "2026-11-24T10:00", "--digits", "1", "--rotation", "sales=5", "--default-line", "ANSWER")
+    assert "round robin: turn 5, starting at wang" in out  # 5 mod 3 lines = the third line
+
+
+def test_explain_rotation_must_be_a_turn(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = explain(capsys, "--time", "2026-11-24T10:00", "--digits", "1", "--rotation", "sales=li")
+    assert code == 2 and "write GROUP=TURN" in err
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from callrouter.routing.effects import Dial, RotationWrite, StartRecording
+from callrouter.routing.effects import Dial, RotationNext, StartRecording
 from tests.planning import lines_yaml, outcomes, plan_from, run_call, tried
 
 
@@ -93,20 +93,20 @@ def test_weighted_prefers_heavy_lines_in_proportion() -> None:
     assert 2800 < firsts["heavy"] < 3200, firsts
 
 
-def test_round_robin_starts_after_the_line_offered_first_last_time() -> None:
+def test_round_robin_starts_each_hunt_one_line_further() -> None:
     plan = group_plan("round_robin", n=5)
-    rotation: dict[str, str] = {}
+    rotation: dict[str, int] = {}
     firsts = []
     for _ in range(7):
         run = run_call(plan, rotation=rotation, default="ANSWER")
         firsts.append(tried(run)[0][0])
     assert firsts == ["l01", "l02", "l03", "l04", "l05", "l01", "l02"]
-    assert rotation == {"4001110000/g": "l02"}
+    assert rotation == {"4001110000/g": 7}
 
 
 def test_round_robin_is_fair_over_many_calls_with_failures() -> None:
     plan = group_plan("round_robin", n=20)
-    rotation: dict[str, str] = {}
+    rotation: dict[str, int] = {}
     answered = Counter()
     offered_first = Counter()
     for _ in range(1000):
@@ -120,13 +120,13 @@ def test_round_robin_is_fair_over_many_calls_with_failures() -> None:
     assert all(answered[f"l{i:02d}"] == 50 for i in range(1, 21) if i not in (5, 6, 7))
 
 
-def test_round_robin_remembers_the_line_that_actually_rang_first_when_the_start_is_full() -> None:
+def test_round_robin_takes_one_turn_per_hunt_even_when_the_start_is_full() -> None:
     plan = group_plan("round_robin", n=4)
-    rotation = {"4001110000/g": "l01"}
+    rotation = {"4001110000/g": 1}
     run = run_call(plan, rotation=rotation, lines=outcomes(l02="FULL", l03="ANSWER"))
     assert tried(run) == [("l02", "FULL"), ("l03", "ANSWER")]
-    writes = [e for e in run.effects if isinstance(e, RotationWrite)]
-    assert writes == [RotationWrite("4001110000/g", "l03")]
+    assert [e for e in run.effects if isinstance(e, RotationNext)] == [RotationNext("4001110000/g")]
+    assert rotation == {"4001110000/g": 2}  # the next call starts at l03
 
 
 def test_lines_at_their_limit_are_skipped_and_all_full_is_busy() -> None:
@@ -231,7 +231,7 @@ def test_every_strategy_over_20_lines_with_mixed_outcomes(strategy: str) -> None
     """Whatever the order, the hunt stops at the first answer and only failover statuses move it on."""
     plan = group_plan(strategy)
     for seed in range(25):
-        run = run_call(plan, seed=seed, lines=outcomes(**MIXED_20), rotation={"4001110000/g": f"l{seed % 20 + 1:02d}"})
+        run = run_call(plan, seed=seed, lines=outcomes(**MIXED_20), rotation={"4001110000/g": seed})
         attempts = tried(run)
         r = run.result
         assert r.disposition == "answered" and r.answered_line in ("l13", "l14", "l19")
@@ -244,7 +244,7 @@ def test_every_strategy_over_20_lines_with_mixed_outcomes(strategy: str) -> None
         expected = [MIXED_20[line].split(":")[0] for line, _ in attempts]
         assert statuses == expected
         if strategy == "round_robin":
-            assert attempts[0][0] == f"l{(seed + 1) % 20 + 1:02d}"  # starts after the remembered line
+            assert attempts[0][0] == f"l{seed % 20 + 1:02d}"  # turn n starts at the n-th line
 
 
 def test_least_recent_rings_the_longest_idle_line_first() -> None:

@@ -250,10 +250,8 @@ def test_session_cap_hands_extra_calls_back() -> None:
 class ExplodingState:
     """A store that fails: the call using it must fail alone."""
 
-    async def last_first(self, key: str) -> str | None:
+    async def next_turn(self, key: str) -> int:
         raise RuntimeError("store exploded")
-
-    async def set_last_first(self, key: str, line_id: str) -> None: ...
 
     async def acquire(self, line_key: str, limit: int) -> bool:
         return True

@@ -23,8 +23,7 @@ from callrouter.routing.effects import (
     LineHistoryRead,
     Play,
     RecordVoicemail,
-    RotationRead,
-    RotationWrite,
+    RotationNext,
     StartRecording,
 )
 from callrouter.routing.engine import Flow
@@ -63,7 +62,7 @@ class DryRunInputs:
     digits: list[str] = field(default_factory=list)
     lines: Mapping[str, LineOutcome] = field(default_factory=dict)
     default_line: LineOutcome = LineOutcome("NOANSWER")
-    rotation: dict[str, str] = field(default_factory=dict)  # round-robin memory, updated by the run
+    rotation: dict[str, int] = field(default_factory=dict)  # round-robin turns taken per group key, updated by the run
     last_used: dict[str, float] = field(default_factory=dict)  # least-recent memory: key -> when, updated by the run
     clock: float = 0.0  # "now" for last_used updates; advanced one second per answered call
     leave_message: bool = True
@@ -87,11 +86,10 @@ class _Responder:
         return lines.get(line_id) or lines.get(target) or self.inputs.default_line
 
     def respond(self, effect: Effect) -> Any:
-        if isinstance(effect, RotationRead):
-            return self.inputs.rotation.get(effect.key)
-        if isinstance(effect, RotationWrite):
-            self.inputs.rotation[effect.key] = effect.line_id
-            return None
+        if isinstance(effect, RotationNext):
+            turn = self.inputs.rotation.get(effect.key, 0)
+            self.inputs.rotation[effect.key] = turn + 1
+            return turn
         if isinstance(effect, LineHistoryRead):
             return {k: self.inputs.last_used[k] for k in effect.keys if k in self.inputs.last_used}
         if self.hung_up:

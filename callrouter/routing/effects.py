@@ -87,18 +87,11 @@ class DialOutcome:
 
 
 @dataclass(frozen=True)
-class RotationRead:
-    """Which line of a round-robin group was offered first last time; answered with its id or None."""
+class RotationNext:
+    """Take this call's turn in a round-robin group: answered with how many hunts of the group came
+    before it (0, 1, 2, ...). The store counts atomically, so routers sharing it take turns fairly."""
 
     key: str
-
-
-@dataclass(frozen=True)
-class RotationWrite:
-    """Remember that `line_id` was offered first this time; answered with None."""
-
-    key: str
-    line_id: str
 
 
 @dataclass(frozen=True)
@@ -126,5 +119,5 @@ class Hangup:
 
 
 Effect = (
-    Answer | Play | Collect | StartRecording | Dial | RotationRead | RotationWrite | LineHistoryRead | RecordVoicemail | Hangup
+    Answer | Play | Collect | StartRecording | Dial | RotationNext | LineHistoryRead | RecordVoicemail | Hangup
 )

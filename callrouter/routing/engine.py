@@ -32,12 +32,11 @@ from callrouter.routing.effects import (
     Hangup,
     Play,
     RecordVoicemail,
-    RotationRead,
-    RotationWrite,
+    RotationNext,
     StartRecording,
 )
 from callrouter.routing.hours import check_hours
-from callrouter.routing.order import least_recent_order, random_order, rotate_after, weighted_order
+from callrouter.routing.order import least_recent_order, random_order, rotate_for_turn, weighted_order
 from callrouter.routing.record import Attempt, RouteResult
 
 MAX_STEPS = 40  # menus entered, menu rounds and actions taken; a caller cannot loop us forever
@@ -250,9 +249,10 @@ class CallFlow:
 
     def order(self, name: str, group: HuntGroup, lines: list[Line]) -> Generator[Effect, Any, list[Line]]:
         if group.strategy == "round_robin":
-            last = yield RotationRead(self.rotation_key(name))
-            ordered = rotate_after(lines, last if isinstance(last, str) else None)
-            self.note(f"round robin: last offered first {last or '(none)'}, now starting at {ordered[0].id}")
+            turn = yield RotationNext(self.rotation_key(name))
+            ordered = rotate_for_turn(lines, turn if isinstance(turn, int) else 0)
+            if ordered:
+                self.note(f"round robin: turn {turn}, starting at {ordered[0].id}")
             return ordered
         if group.strategy == "random":
             return random_order(lines, self.rng)
@@ -306,7 +306,6 @@ class CallFlow:
         if group.strategy == "ring_all":
             return (yield from self.ring_all(group, ordered))
         budget = group.ring_budget
-        rotation_written = False
         for line in ordered:
             if budget < MIN_RING_SECONDS:
                 self.note(f"ring budget of {group.ring_budget}s spent")
@@ -321,9 +320,6 @@ class CallFlow:
                 self.attempts.append(Attempt(line.id, leg.target, "FULL", 0))
                 self.note(f"line {line.id}: at its limit of {line.max_calls} calls, skipped")
                 continue
-            if group.strategy == "round_robin" and not rotation_written:
-                yield RotationWrite(self.rotation_key(name), line.id)
-                rotation_written = True
             budget -= out.ring_seconds
             self.attempts.append(Attempt(line.id, leg.target, out.status, out.ring_seconds, out.talk_seconds))
             self.note(f"line {line.id} ({leg.target}, {timeout}s): {out.status} after {out.ring_seconds}s ringing")

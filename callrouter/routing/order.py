@@ -10,12 +10,11 @@ from callrouter.config.plan import Line
 T = TypeVar("T")
 
 
-def rotate_after(lines: Sequence[Line], last_first: str | None) -> list[Line]:
-    """Round-robin: start after the line that was offered first last time (from the top if unknown)."""
-    ids = [line.id for line in lines]
-    if last_first not in ids:
-        return list(lines)
-    start = (ids.index(last_first) + 1) % len(lines)
+def rotate_for_turn(lines: Sequence[T], turn: int) -> list[T]:
+    """Round-robin: the n-th hunt of a group starts at line n (mod the number of lines), then goes on in order."""
+    if not lines:
+        return []
+    start = turn % len(lines)
     return list(lines[start:]) + list(lines[:start])
 
 
