@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/callrouter db upgrade --config config.yaml
 	$(BIN)/callrouter serve --config config.yaml
 
 test: $(STAMP)

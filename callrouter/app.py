@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import signal
-import socket
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import datetime, timezone
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.loader import RoutingConfig
 from callrouter.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
-from callrouter.records import JsonlSink, MemorySink, RecordSink
 from callrouter.server import AgiServer
 from callrouter.session import SessionDeps
-from callrouter.state import MemoryRoutingState
+from callrouter.state import MemoryRoutingState, RoutingState
+from callrouter.store.blacklist import BlacklistFollower, BlacklistStore
+from callrouter.store.cdr_store import CdrStore
+from callrouter.store.cdr_writer import CdrWriter, WriterSettings
+from callrouter.store.db import StoreUnreachable, open_engine, require_current_schema, resolve_url, shown
+from callrouter.store.routing_state import SqlRoutingState, new_instance_id
+from callrouter.store.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +32,65 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def build_sink(config: RoutingConfig) -> RecordSink:
-    path = config.service.records.jsonl_path
-    return JsonlSink(config.path(path)) if path else MemorySink()
+@dataclass
+class Store:
+    """The database-backed parts of a running router."""
+
+    engine: AsyncEngine
+    writer: CdrWriter
+    state: RoutingState
+    blacklist: BlacklistFollower
+    instance: str
 
 
-def build_deps(config: RoutingConfig, metrics: RouterMetrics, sink: RecordSink | None = None) -> SessionDeps:
+async def check_schema_at_start(engine: AsyncEngine, config: RoutingConfig) -> bool:
+    """Refuse an outdated schema (StoreError). A database that is down does not stop calls: the router
+    starts on memory state with CDRs spooled, and the writer checks the schema once it connects."""
+    try:
+        async with asyncio.timeout(10):
+            await require_current_schema(engine, engine.url)
+        return True
+    except (StoreUnreachable, TimeoutError) as exc:
+        log.error("%s; routing goes on, CDRs are spooled until it is back", exc or "database unreachable at start")
+        return False
+
+
+async def open_store(config: RoutingConfig, metrics: RouterMetrics, stack: AsyncExitStack) -> Store:
+    svc = config.service
+    url = resolve_url(svc.store.url, config.base_dir)
+    engine = open_engine(url)
+    stack.push_async_callback(engine.dispose)
+    schema_checked = await check_schema_at_start(engine, config)
+    instance = new_instance_id()
+    spool = Spool(config.path(svc.cdr.spool_dir), segment_bytes=svc.cdr.segment_bytes, fsync=svc.cdr.fsync)
+    settings = WriterSettings(batch_size=svc.cdr.batch_size, batch_age=svc.cdr.batch_age, memory_records=svc.cdr.memory_records)
+    writer = CdrWriter(spool, CdrStore(engine, schema_checked=schema_checked), metrics, settings)
+    await writer.start()
+    stack.push_async_callback(writer.close, svc.cdr.close_timeout)
+    state: RoutingState
+    if svc.store.routing_state == "shared":
+        shared = SqlRoutingState(engine, metrics, instance=instance, timeout=svc.store.timeout, lease_ttl=svc.store.lease_ttl)
+        await shared.start()
+        stack.push_async_callback(shared.close)
+        state = shared
+    else:
+        state = MemoryRoutingState()
+    follower = BlacklistFollower(BlacklistStore(engine), metrics, utc_now, svc.store.blacklist_refresh)
+    await follower.start()
+    stack.push_async_callback(follower.close)
+    log.info("store: %s (routing state %s), CDR spool %s", shown(url), svc.store.routing_state, spool.directory)
+    return Store(engine, writer, state, follower, instance)
+
+
+def build_deps(config: RoutingConfig, metrics: RouterMetrics, store: Store) -> SessionDeps:
     return SessionDeps(
-        state=MemoryRoutingState(),
-        sink=sink if sink is not None else build_sink(config),
+        state=store.state,
+        sink=store.writer,
         metrics=metrics,
         clock=utc_now,
         rng=random.Random(),
-        instance=f"{socket.gethostname()}:{os.getpid()}",
+        instance=store.instance,
+        runtime_blacklist=lambda: store.blacklist.current,
     )
 
 
@@ -45,25 +98,25 @@ async def serve(config: RoutingConfig, *, host: str | None = None, port: int | N
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code."""
     metrics = RouterMetrics()
     holder = ConfigHolder(config, metrics)
-    deps = build_deps(config, metrics)
-    server = AgiServer(holder, deps)
-    listen = config.service.listen
-    await server.start(host or listen.host, listen.port if port is None else port)
-    stop = asyncio.Event()
-    reloads: set[asyncio.Task[list[str]]] = set()
+    async with AsyncExitStack() as stack:
+        store = await open_store(config, metrics, stack)
+        server = AgiServer(holder, build_deps(config, metrics, store))
+        listen = config.service.listen
+        await server.start(host or listen.host, listen.port if port is None else port)
+        stop = asyncio.Event()
+        reloads: set[asyncio.Task[list[str]]] = set()
 
-    def reload() -> None:
-        task = asyncio.get_running_loop().create_task(holder.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+        def reload() -> None:
+            task = asyncio.get_running_loop().create_task(holder.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
 
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    log.info("callrouter ready: %d plans (%s)", len(config.plans), ", ".join(sorted(config.plans)))
-    await stop.wait()
-    log.info("stopping: no new calls accepted")
-    cut = await server.drain(holder.current.service.timeouts.drain)
-    await deps.sink.close()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        log.info("callrouter ready: %d plans (%s)", len(config.plans), ", ".join(sorted(config.plans)))
+        await stop.wait()
+        log.info("stopping: no new calls accepted")
+        cut = await server.drain(holder.current.service.timeouts.drain)
     return 0 if cut == 0 else 1

@@ -1,4 +1,4 @@
-"""The `callrouter` command: serve, check, explain, simulate, probe."""
+"""The `callrouter` command: serve, check, explain, simulate, probe; db, stats, blacklist (cli_store)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 from zoneinfo import ZoneInfo
 
 from callrouter.config.loader import RoutingConfig, load_config
+from callrouter.cli_store import add_subcommands
 from callrouter.config.yamlsource import ConfigError
 
 
@@ -35,8 +36,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=args.log_level or config.service.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    with asyncio.Runner(loop_factory=_loop_factory(args.event_loop)) as runner:
-        return runner.run(serve(config, host=args.host, port=args.port))
+    from callrouter.store.db import StoreError
+
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(args.event_loop)) as runner:
+            return runner.run(serve(config, host=args.host, port=args.port))
+    except StoreError as exc:
+        print(f"callrouter: {exc}", file=sys.stderr)
+        return 2
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -194,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--quiet", action="store_true", help="summary only, no transcript")
     p.set_defaults(func=cmd_simulate)
+
+    add_subcommands(sub)
     return parser
 
 

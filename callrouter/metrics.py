@@ -39,7 +39,24 @@ class RouterMetrics:
             registry=r,
         )
         self.sink_errors = Counter("callrouter_record_sink_errors_total", "Call records the sink failed to take", registry=r)
-        self.state_errors = Counter("callrouter_state_errors_total", "Routing-state store errors", registry=r)
+        self.store_errors = Counter(
+            "callrouter_store_errors_total", "Database operations that failed, by operation", ["operation"], registry=r
+        )
+        self.state_fallbacks = Counter(
+            "callrouter_state_fallbacks_total",
+            "Routing-state operations answered from process memory because the store failed or was too slow",
+            registry=r,
+        )
+        self.cdr_backlog = Gauge("callrouter_cdr_backlog_records", "Call records spooled on disk, not yet in the database", registry=r)
+        self.cdr_spool_bytes = Gauge("callrouter_cdr_spool_bytes", "Size of the CDR spool on disk", registry=r)
+        self.cdr_stored = Counter("callrouter_cdr_stored_total", "Call records written to the database", registry=r)
+        self.cdr_duplicates = Counter(
+            "callrouter_cdr_duplicates_total", "Spooled call records the database already had (replays)", registry=r
+        )
+        self.cdr_rejected = Counter(
+            "callrouter_cdr_rejected_total", "Spooled call records set aside as invalid (see rejected.jsonl)", registry=r
+        )
+        self.blacklist_entries = Gauge("callrouter_runtime_blacklist_entries", "Runtime blacklist entries loaded", registry=r)
         self.config_reloads = Counter(
             "callrouter_config_reloads_total", "Configuration reloads by result", ["result"], registry=r
         )
@@ -49,6 +66,8 @@ class RouterMetrics:
         self._command_children: dict[str, Histogram] = {}
         for outcome in SESSION_OUTCOMES:
             self.sessions_ended.labels(outcome=outcome)
+        for operation in ("cdr_write", "state", "blacklist"):
+            self.store_errors.labels(operation=operation)
         for result in ("success", "failure"):
             self.config_reloads.labels(result=result)
 

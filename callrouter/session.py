@@ -12,6 +12,7 @@ import logging
 import random
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -42,6 +43,7 @@ from callrouter.routing.effects import (
 from callrouter.routing.engine import CallFlow, CallInfo
 from callrouter.routing.record import CallRecord, RouteResult
 from callrouter.state import RoutingState
+from callrouter.store.blacklist import RuntimeBlacklist
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class SessionDeps:
     clock: Callable[[], datetime]
     rng: random.Random
     instance: str
+    runtime_blacklist: Callable[[], RuntimeBlacklist] = RuntimeBlacklist  # the current snapshot of database entries
 
 
 class CallSession:
@@ -110,7 +113,8 @@ class CallSession:
             await self.tell_dialplan("NO_PLAN")
             return "no_plan"
         caller = caller_from(self.env.callerid, self.env.calleridname)
-        call = CallInfo(number=plan.number, caller=caller, uniqueid=self.env.uniqueid)
+        blocked = self.deps.runtime_blacklist().for_number(plan.number)
+        call = CallInfo(number=plan.number, caller=caller, uniqueid=self.env.uniqueid, runtime_blacklist=blocked)
         state = CallFlow(call, plan, self.config.service, self.started_at, self.deps.rng)
         flow = state.run()
         result: RouteResult | None = None
@@ -249,7 +253,7 @@ class CallSession:
     async def write_record(self, plan: NumberPlan, caller: Caller, result: RouteResult) -> None:
         ended = self.deps.clock()
         record = CallRecord(
-            uniqueid=self.env.uniqueid[:64],
+            uniqueid=self.env.uniqueid[:64] or f"callrouter-{uuid.uuid4().hex}",  # the CDR key; never empty
             number=plan.number,
             caller=caller.number,
             caller_raw=caller.raw,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from callrouter.records import JsonlSink
+from callrouter.store.cdr_rows import rows_from_spooled, spool_entry
 from callrouter.routing.caller import caller_from
 from callrouter.routing.record import Attempt, CallRecord
 from callrouter.state import MemoryRoutingState
@@ -59,7 +58,7 @@ def test_memory_state_limits_and_releases() -> None:
     asyncio.run(body())
 
 
-def test_jsonl_sink_appends_one_object_per_call(tmp_path: Path) -> None:
+def test_a_record_survives_the_spool_line_and_becomes_cdr_rows() -> None:
     record = CallRecord(
         uniqueid="1.1", number="4008001234", caller="13912345678", caller_raw="+8613912345678",
         caller_name='张三 "VIP"', channel="PJSIP/x", started_at=NOW, ended_at=NOW + timedelta(seconds=42),
@@ -69,16 +68,13 @@ def test_jsonl_sink_appends_one_object_per_call(tmp_path: Path) -> None:
         answered_line="li", talk_seconds=37, ring_seconds=5, recording_file=None, voicemail_file=None,
     )
 
-    async def body() -> None:
-        sink = JsonlSink(str(tmp_path / "var" / "calls.jsonl"))
-        await sink.submit(record)
-        await sink.submit(record)
-        await sink.close()
-
-    asyncio.run(body())
-    lines = (tmp_path / "var" / "calls.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 2
-    data = json.loads(lines[0])
+    data, line = spool_entry(record)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line) == data
     assert data["caller_name"] == '张三 "VIP"' and data["duration_seconds"] == 42.0
     assert data["attempts"][1] == {"line_id": "li", "target": "Local/2@x", "status": "ANSWER", "ring_seconds": 4, "talk_seconds": 37}
-    assert data["started_at"] == "2026-11-24T02:30:00+00:00"
+    rows = rows_from_spooled(json.loads(line))
+    assert rows.call["started_at"] == NOW and rows.call["duration_seconds"] == 42 and rows.call["billable_seconds"] == 37
+    assert rows.call["ivr_path"] == "main:1" and rows.call["caller_name"] == '张三 "VIP"'
+    assert [(a["seq"], a["line_id"], a["status"]) for a in rows.attempts] == [(1, "zhang", "BUSY"), (2, "li", "ANSWER")]
+

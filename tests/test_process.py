@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from callrouter.emulator.script import CallScript, DialScript
 from tests.harness import arun
 
 ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV.pop("CALLROUTER_DATABASE_URL", None)  # these tests use the embedded default store in their own folder
 
 
 class ServerProcess:
@@ -45,7 +48,7 @@ async def start_serve(cfg: Path) -> tuple[ServerProcess, int]:
     """`callrouter serve` on a free port; returns the process wrapper and the port it listens on."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
-        stderr=asyncio.subprocess.PIPE, cwd=str(cfg.parent), env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=asyncio.subprocess.PIPE, cwd=str(cfg.parent), env=ENV,
     )
     server = ServerProcess(proc)
     port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)")).group(1))
@@ -60,7 +63,9 @@ def workspace(tmp_path: Path) -> Path:
     text = plan.read_text()
     start, end = text.index("schedule:\n"), text.index("after_hours:\n")
     plan.write_text(text[:start] + text[end:])
-    return tmp_path / "config.yaml"
+    cfg = tmp_path / "config.yaml"
+    subprocess.run([sys.executable, "-m", "callrouter", "db", "upgrade", "--config", str(cfg)], check=True, capture_output=True, env=ENV)
+    return cfg
 
 
 def test_serve_reloads_on_sighup_keeps_old_config_on_errors_and_drains_on_sigterm(tmp_path: Path) -> None:
@@ -99,9 +104,10 @@ def test_serve_reloads_on_sighup_keeps_old_config_on_errors_and_drains_on_sigter
                 proc.kill()
                 await proc.wait()
             await server._reader
-        records = [json.loads(line) for line in (tmp_path / "var" / "calls.jsonl").read_text().splitlines()]
-        assert [r["uniqueid"] for r in records] == ["1.1", "1.2", "1.3"]
-        assert all(r["disposition"] == "answered" for r in records)
+        with sqlite3.connect(tmp_path / "var" / "callrouter.db") as db:
+            rows = db.execute("SELECT uniqueid, disposition FROM calls ORDER BY started_at").fetchall()
+        assert rows == [("1.1", "answered"), ("1.2", "answered"), ("1.3", "answered")]
+        assert not list((tmp_path / "var" / "cdr-spool").glob("*.spool"))  # all stored, spool cleared on stop
 
     arun(body(), timeout=60)
 
@@ -113,7 +119,7 @@ def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path) -> None:
     async def body() -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
-            stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stderr=asyncio.subprocess.PIPE, env=ENV,
         )
         _, err = await asyncio.wait_for(proc.communicate(), 20)
         assert proc.returncode == 2
@@ -128,7 +134,7 @@ def test_simulate_places_calls_against_a_running_server(tmp_path: Path) -> None:
     async def simulate(port: int, *args: str) -> tuple[int, str]:
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "callrouter", "simulate", "--port", str(port), "--number", "4008001234", *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=ENV,
         )
         out, _ = await asyncio.wait_for(child.communicate(), 30)
         return child.returncode or 0, out.decode()
@@ -170,7 +176,7 @@ def test_probe_reports_health_over_fastagi(tmp_path: Path) -> None:
             for expected_code, expected_text, target_port in ((0, "healthy", port), (1, "unhealthy: cannot connect", 1)):
                 probe = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "callrouter", "probe", "--port", str(target_port),
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=ENV,
                 )
                 out, _ = await asyncio.wait_for(probe.communicate(), 20)
                 assert probe.returncode == expected_code and expected_text in out.decode()

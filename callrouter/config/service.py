@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -39,10 +40,28 @@ class Dialing(Frozen):
         return value
 
 
-class Records(Frozen):
-    """Where finished call records go until the CDR store takes over (JSON lines, append-only)."""
+class Store(Frozen):
+    """The database: CDRs, statistics, shared routing state, runtime blacklist."""
 
-    jsonl_path: str | None = "var/calls.jsonl"
+    # postgresql+asyncpg://user:pass@host/db; none means an SQLite file, var/callrouter.db. The environment
+    # variable CALLROUTER_DATABASE_URL overrides it (keeps passwords out of the file).
+    url: str | None = None
+    routing_state: Literal["shared", "local"] = "shared"  # local: per process, for a single router
+    timeout: float = Field(default=0.5, ge=0.01, le=10)  # a routing-state query slower than this falls back to memory
+    lease_ttl: float = Field(default=30.0, ge=3, le=600)  # a stopped router's line counts expire after this
+    blacklist_refresh: float = Field(default=5.0, ge=0.5, le=300)  # seconds between reads of runtime blacklist entries
+
+
+class Cdr(Frozen):
+    """The CDR writer: a local spool on disk, written to the database in batches."""
+
+    spool_dir: str = "var/cdr-spool"
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_age: float = Field(default=0.5, ge=0.0, le=60)  # seconds a record may wait for a fuller batch
+    memory_records: int = Field(default=20_000, ge=0, le=1_000_000)  # parsed records kept in RAM; the rest are re-read
+    segment_bytes: int = Field(default=8 << 20, ge=4096, le=1 << 30)
+    fsync: bool = True  # off only for tests and benchmarks: a power cut could then lose the newest records
+    close_timeout: float = Field(default=10.0, ge=0, le=600)  # on stop, time to write the backlog before leaving it spooled
 
 
 class ServiceConfig(Frozen):
@@ -57,5 +76,6 @@ class ServiceConfig(Frozen):
     timeouts: Timeouts = Timeouts()
     dialing: Dialing = Dialing()
     blacklist: Blacklist = Blacklist()  # applies to every number
-    records: Records = Records()
+    store: Store = Store()
+    cdr: Cdr = Cdr()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Generator
 from zoneinfo import ZoneInfo
 
-from callrouter.config.plan import Action, HuntGroup, Line, NumberPlan
+from callrouter.config.plan import Action, Blacklist, HuntGroup, Line, NumberPlan
 from callrouter.config.service import ServiceConfig
 from callrouter.routing.blacklist import blacklist_match
 from callrouter.routing.caller import Caller
@@ -43,6 +43,7 @@ MAX_STEPS = 40  # menus entered, menu rounds and actions taken; a caller cannot 
 MIN_RING_SECONDS = 3  # a remaining ring budget below this is not worth a dial attempt
 _BROKEN = frozenset({"INVALIDARGS", "DONTCALL", "TORTURE", ""})  # treated like CHANUNAVAIL for failover
 HANGUP_ACTION = Action(kind="hangup")
+_NO_BLACKLIST = Blacklist()
 
 Flow = Generator[Effect, Any, RouteResult]
 
@@ -54,6 +55,7 @@ class CallInfo:
     number: str  # the 400 number dialled
     caller: Caller
     uniqueid: str
+    runtime_blacklist: Blacklist = _NO_BLACKLIST  # entries ops added while running (database), for this number
 
 
 def safe_component(text: str, fallback: str) -> str:
@@ -139,12 +141,14 @@ class CallFlow:
     def run(self) -> Flow:
         caller = self.call.caller
         self.note(f"call to {self.plan.number} ({self.plan.name}) from {caller.number or 'withheld caller ID'}")
-        hit = blacklist_match(caller, ("number", self.plan.blacklist), ("global", self.service.blacklist))
+        hit = blacklist_match(
+            caller, ("number", self.plan.blacklist), ("global", self.service.blacklist), ("runtime", self.call.runtime_blacklist)
+        )
         if hit is not None:
             label, reason = hit
             self.note(f"blacklisted: {reason}")
             self.context = "blacklisted"
-            source = self.plan.blacklist if label == "number" else self.service.blacklist
+            source = self.service.blacklist if label == "global" else self.plan.blacklist  # runtime entries act like the plan's
             return (yield from self.actions(source.action or HANGUP_ACTION))
         self.note("blacklist: not listed")
         hours = check_hours(self.plan.schedule, self.local_now.tzinfo.key, self.now)  # type: ignore[union-attr]

@@ -1,0 +1,192 @@
+"""Runtime blacklist entries: added by ops while the service runs (CLI, admin API), kept in the database,
+merged with the YAML blacklists, and seen by every router within `store.blacklist_refresh` seconds.
+
+Each router reads all live entries into one frozen snapshot per refresh and swaps it in whole; a call
+reads the snapshot it started with. If the database is away, the last good snapshot stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callrouter.config.plan import Blacklist
+from callrouter.metrics import RouterMetrics
+from callrouter.tasks import cancel_and_wait
+from callrouter.phone import normalize_number
+from callrouter.store.dialect import upsert_set
+from callrouter.store.schema import blacklist_entries
+
+log = logging.getLogger(__name__)
+GLOBAL_SCOPE = "*"
+_NUMBER = re.compile(r"\+?[0-9][0-9 \-]{0,30}\Z")
+_SCOPE = re.compile(r"(\*|[0-9]{3,20})\Z")
+
+
+class BlacklistInputError(ValueError):
+    """An entry that cannot be stored as given; the message says why."""
+
+
+@dataclass(frozen=True)
+class BlacklistEntry:
+    id: int
+    scope: str
+    caller: str
+    reason: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RuntimeBlacklist:
+    """Numbers refused per scope ('*' = every 400 number), normalised like callers are."""
+
+    by_scope: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def for_number(self, number: str) -> Blacklist:
+        numbers = self.by_scope.get(GLOBAL_SCOPE, frozenset()) | self.by_scope.get(number, frozenset())
+        return Blacklist(numbers=numbers) if numbers else _EMPTY
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_scope.values())
+
+
+_EMPTY = Blacklist()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive times; everything stored is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def check_entry(scope: str, caller: str, reason: str, created_by: str) -> tuple[str, str]:
+    """(scope, normalised caller), or BlacklistInputError with a message fit for an API response."""
+    if not _SCOPE.match(scope):
+        raise BlacklistInputError(f"scope must be a 400 number (digits) or '*' for all numbers, not {scope[:40]!r}")
+    if not _NUMBER.match(caller):
+        raise BlacklistInputError(f"caller must be a phone number (digits, optional leading +), not {caller[:40]!r}")
+    normalised = normalize_number(caller)
+    if not normalised:
+        raise BlacklistInputError("caller has no digits")
+    if len(reason) > 200 or len(created_by) > 80:
+        raise BlacklistInputError("reason is limited to 200 characters and created_by to 80")
+    return scope, normalised
+
+
+class BlacklistStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._upsert = upsert_set(blacklist_entries, engine.dialect.name, ["scope", "caller"], ["reason", "created_by", "created_at", "expires_at"])
+
+    async def add(
+        self, scope: str, caller: str, reason: str = "", created_by: str = "", expires_at: datetime | None = None, *, now: datetime
+    ) -> BlacklistEntry:
+        """Add (or update) an entry; returns it as stored."""
+        scope, normalised = check_entry(scope, caller, reason, created_by)
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise BlacklistInputError("expires_at needs a time zone")
+        row = {
+            "scope": scope,
+            "caller": normalised,
+            "reason": reason,
+            "created_by": created_by,
+            "created_at": now.astimezone(timezone.utc),
+            "expires_at": expires_at.astimezone(timezone.utc) if expires_at else None,
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(self._upsert, row)
+            stored = (
+                await conn.execute(
+                    select(blacklist_entries).where(blacklist_entries.c.scope == scope, blacklist_entries.c.caller == normalised)
+                )
+            ).one()
+        return _entry(stored._mapping)
+
+    async def remove(self, scope: str, caller: str) -> bool:
+        scope, normalised = check_entry(scope, caller, "", "")
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(blacklist_entries).where(blacklist_entries.c.scope == scope, blacklist_entries.c.caller == normalised)
+            )
+        return bool(result.rowcount)
+
+    async def entries(self, now: datetime, scope: str | None = None) -> list[BlacklistEntry]:
+        """Live entries (not expired), oldest first."""
+        query = select(blacklist_entries).where(
+            or_(blacklist_entries.c.expires_at.is_(None), blacklist_entries.c.expires_at > now.astimezone(timezone.utc))
+        )
+        if scope is not None:
+            query = query.where(blacklist_entries.c.scope == scope)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(blacklist_entries.c.id))).all()
+        return [_entry(r._mapping) for r in rows]
+
+    async def snapshot(self, now: datetime) -> RuntimeBlacklist:
+        by_scope: dict[str, set[str]] = {}
+        for entry in await self.entries(now):
+            by_scope.setdefault(entry.scope, set()).add(entry.caller)
+        return RuntimeBlacklist(MappingProxyType({k: frozenset(v) for k, v in by_scope.items()}))
+
+
+def _entry(m: Mapping[Any, Any]) -> BlacklistEntry:
+    created = _utc(m["created_at"])
+    assert created is not None
+    return BlacklistEntry(
+        id=int(m["id"]),
+        scope=str(m["scope"]),
+        caller=str(m["caller"]),
+        reason=str(m["reason"]),
+        created_by=str(m["created_by"]),
+        created_at=created,
+        expires_at=_utc(m["expires_at"]),
+    )
+
+
+class BlacklistFollower:
+    """Keeps the current snapshot fresh; `current` is what new calls use."""
+
+    def __init__(self, store: BlacklistStore, metrics: RouterMetrics, clock: Callable[[], datetime], every: float) -> None:
+        self.store, self.metrics, self.clock, self.every = store, metrics, clock, every
+        self.current = RuntimeBlacklist()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    async def refresh(self) -> None:
+        self.current = await self.store.snapshot(self.clock())
+        self.metrics.blacklist_entries.set(len(self.current))
+
+    async def start(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:
+            self.metrics.store_errors.labels(operation="blacklist").inc()
+            log.warning("runtime blacklist not loaded yet (%s); YAML blacklists apply", exc)
+        self._task = asyncio.create_task(self._follow(), name="blacklist-follower")
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                await self.refresh()
+                if self._failing:
+                    log.info("runtime blacklist refreshed again (%d entries)", len(self.current))
+                self._failing = False
+            except Exception as exc:  # keep the last good snapshot in force
+                self.metrics.store_errors.labels(operation="blacklist").inc()
+                if not self._failing:
+                    log.warning("runtime blacklist refresh failed, keeping the last one: %s", exc)
+                self._failing = True
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._task)

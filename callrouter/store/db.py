@@ -1,0 +1,144 @@
+"""Opening the database, and what state its schema is in.
+
+`callrouter db upgrade` applies the Alembic migrations shipped in `migrations/`; `serve` refuses to
+start when the database is behind them, because writing CDRs into an old schema loses or corrupts them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+URL_ENV = "CALLROUTER_DATABASE_URL"
+DEFAULT_SQLITE = "var/callrouter.db"
+
+
+class StoreError(Exception):
+    """The database cannot be used as configured; the message says what to do."""
+
+
+class StoreUnreachable(StoreError):
+    """The database did not answer (down, wrong host, network): may pass, unlike a wrong schema."""
+
+
+def resolve_url(configured: str | None, base_dir: str) -> URL:
+    """The database URL: the environment, else config.yaml, else an SQLite file beside the config."""
+    raw = os.environ.get(URL_ENV) or configured
+    if not raw:
+        path = os.path.join(base_dir, DEFAULT_SQLITE)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return make_url(f"sqlite+aiosqlite:///{path}")
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise StoreError(f"database URL is not a URL: {exc}") from None
+    if url.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return url.set(drivername="postgresql+asyncpg")
+    if url.drivername in ("sqlite", "sqlite+aiosqlite"):
+        if url.database and url.database != ":memory:":
+            folder = os.path.dirname(url.database)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+        return url.set(drivername="sqlite+aiosqlite")
+    raise StoreError(f"unsupported database {url.drivername!r}: use postgresql+asyncpg://... or sqlite+aiosqlite:///path")
+
+
+def shown(url: URL) -> str:
+    """The URL for logs and errors: never the password."""
+    return url.render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets readers (stats, the exporter) run beside the writer; the busy timeout queues writers."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def open_engine(url: URL, *, pool_size: int = 5, connect_timeout: float = 5.0) -> AsyncEngine:
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # a connection broken by a Postgres restart is replaced, not handed to a call
+        pool_recycle=1800,
+        connect_args={"timeout": connect_timeout, "command_timeout": 30, "server_settings": {"application_name": "callrouter"}},
+    )
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    heads = ScriptDirectory.from_config(_alembic_config()).get_heads()
+    return ",".join(sorted(heads))
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    current: str | None  # None: no callrouter schema at all
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+async def schema_status(engine: AsyncEngine) -> SchemaStatus:
+    def read(conn: Connection) -> str | None:
+        heads = MigrationContext.configure(conn).get_current_heads()
+        return ",".join(sorted(heads)) or None
+
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(read)
+    except (OSError, TimeoutError, OperationalError, InterfaceError) as exc:
+        raise StoreUnreachable(f"cannot reach the database {shown(engine.url)}: {str(exc).splitlines()[0][:300]}") from None
+    return SchemaStatus(current=current, head=head_revision())
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> SchemaStatus:
+    """Apply migrations up to `revision` in one transaction (Postgres and SQLite both have transactional DDL)."""
+
+    def run(conn: Connection) -> None:
+        command.upgrade(_alembic_config(conn), revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
+    return await schema_status(engine)
+
+
+async def require_current_schema(engine: AsyncEngine, url: URL) -> None:
+    """For `serve`: stop with a clear message rather than write CDRs into a schema that does not fit."""
+    status = await schema_status(engine)
+    if status.current is None:
+        raise StoreError(f"the database {shown(url)} has no callrouter schema: run `callrouter db upgrade` first")
+    if not status.up_to_date:
+        raise StoreError(
+            f"the database {shown(url)} is at schema {status.current}, this version needs {status.head}: "
+            "run `callrouter db upgrade` first"
+        )

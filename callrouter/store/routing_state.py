@@ -1,0 +1,231 @@
+"""Routing state in the database, shared by every router process that uses it.
+
+- Round robin: one counter row per group, incremented and read in one statement.
+- Line limits: a lease row per call on a line. Taking one first writes the line's guard row (a row lock
+  in Postgres, the write lock in SQLite), so two routers cannot both see "one place left" and both take it.
+- A lease counts only while its router is alive: each router keeps its `router_instances` row fresh with
+  a heartbeat, and leases of a router whose row has expired (crash, kill -9, lost network) stop counting
+  and are swept away.
+
+The store must never stop calls: an operation that fails or takes longer than `timeout` is answered
+from process memory instead, logged and counted (`callrouter_state_fallbacks_total`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Awaitable, Callable, TypeVar
+
+from sqlalchemy import delete, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callrouter.metrics import RouterMetrics
+from callrouter.tasks import cancel_and_wait
+from callrouter.state import MemoryRoutingState
+from callrouter.store.dialect import increment, upsert_set
+from callrouter.store.schema import line_guards, line_leases, line_usage, router_instances, rr_turns
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def new_instance_id() -> str:
+    """Unique per process start, so a restarted router never inherits the leases of its earlier life."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SqlRoutingState:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        metrics: RouterMetrics,
+        *,
+        instance: str | None = None,
+        timeout: float = 0.5,
+        lease_ttl: float = 30.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.engine, self.metrics, self.timeout, self.clock = engine, metrics, timeout, clock
+        self.instance = instance or new_instance_id()
+        self.lease_ttl = timedelta(seconds=lease_ttl)
+        self.local = MemoryRoutingState()
+        self._held: dict[str, list[int | None]] = {}  # line key -> lease ids (None: taken from local memory)
+        d = engine.dialect.name
+        self._turn = increment(rr_turns, d, "key", "turn")
+        self._guard = upsert_set(line_guards, d, ["line_key"], ["touched_at"])
+        self._usage = upsert_set(line_usage, d, ["line_key"], ["last_answered"])
+        self._register = upsert_set(router_instances, d, ["instance"], ["expires_at"])
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._last_warning = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, heartbeat_every: float | None = None) -> None:
+        """Register this router and keep its leases alive; fails if the database is unreachable now."""
+        await self.beat()
+        every = heartbeat_every if heartbeat_every is not None else self.lease_ttl.total_seconds() / 3
+        self._heartbeat = asyncio.create_task(self._beat_forever(every), name="state-heartbeat")
+
+    async def beat(self) -> None:
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            await conn.execute(self._register, {"instance": self.instance, "started_at": now, "expires_at": now + self.lease_ttl})
+
+    async def sweep(self) -> int:
+        """Remove leases and registrations of routers that stopped beating; returns leases removed."""
+        now = self.clock()
+        dead = select(router_instances.c.instance).where(router_instances.c.expires_at < now)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(delete(line_leases).where(line_leases.c.instance.in_(dead)))
+            await conn.execute(delete(router_instances).where(router_instances.c.expires_at < now))
+        return int(result.rowcount or 0)
+
+    async def _beat_forever(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.wait_for(self.beat(), max(every, self.timeout))
+                swept = await self.sweep()
+                if swept:
+                    log.warning("released %d line leases left by routers that stopped", swept)
+            except Exception as exc:  # the store is away; leases expire on their own if this lasts
+                self.metrics.store_errors.labels(operation="state").inc()
+                self._warn(f"routing-state heartbeat failed: {exc}")
+
+    async def close(self) -> None:
+        """Stop beating and give back this router's leases and registration."""
+        await cancel_and_wait(self._heartbeat)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(delete(line_leases).where(line_leases.c.instance == self.instance))
+                await conn.execute(delete(router_instances).where(router_instances.c.instance == self.instance))
+        except Exception as exc:  # they expire after lease_ttl anyway
+            log.warning("could not remove this router's leases on stop (they expire on their own): %s", exc)
+
+    # -- fallback --------------------------------------------------------------------------------
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 10:
+            self._last_warning = now
+            log.warning("%s", message)
+
+    async def _shared(self, op: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]], what: str) -> T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await op()
+        except Exception as exc:
+            self.metrics.store_errors.labels(operation="state").inc()
+            self.metrics.state_fallbacks.inc()
+            self._warn(f"routing state: {what} answered from this process's memory: {type(exc).__name__}: {exc}")
+            return await fallback()
+
+    # -- RoutingState ----------------------------------------------------------------------------
+
+    async def next_turn(self, key: str) -> int:
+        async def shared() -> int:
+            async with self.engine.begin() as conn:
+                turn = (await conn.execute(self._turn, {"key": key, "turn": 1})).scalar_one()
+            return int(turn) - 1
+
+        return await self._shared(shared, lambda: self.local.next_turn(key), "round-robin turn")
+
+    async def acquire(self, line_key: str, limit: int) -> bool:
+        async def shared() -> bool:
+            now = self.clock()
+            live = (
+                select(func.count())
+                .select_from(line_leases.join(router_instances, line_leases.c.instance == router_instances.c.instance))
+                .where(line_leases.c.line_key == line_key, router_instances.c.expires_at >= now)
+                .scalar_subquery()
+            )
+            take = (
+                line_leases.insert()
+                .from_select(
+                    ["line_key", "instance", "acquired_at"],
+                    select(literal(line_key), literal(self.instance), literal(now, line_leases.c.acquired_at.type)).where(live < limit),
+                )
+                .returning(line_leases.c.id)
+            )
+            async with self.engine.begin() as conn:
+                await conn.execute(self._guard, {"line_key": line_key, "touched_at": now})  # serialises this line
+                lease = (await conn.execute(take)).scalar_one_or_none()
+            if lease is None:
+                return False
+            self._held.setdefault(line_key, []).append(int(lease))
+            return True
+
+        async def local() -> bool:
+            if await self.local.acquire(line_key, limit):
+                self._held.setdefault(line_key, []).append(None)
+                return True
+            return False
+
+        return await self._shared(shared, local, f"limit of line {line_key}")
+
+    async def release(self, line_key: str) -> None:
+        leases = self._held.get(line_key)
+        if not leases:
+            return
+        lease = leases.pop()
+        if not leases:
+            del self._held[line_key]
+        if lease is None:
+            await self.local.release(line_key)
+            return
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                async with self.engine.begin() as conn:
+                    await conn.execute(delete(line_leases).where(line_leases.c.id == lease))
+        except Exception:
+            # The lease outlives the call until this router stops; leases of a stopped router expire.
+            self.metrics.store_errors.labels(operation="state").inc()
+            log.warning("could not release lease %d on %s; retrying in the background", lease, line_key)
+            asyncio.get_running_loop().create_task(self._release_later(lease))
+
+    async def _release_later(self, lease: int) -> None:
+        for delay in (1, 2, 5, 10, 30, 60, 120):
+            await asyncio.sleep(delay)
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(delete(line_leases).where(line_leases.c.id == lease))
+                return
+            except Exception:
+                self.metrics.store_errors.labels(operation="state").inc()
+        log.error("lease %d could not be released; it stays until this router stops", lease)
+
+    async def active(self, line_key: str) -> int:
+        now = self.clock()
+        query = (
+            select(func.count())
+            .select_from(line_leases.join(router_instances, line_leases.c.instance == router_instances.c.instance))
+            .where(line_leases.c.line_key == line_key, router_instances.c.expires_at >= now)
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def last_used(self, line_keys: tuple[str, ...]) -> dict[str, float]:
+        async def shared() -> dict[str, float]:
+            query = select(line_usage.c.line_key, line_usage.c.last_answered).where(line_usage.c.line_key.in_(line_keys))
+            async with self.engine.connect() as conn:
+                return {k: float(v) for k, v in (await conn.execute(query)).all()}
+
+        return await self._shared(shared, lambda: self.local.last_used(line_keys), "least-recent history")
+
+    async def mark_used(self, line_key: str, when: float) -> None:
+        async def shared() -> None:
+            async with self.engine.begin() as conn:
+                await conn.execute(self._usage, {"line_key": line_key, "last_answered": when})
+
+        await self.local.mark_used(line_key, when)
+        await self._shared(shared, lambda: self.local.mark_used(line_key, when), "least-recent history")

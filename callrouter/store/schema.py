@@ -1,0 +1,170 @@
+"""Tables, as SQLAlchemy Core metadata. Alembic migrations create them; this module names them for queries.
+
+Changing a table here needs a new migration under `migrations/versions`; `tests/test_store_schema.py`
+compares the two so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+from callrouter.routing.record import DISPOSITIONS
+
+# BIGINT keys on Postgres; SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_dispositions = ", ".join(f"'{d}'" for d in DISPOSITIONS)
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("uniqueid", String(64), nullable=False, unique=True),  # Asterisk's; replays of a spool are ignored by it
+    Column("number", String(20), nullable=False),  # the 400 number
+    Column("caller", String(32), nullable=False),  # normalised; '' when withheld
+    Column("caller_raw", String(80), nullable=False),
+    Column("caller_name", String(80), nullable=False),
+    Column("channel", String(128), nullable=False),
+    Column("instance", String(80), nullable=False),  # the router process that handled it
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("answered_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True), nullable=False),
+    Column("duration_seconds", Integer, nullable=False),
+    Column("billable_seconds", Integer, nullable=False),  # talk time on the answered line
+    Column("ring_seconds", Integer, nullable=False),  # time the caller heard ringing, over all attempts
+    Column("disposition", String(16), nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("ivr_path", String(200), nullable=False),  # menu choices, e.g. "1>2"
+    Column("hunt_group", String(64)),
+    Column("strategy", String(16)),
+    Column("answered_line", String(64)),
+    Column("recording_file", String(255)),
+    Column("voicemail_file", String(255)),
+    Column("router_ms", Float, nullable=False),
+    Column("trace", Text, nullable=False),  # the decision trace, one step per line (`callrouter explain` style)
+    CheckConstraint(f"disposition IN ({_dispositions})", name="disposition"),
+)
+Index("ix_calls_number_started_at", calls.c.number, calls.c.started_at)
+Index("ix_calls_started_at", calls.c.started_at)
+Index("ix_calls_caller_started_at", calls.c.caller, calls.c.started_at)
+
+call_attempts = Table(
+    "call_attempts",
+    metadata,
+    Column("call_uniqueid", String(64), ForeignKey("calls.uniqueid", ondelete="CASCADE"), nullable=False),
+    Column("seq", SmallInteger, nullable=False),  # 1 for the first line rung
+    Column("line_id", String(64), nullable=False),
+    Column("target", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # DIALSTATUS, or FULL when skipped at its limit
+    Column("ring_seconds", Integer, nullable=False),
+    Column("talk_seconds", Integer, nullable=False),
+    PrimaryKeyConstraint("call_uniqueid", "seq"),
+)
+
+# Statistics are kept as running sums per quarter hour (UTC), written in the same transaction as the
+# calls they count, so a day or month of statistics reads a few thousand rows instead of millions of calls.
+# Quarter hours let a report be cut at local midnight in every time zone (India +5:30, Nepal +5:45).
+call_stats = Table(
+    "call_stats",
+    metadata,
+    Column("number", String(20), nullable=False),
+    Column("bucket", DateTime(timezone=True), nullable=False),  # start of the quarter hour, UTC
+    Column("disposition", String(16), nullable=False),
+    Column("calls", Integer, nullable=False),
+    Column("billable_seconds", BigInteger, nullable=False),
+    Column("rung_calls", Integer, nullable=False),  # calls that rang at least one line
+    Column("ring_seconds", BigInteger, nullable=False),
+    PrimaryKeyConstraint("number", "bucket", "disposition"),
+)
+
+line_stats = Table(
+    "line_stats",
+    metadata,
+    Column("number", String(20), nullable=False),
+    Column("bucket", DateTime(timezone=True), nullable=False),
+    Column("line_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("ring_seconds", BigInteger, nullable=False),
+    Column("talk_seconds", BigInteger, nullable=False),
+    PrimaryKeyConstraint("number", "bucket", "line_id", "status"),
+)
+
+# Shared routing state: several router processes against one database see the same values.
+rr_turns = Table(
+    "rr_turns",
+    metadata,
+    Column("key", String(120), primary_key=True),  # "<400 number>/<hunt group>"
+    Column("turn", BigInteger, nullable=False),  # calls that have started a hunt of this group
+)
+
+router_instances = Table(
+    "router_instances",
+    metadata,
+    Column("instance", String(120), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),  # pushed forward by the heartbeat
+)
+
+line_guards = Table(
+    "line_guards",
+    metadata,
+    Column("line_key", String(160), primary_key=True),  # the dial target
+    Column("touched_at", DateTime(timezone=True), nullable=False),  # written to take the row lock
+)
+
+line_leases = Table(
+    "line_leases",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("line_key", String(160), nullable=False),
+    Column("instance", String(120), nullable=False),  # a lease counts while its instance is alive
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_line_leases_line_key", line_leases.c.line_key)
+Index("ix_line_leases_instance", line_leases.c.instance)
+
+line_usage = Table(
+    "line_usage",
+    metadata,
+    Column("line_key", String(160), primary_key=True),
+    Column("last_answered", Float, nullable=False),  # epoch seconds the last answered call ended
+)
+
+blacklist_entries = Table(
+    "blacklist_entries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("scope", String(20), nullable=False),  # a 400 number, or '*' for every number
+    Column("caller", String(32), nullable=False),  # normalised like callers are
+    Column("reason", String(200), nullable=False),
+    Column("created_by", String(80), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),  # None: until removed
+)
+Index("uq_blacklist_entries_scope_caller", blacklist_entries.c.scope, blacklist_entries.c.caller, unique=True)
