@@ -29,3 +29,9 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
     else:
         yield from empty_postgres()
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Postgres only: for what needs a networked database (outages through a proxy, several routers)."""
+    yield from fresh_postgres(request.getfixturevalue("pg_template"))

@@ -48,7 +48,8 @@ def _text(value: Any, field: str, widths: Mapping[str, int], *, optional: bool =
         return None
     if not isinstance(value, str):
         raise BadRecord(f"{field}: expected text, got {type(value).__name__}")
-    text: str = value.replace("\x00", "")
+    # No NUL (Postgres refuses it) and no lone surrogates (they cannot be encoded as UTF-8).
+    text: str = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     width = widths.get(field)
     return text[:width] if width else text
 
@@ -129,7 +130,7 @@ def rows_from_spooled(data: Any) -> CdrRows:
             "recording_file": _text(data["recording_file"], "recording_file", _CALL_WIDTHS, optional=True),
             "voicemail_file": _text(data["voicemail_file"], "voicemail_file", _CALL_WIDTHS, optional=True),
             "router_ms": float(router_ms),
-            "trace": "\n".join(trace).replace("\x00", ""),
+            "trace": "\n".join(trace).replace("\x00", "").encode("utf-8", "replace").decode("utf-8"),
         }
         attempts_in = data["attempts"]
         if not isinstance(attempts_in, list) or len(attempts_in) > 1000:

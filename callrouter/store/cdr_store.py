@@ -31,6 +31,10 @@ class CdrStore:
 
     async def write(self, batch: Sequence[CdrRows]) -> int:
         """Store the batch; returns how many calls were new (the rest were already there)."""
+        first: dict[str, CdrRows] = {}
+        for rows in batch:  # a uniqueid twice in one batch (a replay meeting its original) counts once
+            first.setdefault(rows.call["uniqueid"], rows)
+        batch = list(first.values())
         if not batch:
             return 0
         if not self.schema_checked:

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from callrouter.metrics import RouterMetrics
 from callrouter.routing.record import CallRecord
@@ -50,8 +50,11 @@ class _Item:
 
 
 def is_record_problem(exc: BaseException) -> bool:
-    """A constraint or value the database refuses for these rows, as opposed to the database being away."""
-    return isinstance(exc, (IntegrityError, DataError)) and not getattr(exc, "connection_invalidated", False)
+    """A constraint or value the database (or its driver) refuses for these rows, as opposed to the
+    database being away. Only these set a record aside; anything else is retried."""
+    if isinstance(exc, (IntegrityError, DataError)):
+        return not exc.connection_invalidated
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError) and isinstance(exc.orig, (ValueError, TypeError))
 
 
 class CdrWriter:

@@ -1,0 +1,190 @@
+"""The CDR writer against real databases: batches, replay after a crash or an outage (nothing lost, nothing
+twice), bounded memory while the database is away, damaged spool lines and refused rows set aside."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from callrouter.metrics import RouterMetrics
+from callrouter.store.cdr_rows import rows_from_spooled, spool_entry
+from callrouter.store.cdr_store import CdrStore
+from callrouter.store.cdr_writer import CdrWriter, WriterSettings
+from callrouter.store.db import open_engine
+from callrouter.store.spool import Spool
+from tests.cdrs import counts, record
+from tests.harness import arun
+from tests.tcpproxy import TcpProxy
+
+FAST = WriterSettings(batch_size=500, batch_age=0.05, retry_min=0.05, retry_max=0.2)
+DEAD_PG = "postgresql+asyncpg://postgres@127.0.0.1:1/test"
+
+
+def writer_for(url: str, spool_dir: Path, settings: WriterSettings = FAST) -> CdrWriter:
+    engine = open_engine(make_url(url), connect_timeout=1)
+    return CdrWriter(Spool(str(spool_dir), fsync=False), CdrStore(engine), RouterMetrics(), settings)
+
+
+async def until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def stop(writer: CdrWriter, timeout: float = 10.0) -> None:
+    await writer.close(timeout)
+    await writer.store.engine.dispose()
+
+
+def test_records_are_written_in_batches_and_the_spool_is_cleared(db_url: str, tmp_path: Path) -> None:
+    async def body() -> None:
+        w = writer_for(db_url, tmp_path / "spool")
+        await w.start()
+        await asyncio.gather(*(w.submit(record(i)) for i in range(1200)))
+        await until(lambda: _true(w.backlog == 0))
+        await stop(w)
+        assert await counts(db_url) == (1200, 2400, 1200)
+        assert w.stored == 1200 and w.duplicates == 0 and w.rejected == 0
+        assert not list((tmp_path / "spool").glob("*.spool"))
+
+    arun(body(), 60)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def test_a_replayed_spool_adds_nothing_twice(db_url: str, tmp_path: Path) -> None:
+    """A router that stored some records and was killed before clearing its spool: the next start
+    replays everything, the database keeps one row per call and the statistics count each call once."""
+
+    async def body() -> None:
+        dead = writer_for("sqlite+aiosqlite:////nonexistent/dir/x.db" if db_url.startswith("sqlite") else DEAD_PG, tmp_path / "spool")
+        await dead.start()
+        for i in range(100):
+            await dead.submit(record(i))
+        await stop(dead, timeout=0.3)  # the database never answered: all 100 stay spooled
+        assert len(list((tmp_path / "spool").glob("*.spool"))) == 1
+        engine = open_engine(make_url(db_url))
+        await CdrStore(engine).write([rows_from_spooled(spool_entry(record(i))[0]) for i in range(30)])
+        await engine.dispose()
+
+        w = writer_for(db_url, tmp_path / "spool")
+        await w.start()
+        assert w.backlog == 100
+        await until(lambda: _true(w.backlog == 0))
+        await stop(w)
+        assert await counts(db_url) == (100, 200, 100)
+        assert (w.stored, w.duplicates) == (70, 30)
+
+    arun(body(), 60)
+
+
+def test_memory_stays_bounded_while_the_database_is_away_and_the_disk_backlog_is_then_written(db_url: str, tmp_path: Path) -> None:
+    async def body() -> None:
+        bounded = WriterSettings(batch_size=200, batch_age=0.05, memory_records=50, retry_min=0.05, retry_max=0.1)
+        dead = writer_for("sqlite+aiosqlite:////nonexistent/dir/x.db" if db_url.startswith("sqlite") else DEAD_PG, tmp_path / "spool", bounded)
+        await dead.start()
+        for chunk in range(20):
+            await asyncio.gather(*(dead.submit(record(chunk * 100 + i)) for i in range(100)))
+        assert dead.backlog == 2000
+        assert len(dead._recent) <= 50  # the rest lives only in the spool
+        assert dead.spool.bytes_on_disk() > 2000 * 500
+        await stop(dead, timeout=0.3)
+
+        w = writer_for(db_url, tmp_path / "spool", bounded)
+        await w.start()
+        await until(lambda: _true(w.backlog == 0), 60)
+        await stop(w)
+        assert await counts(db_url) == (2000, 4000, 2000)
+
+    arun(body(), 120)
+
+
+def test_damaged_spool_lines_are_set_aside_with_the_reason(db_url: str, tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    good = spool_entry(record(1))[1]
+    unknown = json.loads(good)
+    unknown.update(uniqueid="x.2", disposition="teleported")
+    (spool_dir / "000000000001.spool").write_bytes(
+        good + b"not json at all\n" + json.dumps(unknown).encode() + b"\n" + spool_entry(record(3))[1][:40]
+    )
+
+    async def body() -> None:
+        w = writer_for(db_url, spool_dir)
+        await w.start()
+        assert w.backlog == 4
+        await until(lambda: _true(w.backlog == 0))
+        await stop(w)
+        assert await counts(db_url) == (1, 2, 1)
+
+    arun(body())
+    rejected = [json.loads(line) for line in (spool_dir / "rejected.jsonl").read_text().splitlines()]
+    assert [r["error"][:24] for r in rejected] == ["Expecting value: line 1 ", "unknown disposition 'tel", "torn line (the process s"]
+    assert rejected[0]["spooled"] == "not json at all"
+
+
+def test_a_row_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_is_stored(db_url: str, tmp_path: Path) -> None:
+    async def body() -> None:
+        engine = open_engine(make_url(db_url))
+        async with engine.begin() as conn:
+            if db_url.startswith("sqlite"):
+                await conn.execute(text("CREATE TRIGGER no_666 BEFORE INSERT ON calls WHEN NEW.caller = '666' BEGIN SELECT RAISE(ABORT, 'caller 666 refused'); END"))
+            else:
+                await conn.execute(text("ALTER TABLE calls ADD CONSTRAINT no_666 CHECK (caller <> '666')"))
+        await engine.dispose()
+        w = writer_for(db_url, tmp_path / "spool", WriterSettings(batch_size=10, batch_age=10))
+        await w.start()
+        await asyncio.gather(*(w.submit(record(i, caller="666" if i == 7 else "13912345678")) for i in range(10)))
+        await until(lambda: _true(w.backlog == 0))
+        await stop(w)
+        assert await counts(db_url) == (9, 18, 9)
+        assert w.rejected == 1
+
+    arun(body())
+    rejected = [json.loads(line) for line in (tmp_path / "spool" / "rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 1 and rejected[0]["error"].startswith("database refused it") and '"caller":"666"' in rejected[0]["spooled"]
+
+
+def test_the_same_call_twice_in_one_batch_is_counted_once(db_url: str, tmp_path: Path) -> None:
+    async def body() -> None:
+        w = writer_for(db_url, tmp_path / "spool", WriterSettings(batch_size=10, batch_age=10))
+        await w.start()
+        await asyncio.gather(*(w.submit(record(i % 5)) for i in range(10)))
+        await until(lambda: _true(w.backlog == 0))
+        await stop(w)
+        assert await counts(db_url) == (5, 10, 5)
+
+    arun(body())
+
+
+def test_postgres_going_away_mid_stream_delays_records_but_loses_none(pg_url: str, tmp_path: Path) -> None:
+    db_url = pg_url
+    url = make_url(db_url)
+
+    async def body() -> None:
+        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+        await proxy.start()
+        w = writer_for(url.set(port=proxy.port).render_as_string(hide_password=False), tmp_path / "spool")
+        await w.start()
+        await asyncio.gather(*(w.submit(record(i)) for i in range(100)))
+        await until(lambda: _true(w.stored == 100))
+        await proxy.cut()
+        await asyncio.gather(*(w.submit(record(i)) for i in range(100, 300)))  # calls do not wait on the database
+        await asyncio.sleep(0.5)
+        assert w.backlog == 200 and w.stored == 100
+        assert w.metrics.registry.get_sample_value("callrouter_store_errors_total", {"operation": "cdr_write"})
+        await proxy.restore()
+        await until(lambda: _true(w.backlog == 0), 30)
+        await stop(w)
+        await proxy.cut()
+        assert await counts(db_url) == (300, 600, 300)
+
+    arun(body(), 60)
