@@ -71,8 +71,13 @@ class SqlRoutingState:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, heartbeat_every: float | None = None) -> None:
-        """Register this router and keep its leases alive; fails if the database is unreachable now."""
-        await self.beat()
+        """Register this router and keep its leases alive. A database that is away now only delays that."""
+        try:
+            async with asyncio.timeout(max(self.timeout, 5.0)):
+                await self.beat()
+        except Exception as exc:
+            self.metrics.store_errors.labels(operation="state").inc()
+            self._warn(f"routing state: cannot register this router yet ({exc}); using memory until the database answers")
         every = heartbeat_every if heartbeat_every is not None else self.lease_ttl.total_seconds() / 3
         self._heartbeat = asyncio.create_task(self._beat_forever(every), name="state-heartbeat")
 

@@ -1,0 +1,136 @@
+"""The promise of the CDR issue, end to end with real processes: Postgres goes away during calls, the router
+is killed with SIGKILL, Postgres comes back, the router restarts: every call has exactly one row.
+
+Also: a runtime blacklist entry added with the CLI reaches the running routers' calls."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from callrouter.emulator.asterisk import run_call
+from callrouter.emulator.script import CallScript, DialScript
+from callrouter.store.db import open_engine
+from callrouter.store.schema import calls
+from tests.cdrs import counts
+from tests.harness import arun
+from tests.tcpproxy import TcpProxy
+from tests.test_process import ROOT, ServerProcess, workspace
+
+ANSWER = DialScript("ANSWER", 1, 3)
+
+
+async def start(cfg: Path, db_url: str) -> tuple[ServerProcess, int]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLROUTER_DATABASE_URL": db_url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
+        stderr=asyncio.subprocess.PIPE, cwd=str(cfg.parent), env=env,
+    )
+    server = ServerProcess(proc)
+    port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)", timeout=20)).group(1))
+    return server, port
+
+
+async def place(port: int, ids: range, caller: str = "13912345678") -> list[str]:
+    results = await asyncio.gather(
+        *(run_call("127.0.0.1", port, CallScript(uniqueid=f"1764000000.{i}", callerid=caller, dtmf=("1",), default_dial=ANSWER), timeout=30) for i in ids)
+    )
+    return [t.variables.get("CALLROUTER_RESULT", "") for t in results]
+
+
+async def wait_rows(url: str, n: int, timeout: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (await counts(url))[0] < n:
+        assert loop.time() < deadline, f"only {(await counts(url))[0]} of {n} calls reached the database"
+        await asyncio.sleep(0.2)
+
+
+def test_postgres_outage_and_kill_9_lose_no_cdr_and_duplicate_none(pg_url: str, tmp_path: Path) -> None:
+    cfg = workspace(tmp_path)
+    url = make_url(pg_url)
+
+    async def body() -> None:
+        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+        await proxy.start()
+        via_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
+        server, port = await start(cfg, via_proxy)
+        try:
+            assert await place(port, range(0, 20)) == ["ROUTED"] * 20
+            await wait_rows(pg_url, 20)
+            await proxy.cut()  # Postgres gone: calls go on, records wait in the spool
+            assert await place(port, range(20, 50)) == ["ROUTED"] * 30
+            await asyncio.sleep(0.5)
+            assert (await counts(pg_url))[0] == 20
+        finally:
+            server.proc.send_signal(signal.SIGKILL)
+            await server.proc.wait()
+            await server._reader
+        spooled = list((tmp_path / "var" / "cdr-spool").glob("*.spool"))
+        assert spooled, "the killed router left its spool behind"
+
+        await proxy.restore()
+        server, port = await start(cfg, via_proxy)
+        try:
+            await server.wait_for(r"CDR spool holds 50 records from an earlier run")  # the 20 stored ones are replayed too
+            await wait_rows(pg_url, 50)
+            assert await place(port, range(50, 55)) == ["ROUTED"] * 5
+            await wait_rows(pg_url, 55)
+        finally:
+            server.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(server.proc.wait(), 20) == 0
+            await server._reader
+            await proxy.cut()
+        n_calls, _, n_counted = await counts(pg_url)
+        assert (n_calls, n_counted) == (55, 55)  # one row per call, each counted once in the statistics
+        engine = open_engine(url)
+        async with engine.connect() as conn:
+            ids = set((await conn.execute(select(calls.c.uniqueid))).scalars())
+            dispositions = (await conn.execute(select(calls.c.disposition, func.count()).group_by(calls.c.disposition))).all()
+        await engine.dispose()
+        assert ids == {f"1764000000.{i}" for i in range(55)}
+        # 3 sales lines of one call each and 50 callers at once: the rest go to voicemail, as the plan says.
+        assert {d for d, _ in dispositions} <= {"answered", "voicemail"} and sum(n for _, n in dispositions) == 55
+        assert not list((tmp_path / "var" / "cdr-spool").glob("*.spool"))
+
+    arun(body(), 120)
+
+
+def test_a_blacklist_entry_added_with_the_cli_reaches_a_running_router(pg_url: str, tmp_path: Path) -> None:
+    cfg = workspace(tmp_path)
+    text = cfg.read_text().replace("blacklist_refresh: 5", "blacklist_refresh: 0.5")
+    cfg.write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    async def body() -> None:
+        server, port = await start(cfg, pg_url)
+        try:
+            assert await place(port, range(0, 1), caller="13955556666") == ["ROUTED"]
+            added = subprocess.run(
+                [sys.executable, "-m", "callrouter", "blacklist", "add", "+86 139 5555 6666", "--scope", "4008001234",
+                 "--reason", "abusive", "--config", str(cfg), "--url", pg_url],
+                capture_output=True, text=True, env=env,
+            )
+            assert added.returncode == 0 and "blocked 13955556666 on 4008001234" in added.stdout, added.stderr
+            await asyncio.sleep(1.5)
+            t = await run_call("127.0.0.1", port, CallScript(uniqueid="1764000000.1", callerid="013955556666", dtmf=("1",), default_dial=ANSWER))
+            assert t.dials == []  # refused before any line rang
+            await wait_rows(pg_url, 2)
+        finally:
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(server.proc.wait(), 20)
+            await server._reader
+        engine = open_engine(make_url(pg_url))
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(calls.c.uniqueid, calls.c.disposition, calls.c.reason).order_by(calls.c.uniqueid))).all()
+        await engine.dispose()
+        assert [tuple(r[:2]) for r in rows] == [("1764000000.0", "answered"), ("1764000000.1", "blacklisted")]
+
+    arun(body(), 90)
