@@ -17,6 +17,7 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import select  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
 from callrouter.emulator.asterisk import run_call  # noqa: E402
 from callrouter.emulator.script import CallScript, DialScript  # noqa: E402
+from callrouter.store.db import open_engine  # noqa: E402
+from callrouter.store.schema import calls as calls_table  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -64,19 +70,33 @@ def workspace(tmp: Path) -> Path:
     plan.write_text(text.replace('ring_timeout: 20}', 'ring_timeout: 20, max_calls: 5000}'))
     cfg = (ROOT / "config.yaml").read_text()
     cfg = cfg.replace("max_sessions: 2000", "max_sessions: 12000")
-    cfg = cfg.replace("jsonl_path: var/calls.jsonl", f"jsonl_path: {tmp}/calls.jsonl")
     (tmp / "config.yaml").write_text(cfg)
+    subprocess.run([sys.executable, "-m", "callrouter", "db", "upgrade", "--config", str(tmp / "config.yaml")], check=True,
+                   capture_output=True, env=server_env())
     return tmp / "config.yaml"
 
 
-def router_ms(tmp: Path, prefix: str) -> list[float]:
-    """The router's own time per call (wall time minus waiting for Asterisk), from its call records."""
-    out = []
-    for line in (tmp / "calls.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record["uniqueid"].startswith(prefix + "."):
-            out.append(record["router_ms"])
-    return out
+def server_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+async def router_ms(url: str, prefix: str) -> list[float]:
+    """The router's own time per call (wall time minus waiting for Asterisk), from the CDRs in the database."""
+    engine = open_engine(make_url(url))
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(calls_table.c.router_ms).where(calls_table.c.uniqueid.like(prefix + ".%")))
+            return [float(v) for v in rows.scalars()]
+    finally:
+        await engine.dispose()
+
+
+async def wait_for_cdrs(url: str, prefix: str, n: int, timeout: float = 60) -> list[float]:
+    """The CDR writer batches in the background; the figures need all of them in the database."""
+    deadline = time.monotonic() + timeout
+    while len(values := await router_ms(url, prefix)) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return values
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -143,9 +163,11 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="callrouter-bench-"))
+    cfg = workspace(tmp)
+    db = f"sqlite+aiosqlite:///{tmp}/var/callrouter.db"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callrouter", "serve", "--config", str(workspace(tmp)), "--port", "0", "--event-loop", args.event_loop,
-        stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env={**os.environ, "PYTHONPATH": str(ROOT)},
+        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--event-loop", args.event_loop,
+        stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(),
     )
     log_reader: asyncio.Task[bytes] | None = None
     try:
@@ -172,8 +194,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "server_calls_per_cpu_second": args.calls / cpu if cpu else float("inf"),
             "call_ms_p50": percentile(times, 50) * 1000, "call_ms_p99": percentile(times, 99) * 1000,
         }
-        await asyncio.sleep(0.5)  # the last records are written just after the sockets close
-        server_ms = router_ms(tmp, "tput")
+        server_ms = await wait_for_cdrs(db, "tput", args.calls)
         throughput.update(router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99))
         cpu0 = server_cpu(proc.pid)
         lwall, ltimes, lfail = await calls(port, args.latency_calls, 1, "lat")
@@ -186,7 +207,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "server_cpu_ms_per_call": lcpu / args.latency_calls * 1000,
         }
         await asyncio.sleep(0.5)
-        server_ms = router_ms(tmp, "lat")
+        server_ms = await wait_for_cdrs(db, "lat", args.latency_calls)
         latency.update(router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99), router_ms_max=max(server_ms))
         memory = await held(port, proc.pid, args.held) if args.held else {}
         return {

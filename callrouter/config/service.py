@@ -56,7 +56,7 @@ class Cdr(Frozen):
     """The CDR writer: a local spool on disk, written to the database in batches."""
 
     spool_dir: str = "var/cdr-spool"
-    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
     batch_age: float = Field(default=0.5, ge=0.0, le=60)  # seconds a record may wait for a fuller batch
     memory_records: int = Field(default=20_000, ge=0, le=1_000_000)  # parsed records kept in RAM; the rest are re-read
     segment_bytes: int = Field(default=8 << 20, ge=4096, le=1 << 30)

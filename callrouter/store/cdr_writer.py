@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WriterSettings:
-    batch_size: int = 500
+    batch_size: int = 1000
     batch_age: float = 0.5  # seconds the oldest stored-but-unwritten record may wait for a fuller batch
     memory_records: int = 20_000  # parsed records kept in memory; beyond this they are read back from disk
     retry_min: float = 0.5
