@@ -128,6 +128,25 @@ def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path) -> None:
     arun(body())
 
 
+def test_serve_refuses_a_database_without_the_current_schema_and_says_what_to_do(tmp_path: Path) -> None:
+    cfg = workspace(tmp_path)
+    with sqlite3.connect(tmp_path / "var" / "callrouter.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '0000'")
+    run = subprocess.run([sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0"],
+                         capture_output=True, text=True, env=ENV, timeout=30)
+    assert run.returncode == 2
+    assert "is at schema 0000, which this version of callrouter does not know (was it migrated by a newer release?)" in run.stderr
+    status = subprocess.run([sys.executable, "-m", "callrouter", "db", "status", "--config", str(cfg)], capture_output=True, text=True, env=ENV)
+    assert status.returncode == 1 and "schema 0000, this version needs 0001" in status.stdout
+    upgrade = subprocess.run([sys.executable, "-m", "callrouter", "db", "upgrade", "--config", str(cfg)], env=ENV, capture_output=True, text=True)
+    assert upgrade.returncode == 2 and "does not know" in upgrade.stderr and "Traceback" not in upgrade.stderr
+    with sqlite3.connect(tmp_path / "var" / "callrouter.db") as db:
+        db.execute("DELETE FROM alembic_version")  # as a database from before the first migration would look
+    run = subprocess.run([sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0"],
+                         capture_output=True, text=True, env=ENV, timeout=30)
+    assert run.returncode == 2 and "has no callrouter schema: run `callrouter db upgrade` first" in run.stderr
+
+
 def test_simulate_places_calls_against_a_running_server(tmp_path: Path) -> None:
     cfg = workspace(tmp_path)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
@@ -93,6 +94,10 @@ def _alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+def known_revisions() -> set[str]:
+    return {rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
 def head_revision() -> str:
     heads = ScriptDirectory.from_config(_alembic_config()).get_heads()
     return ",".join(sorted(heads))
@@ -127,9 +132,22 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> SchemaStatus:
     def run(conn: Connection) -> None:
         command.upgrade(_alembic_config(conn), revision)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
+    status = await schema_status(engine)
+    if status.current is not None and not set(status.current.split(",")) <= known_revisions():
+        raise StoreError(_unknown(engine.url, status.current))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(run)
+    except CommandError as exc:
+        raise StoreError(f"migration failed: {exc}") from None
     return await schema_status(engine)
+
+
+def _unknown(url: URL, current: str) -> str:
+    return (
+        f"the database {shown(url)} is at schema {current}, which this version of callrouter does not know "
+        "(was it migrated by a newer release?): run that release, or restore a matching backup"
+    )
 
 
 async def require_current_schema(engine: AsyncEngine, url: URL) -> None:
@@ -137,6 +155,8 @@ async def require_current_schema(engine: AsyncEngine, url: URL) -> None:
     status = await schema_status(engine)
     if status.current is None:
         raise StoreError(f"the database {shown(url)} has no callrouter schema: run `callrouter db upgrade` first")
+    if not set(status.current.split(",")) <= known_revisions():
+        raise StoreError(_unknown(url, status.current))
     if not status.up_to_date:
         raise StoreError(
             f"the database {shown(url)} is at schema {status.current}, this version needs {status.head}: "
