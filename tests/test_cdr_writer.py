@@ -188,3 +188,28 @@ def test_postgres_going_away_mid_stream_delays_records_but_loses_none(pg_url: st
         assert await counts(db_url) == (300, 600, 300)
 
     arun(body(), 60)
+
+
+def test_hostile_text_in_a_record_is_stored_cleaned_never_refused(db_url: str, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from sqlalchemy import select
+
+    from callrouter.store.schema import calls
+
+    hostile = replace(record(1), caller_name="张三\x00\ud800'; DROP TABLE calls; --" + "长" * 200, reason="r\x00" * 300)
+
+    async def body() -> None:
+        w = writer_for(db_url, tmp_path / "spool")
+        await w.start()
+        await w.submit(hostile)
+        await until(lambda: _true(w.backlog == 0))
+        await stop(w)
+        engine = open_engine(make_url(db_url))
+        async with engine.connect() as conn:
+            name, reason = (await conn.execute(select(calls.c.caller_name, calls.c.reason))).one()
+        await engine.dispose()
+        assert name.startswith("张三?'; DROP TABLE calls; --长") and len(name) == 80
+        assert reason == "r" * 200 and w.rejected == 0
+
+    arun(body())

@@ -29,10 +29,12 @@ class BadRecord(ValueError):
 
 
 def spool_entry(record: CallRecord) -> tuple[dict[str, Any], bytes]:
-    """A record as spooled: its JSON object, and that object as one line (JSON output has no raw newline)."""
+    """A record as spooled: its JSON object, and that object as one line (JSON output has no raw newline).
+
+    ASCII escapes keep any text encodable, even a lone surrogate from a hostile caller-ID."""
     data = record.to_json()
     data["v"] = SPOOL_VERSION
-    return data, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    return data, json.dumps(data, separators=(",", ":")).encode("ascii") + b"\n"
 
 
 def _widths(table: Table) -> dict[str, int]:
