@@ -149,14 +149,14 @@ FROM (SELECT g, timestamptz '2026-01-01 00:00+00' + (g * interval '1 second') * 
 
 ROLLUP = """
 INSERT INTO call_stats (number, bucket, disposition, calls, billable_seconds, rung_calls, ring_seconds)
-SELECT number, to_timestamp(floor(extract(epoch FROM started_at) / 900) * 900), disposition,
+SELECT number, (floor(extract(epoch FROM started_at) / 900) * 900)::bigint, disposition,
        count(*), sum(billable_seconds), count(*), sum(ring_seconds)
 FROM calls GROUP BY 1, 2, 3
 """
 
 LINE_ROLLUP = """
 INSERT INTO line_stats (number, bucket, line_id, status, attempts, ring_seconds, talk_seconds)
-SELECT number, to_timestamp(floor(extract(epoch FROM started_at) / 900) * 900), answered_line, 'ANSWER',
+SELECT number, (floor(extract(epoch FROM started_at) / 900) * 900)::bigint, answered_line, 'ANSWER',
        count(*), sum(ring_seconds), sum(billable_seconds)
 FROM calls WHERE answered_line IS NOT NULL GROUP BY 1, 2, 3
 """

@@ -32,10 +32,10 @@ from tests.harness import arun
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-def generated(n: int, seed: int = 3) -> list:  # type: ignore[type-arg]
+def generated(n: int, seed: int = 3, tz: ZoneInfo = SHANGHAI, first: date = date(2026, 11, 23)) -> list:  # type: ignore[type-arg]
     """Calls spread over three local days, some just before and after local midnight."""
     rng = random.Random(seed)
-    start = datetime(2026, 11, 23, 0, 0, tzinfo=SHANGHAI).astimezone(timezone.utc)
+    start = datetime.combine(first, datetime.min.time(), tz).astimezone(timezone.utc)
     return [record(i, start=start + timedelta(seconds=rng.randrange(3 * 86400) - i), answered=rng.random() < 0.7) for i in range(n)]
 
 
@@ -48,25 +48,35 @@ def store(url: str, records: list) -> None:  # type: ignore[type-arg]
     arun(body())
 
 
-def test_daily_and_hourly_statistics_match_the_raw_calls(db_url: str) -> None:
-    records = generated(600)
+@pytest.mark.parametrize(
+    ("zone", "first"),
+    [
+        ("Asia/Shanghai", date(2026, 11, 23)),  # one offset: the database adds up days and hours
+        ("Asia/Kolkata", date(2026, 11, 23)),  # +5:30: midnight falls mid-hour in UTC
+        ("America/New_York", date(2026, 10, 31)),  # clocks go back on 1 November: cut in Python
+    ],
+)
+def test_daily_and_hourly_statistics_match_the_raw_calls(db_url: str, zone: str, first: date) -> None:
+    tz = ZoneInfo(zone)
+    records = generated(600, tz=tz, first=first)
     store(db_url, records)
+    days = (first, first + timedelta(days=1))
 
-    async def body() -> None:
+    async def body():  # type: ignore[no-untyped-def]
         engine = open_engine(make_url(db_url))
-        report = await number_report(engine, "4008001234", date(2026, 11, 23), date(2026, 11, 24), "Asia/Shanghai")
+        report = await number_report(engine, "4008001234", days[0], days[1], zone)
         await engine.dispose()
         return report
 
     report = arun(body())
-    inside = [r for r in records if r.started_at.astimezone(SHANGHAI).date() in (date(2026, 11, 23), date(2026, 11, 24))]
+    inside = [r for r in records if r.started_at.astimezone(tz).date() in days]
     assert 300 < len(inside) < 600
     assert report.total.calls == len(inside)
     assert report.total.answered == sum(r.disposition == "answered" for r in inside)
     assert report.total.talk_seconds == sum(r.talk_seconds for r in inside)
-    by_day = Counter(r.started_at.astimezone(SHANGHAI).date() for r in inside)
+    by_day = Counter(r.started_at.astimezone(tz).date() for r in inside)
     assert {d: t.calls for d, t in report.days.items()} == dict(by_day)
-    by_hour = Counter(r.started_at.astimezone(SHANGHAI).hour for r in inside)
+    by_hour = Counter(r.started_at.astimezone(tz).hour for r in inside)
     assert {h: t.calls for h, t in report.hours.items() if t.calls} == dict(by_hour)
     assert report.peak_hours()[0] == max(by_hour, key=lambda h: (by_hour[h], -h))
     li = next(line for line in report.lines if line.line_id == "li")

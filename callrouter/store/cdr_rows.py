@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from sqlalchemy import String, Table
@@ -20,7 +20,7 @@ from callrouter.routing.record import DISPOSITIONS, CallRecord
 from callrouter.store.schema import call_attempts, calls
 
 SPOOL_VERSION = 1
-BUCKET = timedelta(minutes=15)
+BUCKET_SECONDS = 15 * 60
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -157,17 +157,17 @@ def rows_from_spooled(data: Any) -> CdrRows:
     return CdrRows(call=call, attempts=tuple(attempts))
 
 
-def bucket_of(when: datetime) -> datetime:
-    """The start of the UTC quarter hour holding `when`."""
+def bucket_of(when: datetime) -> int:
+    """The start of the quarter hour holding `when`, in epoch seconds."""
     seconds = int((when - _EPOCH).total_seconds())
-    return _EPOCH + timedelta(seconds=seconds - seconds % int(BUCKET.total_seconds()))
+    return seconds - seconds % BUCKET_SECONDS
 
 
 def stats_deltas(batch: Iterable[CdrRows]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What a batch of new calls adds to `call_stats` and `line_stats`, in key order (a fixed lock order
     keeps concurrent writers from deadlocking)."""
-    call_sums: dict[tuple[str, datetime, str], list[int]] = {}
-    line_sums: dict[tuple[str, datetime, str, str], list[int]] = {}
+    call_sums: dict[tuple[str, int, str], list[int]] = {}
+    line_sums: dict[tuple[str, int, str, str], list[int]] = {}
     for rows in batch:
         c = rows.call
         bucket = bucket_of(c["started_at"])

@@ -86,14 +86,15 @@ call_attempts = Table(
     PrimaryKeyConstraint("call_uniqueid", "seq"),
 )
 
-# Statistics are kept as running sums per quarter hour (UTC), written in the same transaction as the
-# calls they count, so a day or month of statistics reads a few thousand rows instead of millions of calls.
-# Quarter hours let a report be cut at local midnight in every time zone (India +5:30, Nepal +5:45).
+# Statistics are kept as running sums per quarter hour, written in the same transaction as the calls they
+# count, so a day or month of statistics reads a few thousand rows instead of millions of calls. Quarter
+# hours let a report be cut at local midnight in every time zone (India +5:30, Nepal +5:45). The bucket is
+# epoch seconds (UTC) so both databases can shift it to local time with plain integer arithmetic.
 call_stats = Table(
     "call_stats",
     metadata,
     Column("number", String(20), nullable=False),
-    Column("bucket", DateTime(timezone=True), nullable=False),  # start of the quarter hour, UTC
+    Column("bucket", BigInteger, nullable=False),  # start of the quarter hour, epoch seconds
     Column("disposition", String(16), nullable=False),
     Column("calls", Integer, nullable=False),
     Column("billable_seconds", BigInteger, nullable=False),
@@ -106,7 +107,7 @@ line_stats = Table(
     "line_stats",
     metadata,
     Column("number", String(20), nullable=False),
-    Column("bucket", DateTime(timezone=True), nullable=False),
+    Column("bucket", BigInteger, nullable=False),
     Column("line_id", String(64), nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),

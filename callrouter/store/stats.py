@@ -108,15 +108,26 @@ class Report:
         return [-h for _, h in ranked[:top]]
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-
-
-def local_range(first: date, last: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """UTC bounds of local days first..last inclusive."""
+def local_range(first: date, last: date, tz: ZoneInfo) -> tuple[int, int]:
+    """Epoch-second bounds of local days first..last inclusive."""
     lo = datetime.combine(first, time(0), tz).astimezone(timezone.utc)
     hi = datetime.combine(last + timedelta(days=1), time(0), tz).astimezone(timezone.utc)
-    return lo, hi
+    return int(lo.timestamp()), int(hi.timestamp())
+
+
+def fixed_offset(tz: ZoneInfo, lo: int, hi: int) -> int | None:
+    """The zone's offset in seconds if it is the same all through [lo, hi) (China: always), else None.
+
+    Offsets change at most a few times a year and hold for months, so checking twice a day finds any change."""
+    offsets = {tz.utcoffset(datetime.fromtimestamp(t, timezone.utc)) for t in range(lo, hi, 43_200)}
+    offsets.add(tz.utcoffset(datetime.fromtimestamp(hi - 1, timezone.utc)))
+    if len(offsets) != 1:
+        return None
+    (offset,) = offsets
+    return int(offset.total_seconds()) if offset is not None else None
+
+
+_SUMS = (call_stats.c.calls, call_stats.c.billable_seconds, call_stats.c.rung_calls, call_stats.c.ring_seconds)
 
 
 async def number_report(engine: AsyncEngine, number: str, first: date, last: date, tz_name: str) -> Report:
@@ -124,36 +135,40 @@ async def number_report(engine: AsyncEngine, number: str, first: date, last: dat
         raise ValueError(f"--to {last} is before --from {first}")
     tz = ZoneInfo(tz_name)
     lo, hi = local_range(first, last, tz)
-    calls_q = select(
-        call_stats.c.bucket,
-        call_stats.c.disposition,
-        call_stats.c.calls,
-        call_stats.c.billable_seconds,
-        call_stats.c.rung_calls,
-        call_stats.c.ring_seconds,
-    ).where(call_stats.c.number == number, call_stats.c.bucket >= lo, call_stats.c.bucket < hi)
-    lines_q = (
-        select(
-            line_stats.c.line_id,
-            line_stats.c.status,
-            func.sum(line_stats.c.attempts),
-            func.sum(line_stats.c.talk_seconds),
-        )
-        .where(line_stats.c.number == number, line_stats.c.bucket >= lo, line_stats.c.bucket < hi)
-        .group_by(line_stats.c.line_id, line_stats.c.status)
-    )
-    async with engine.connect() as conn:
-        call_rows = (await conn.execute(calls_q)).all()
-        line_rows = (await conn.execute(lines_q)).all()
+    in_range = (call_stats.c.number == number, call_stats.c.bucket >= lo, call_stats.c.bucket < hi)
+    offset = fixed_offset(tz, lo, hi)
     total = Totals()
     days: dict[date, Totals] = {}
     hours: dict[int, Totals] = {h: Totals() for h in range(24)}
-    for bucket, disposition, n, talk, rung, ring in call_rows:
-        local = _utc(bucket).astimezone(tz)
-        values = (disposition, int(n), int(talk), int(rung), int(ring))
-        total.add(*values)
-        days.setdefault(local.date(), Totals()).add(*values)
-        hours[local.hour].add(*values)
+    async with engine.connect() as conn:
+        if offset is not None:
+            # The database adds up days and hours itself: two small results, whatever the period.
+            local = call_stats.c.bucket + offset
+            day, hour = (local // 86_400).label("day"), ((local % 86_400) // 3600).label("hour")
+            sums = [func.sum(c) for c in _SUMS]
+            by_day = (await conn.execute(select(day, call_stats.c.disposition, *sums).where(*in_range).group_by(day, call_stats.c.disposition))).all()
+            by_hour = (await conn.execute(select(hour, call_stats.c.disposition, *sums).where(*in_range).group_by(hour, call_stats.c.disposition))).all()
+            for d, disposition, n, talk, rung, ring in by_day:
+                values = (disposition, int(n), int(talk), int(rung), int(ring))
+                total.add(*values)
+                days.setdefault(_EPOCH_DAY + timedelta(days=int(d)), Totals()).add(*values)
+            for h, disposition, n, talk, rung, ring in by_hour:
+                hours[int(h)].add(disposition, int(n), int(talk), int(rung), int(ring))
+        else:
+            # A daylight-saving change inside the period: cut each quarter hour into local time here.
+            rows = (await conn.execute(select(call_stats.c.bucket, call_stats.c.disposition, *_SUMS).where(*in_range))).all()
+            for bucket, disposition, n, talk, rung, ring in rows:
+                when = datetime.fromtimestamp(int(bucket), tz)
+                values = (disposition, int(n), int(talk), int(rung), int(ring))
+                total.add(*values)
+                days.setdefault(when.date(), Totals()).add(*values)
+                hours[when.hour].add(*values)
+        lines_q = (
+            select(line_stats.c.line_id, line_stats.c.status, func.sum(line_stats.c.attempts), func.sum(line_stats.c.talk_seconds))
+            .where(line_stats.c.number == number, line_stats.c.bucket >= lo, line_stats.c.bucket < hi)
+            .group_by(line_stats.c.line_id, line_stats.c.status)
+        )
+        line_rows = (await conn.execute(lines_q)).all()
     per_line: dict[str, dict[str, int]] = {}
     for line_id, status, n, talk in line_rows:
         counts = per_line.setdefault(line_id, {"attempts": 0, "ANSWER": 0, "BUSY": 0, "NOANSWER": 0, "other": 0, "talk": 0})
@@ -165,6 +180,9 @@ async def number_report(engine: AsyncEngine, number: str, first: date, last: dat
         for line_id, c in sorted(per_line.items(), key=lambda kv: (-kv[1]["ANSWER"], kv[0]))
     ]
     return Report(number, tz_name, first, last, total, days, hours, lines)
+
+
+_EPOCH_DAY = date(1970, 1, 1)
 
 
 def _pct(value: float | None) -> str:

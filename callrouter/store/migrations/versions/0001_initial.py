@@ -35,7 +35,7 @@ def upgrade() -> None:
     op.create_table(
         "call_stats",
         sa.Column("number", sa.String(length=20), nullable=False),
-        sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
         sa.Column("disposition", sa.String(length=16), nullable=False),
         sa.Column("calls", sa.Integer(), nullable=False),
         sa.Column("billable_seconds", sa.BigInteger(), nullable=False),
@@ -102,7 +102,7 @@ def upgrade() -> None:
     op.create_table(
         "line_stats",
         sa.Column("number", sa.String(length=20), nullable=False),
-        sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
         sa.Column("line_id", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
