@@ -68,7 +68,10 @@ async def open_store(config: RoutingConfig, metrics: RouterMetrics, stack: Async
     await writer.start()
     stack.push_async_callback(writer.close, svc.cdr.close_timeout)
     state: RoutingState
-    if svc.store.routing_state == "shared":
+    mode = svc.store.routing_state
+    if mode == "auto":
+        mode = "shared" if url.get_backend_name() == "postgresql" else "local"
+    if mode == "shared":
         shared = SqlRoutingState(engine, metrics, instance=instance, timeout=svc.store.timeout, lease_ttl=svc.store.lease_ttl)
         await shared.start()
         stack.push_async_callback(shared.close)
@@ -78,7 +81,7 @@ async def open_store(config: RoutingConfig, metrics: RouterMetrics, stack: Async
     follower = BlacklistFollower(BlacklistStore(engine), metrics, utc_now, svc.store.blacklist_refresh)
     await follower.start()
     stack.push_async_callback(follower.close)
-    log.info("store: %s (routing state %s), CDR spool %s", shown(url), svc.store.routing_state, spool.directory)
+    log.info("store: %s (routing state %s), CDR spool %s", shown(url), mode, spool.directory)
     return Store(engine, writer, state, follower, instance)
 
 

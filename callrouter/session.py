@@ -223,7 +223,7 @@ class CallSession:
         ring = max(0, result.dialed_seconds - result.answered_seconds) if result.dialed_seconds else int(result.elapsed)
         if status == "ANSWER":
             self.answered_at = before + timedelta(seconds=ring)
-            if answered_leg is not None:
+            if answered_leg is not None and effect.remember_answer:
                 await self.deps.state.mark_used(effect.legs[answered_leg].key, self.deps.clock().timestamp())
         self.deps.metrics.dial_attempts.labels(status=status if status in _KNOWN_STATUSES else "OTHER").inc()
         return DialOutcome(status, answered_leg, ring, result.answered_seconds, tuple(full))

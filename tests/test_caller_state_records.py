@@ -1,4 +1,4 @@
-"""Caller-ID normalisation, the in-memory routing state, and the JSONL record sink."""
+"""Caller-ID normalisation, the in-memory routing state, and a record as spooled and as CDR rows."""
 
 from __future__ import annotations
 

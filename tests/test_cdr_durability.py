@@ -63,6 +63,7 @@ def test_postgres_outage_and_kill_9_lose_no_cdr_and_duplicate_none(pg_url: str, 
         via_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
         server, port = await start(cfg, via_proxy)
         try:
+            await server.wait_for(r"\(routing state shared\)")  # auto: Postgres means several routers may share it
             assert await place(port, range(0, 20)) == ["ROUTED"] * 20
             await wait_rows(pg_url, 20)
             await proxy.cut()  # Postgres gone: calls go on, records wait in the spool

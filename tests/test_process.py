@@ -75,6 +75,7 @@ def test_serve_reloads_on_sighup_keeps_old_config_on_errors_and_drains_on_sigter
     async def body() -> None:
         server, port = await start_serve(cfg)
         proc = server.proc
+        await server.wait_for(r"callrouter\.db \(routing state local\)")  # auto: SQLite serves one host
         try:
             answer = DialScript("ANSWER", 1, 5)
             first = await run_call("127.0.0.1", port, CallScript(uniqueid="1.1", dtmf=("3",), default_dial=answer))

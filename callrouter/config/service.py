@@ -46,7 +46,9 @@ class Store(Frozen):
     # postgresql+asyncpg://user:pass@host/db; none means an SQLite file, var/callrouter.db. The environment
     # variable CALLROUTER_DATABASE_URL overrides it (keeps passwords out of the file).
     url: str | None = None
-    routing_state: Literal["shared", "local"] = "shared"  # local: per process, for a single router
+    # shared: in the database, for several routers; local: per process; auto: shared on Postgres, local on
+    # SQLite (an SQLite file serves one host, where one router process is the usual set-up).
+    routing_state: Literal["auto", "shared", "local"] = "auto"
     timeout: float = Field(default=0.5, ge=0.01, le=10)  # a routing-state query slower than this falls back to memory
     lease_ttl: float = Field(default=30.0, ge=3, le=600)  # a stopped router's line counts expire after this
     blacklist_refresh: float = Field(default=5.0, ge=0.5, le=300)  # seconds between reads of runtime blacklist entries

@@ -75,6 +75,7 @@ class Dial:
     legs: tuple[DialLeg, ...]
     timeout: int
     options: str
+    remember_answer: bool = False  # least-recent groups: record when the answering line finished
 
 
 @dataclass(frozen=True)

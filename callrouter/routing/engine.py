@@ -316,7 +316,7 @@ class CallFlow:
                 break
             leg = self.leg(line)
             timeout = min(line.ring_timeout, budget)
-            out = yield Dial((leg,), timeout, group.dial_options)
+            out = yield Dial((leg,), timeout, group.dial_options, remember_answer=group.strategy == "least_recent")
             if out is HUNG_UP:
                 return self.abandoned(f"before dialling {line.id}")
             assert isinstance(out, DialOutcome)
