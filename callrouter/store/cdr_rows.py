@@ -51,9 +51,13 @@ def _text(value: Any, field: str, widths: Mapping[str, int], *, optional: bool =
     if not isinstance(value, str):
         raise BadRecord(f"{field}: expected text, got {type(value).__name__}")
     # No NUL (Postgres refuses it) and no lone surrogates (they cannot be encoded as UTF-8).
-    text: str = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    text: str = value.replace("\x00", "") if value.isascii() else _utf8(value.replace("\x00", ""))
     width = widths.get(field)
     return text[:width] if width else text
+
+
+def _utf8(text: str) -> str:
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _int(value: Any, field: str) -> int:
@@ -132,7 +136,7 @@ def rows_from_spooled(data: Any) -> CdrRows:
             "recording_file": _text(data["recording_file"], "recording_file", _CALL_WIDTHS, optional=True),
             "voicemail_file": _text(data["voicemail_file"], "voicemail_file", _CALL_WIDTHS, optional=True),
             "router_ms": float(router_ms),
-            "trace": "\n".join(trace).replace("\x00", "").encode("utf-8", "replace").decode("utf-8"),
+            "trace": _utf8("\n".join(trace).replace("\x00", "")),
         }
         attempts_in = data["attempts"]
         if not isinstance(attempts_in, list) or len(attempts_in) > 1000:
