@@ -60,7 +60,7 @@ def server_mem(pid: int) -> dict[str, int]:
     return {k: int(re.search(rf"{k}:\s+(\d+) kB", status).group(1)) for k in ("VmRSS", "VmHWM")}  # type: ignore[union-attr]
 
 
-def workspace(tmp: Path) -> Path:
+def workspace(tmp: Path, fsync: bool = True) -> Path:
     """The sample config and plan, open around the clock, with room for the held calls."""
     shutil.copytree(ROOT / "dialplans", tmp / "dialplans")
     plan = tmp / "dialplans" / "4008001234.yaml"
@@ -70,6 +70,8 @@ def workspace(tmp: Path) -> Path:
     plan.write_text(text.replace('ring_timeout: 20}', 'ring_timeout: 20, max_calls: 5000}'))
     cfg = (ROOT / "config.yaml").read_text()
     cfg = cfg.replace("max_sessions: 2000", "max_sessions: 12000")
+    if not fsync:
+        cfg = cfg.replace("  batch_age: 0.5\n", "  batch_age: 0.5\n  fsync: false\n")
     (tmp / "config.yaml").write_text(cfg)
     subprocess.run([sys.executable, "-m", "callrouter", "db", "upgrade", "--config", str(tmp / "config.yaml")], check=True,
                    capture_output=True, env=server_env())
@@ -163,7 +165,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="callrouter-bench-"))
-    cfg = workspace(tmp)
+    cfg = workspace(tmp, fsync=not args.no_fsync)
     db = f"sqlite+aiosqlite:///{tmp}/var/callrouter.db"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--event-loop", args.event_loop,
@@ -254,6 +256,7 @@ if __name__ == "__main__":
     parser.add_argument("--latency-calls", type=int, default=2000)
     parser.add_argument("--held", type=int, default=10000, help="calls held open in Dial (0 to skip)")
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="the server's event loop")
+    parser.add_argument("--no-fsync", action="store_true", help="cdr.fsync false: to see what durable spooling costs")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
     results = asyncio.run(main(args))
