@@ -180,3 +180,15 @@ def test_bad_service_config_reports_its_line(tmp_path: Path) -> None:
         load_config(str(cfg))
     (issue,) = caught.value.issues
     assert str(issue).startswith(f"{cfg}:6: max_sessions:")
+
+
+def test_a_bad_database_url_or_store_setting_is_a_config_error_with_its_line(tmp_path: Path) -> None:
+    cfg = copy_sample(tmp_path)
+    text = cfg.read_text()
+    cfg.write_text(text.replace("  url: null ", "  url: mysql://root@db/cdr ").replace("  batch_size: 1000", "  batch_size: 0"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(cfg))
+    messages = [str(i) for i in caught.value.issues]
+    url_line = text.splitlines().index(next(line for line in text.splitlines() if line.startswith("  url: null"))) + 1
+    assert any(m.startswith(f"{cfg}:{url_line}: store.url:") and "postgresql+asyncpg://" in m for m in messages), messages
+    assert any("cdr.batch_size" in m for m in messages), messages

@@ -53,6 +53,17 @@ class Store(Frozen):
     lease_ttl: float = Field(default=30.0, ge=3, le=600)  # a stopped router's line counts expire after this
     blacklist_refresh: float = Field(default=5.0, ge=0.5, le=300)  # seconds between reads of runtime blacklist entries
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        """Caught by `callrouter check`, not at the first call."""
+        if value is None:
+            return None
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("postgresql", "postgres", "postgresql+asyncpg", "sqlite", "sqlite+aiosqlite"):
+            raise ValueError("must be postgresql+asyncpg://user:password@host:port/database (or sqlite+aiosqlite:///path)")
+        return value
+
 
 class Cdr(Frozen):
     """The CDR writer: a local spool on disk, written to the database in batches."""
