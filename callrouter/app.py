@@ -21,9 +21,9 @@ from callrouter.state import MemoryRoutingState, RoutingState
 from callrouter.store.blacklist import BlacklistFollower, BlacklistStore
 from callrouter.store.cdr_store import CdrStore
 from callrouter.store.cdr_writer import CdrWriter, WriterSettings
-from callrouter.store.db import StoreUnreachable, open_engine, require_current_schema, resolve_url, shown
+from callrouter.store.db import StoreError, StoreUnreachable, open_engine, require_current_schema, resolve_url, shown
 from callrouter.store.routing_state import SqlRoutingState, new_instance_id
-from callrouter.store.spool import Spool
+from callrouter.store.spool import Spool, SpoolInUse
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,10 @@ async def open_store(config: RoutingConfig, metrics: RouterMetrics, stack: Async
     stack.push_async_callback(engine.dispose)
     schema_checked = await check_schema_at_start(engine, config)
     instance = new_instance_id()
-    spool = Spool(config.path(svc.cdr.spool_dir), segment_bytes=svc.cdr.segment_bytes, fsync=svc.cdr.fsync)
+    try:
+        spool = Spool(config.path(svc.cdr.spool_dir), segment_bytes=svc.cdr.segment_bytes, fsync=svc.cdr.fsync)
+    except SpoolInUse as exc:
+        raise StoreError(str(exc)) from None
     settings = WriterSettings(batch_size=svc.cdr.batch_size, batch_age=svc.cdr.batch_age, memory_records=svc.cdr.memory_records)
     writer = CdrWriter(spool, CdrStore(engine, schema_checked=schema_checked), metrics, settings)
     await writer.start()

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -213,3 +216,13 @@ def test_hostile_text_in_a_record_is_stored_cleaned_never_refused(db_url: str, t
         assert reason == "r" * 200 and w.rejected == 0
 
     arun(body())
+
+
+def test_two_writers_can_never_share_one_spool_folder(tmp_path: Path) -> None:
+    from callrouter.store.spool import SpoolInUse
+
+    first = Spool(str(tmp_path / "spool"), fsync=False)
+    with pytest.raises(SpoolInUse, match=rf"is in use by pid {os.getpid()}: give each router its own cdr.spool_dir"):
+        Spool(str(tmp_path / "spool"), fsync=False)
+    first.close()
+    Spool(str(tmp_path / "spool"), fsync=False).close()  # free again once the first is closed

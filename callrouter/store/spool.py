@@ -11,6 +11,7 @@ table of segment sizes, under a lock.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import threading
@@ -34,6 +35,10 @@ class SpooledLine:
     torn: bool = False
 
 
+class SpoolInUse(Exception):
+    """Another process holds the spool folder: two routers must never share one."""
+
+
 class Spool:
     def __init__(self, directory: str, *, segment_bytes: int = 8 << 20, fsync: bool = True) -> None:
         self.directory = directory
@@ -41,6 +46,19 @@ class Spool:
         self.fsync = fsync
         self._lock = threading.Lock()
         os.makedirs(directory, exist_ok=True)
+        # Two writers on one spool would number segments alike and delete each other's records.
+        self._owner = open(os.path.join(directory, ".lock"), "a+")  # noqa: SIM115 - held for the spool's life
+        try:
+            fcntl.flock(self._owner.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._owner.seek(0)
+            holder = self._owner.read().strip() or "another process"
+            self._owner.close()
+            raise SpoolInUse(f"the CDR spool {directory} is in use by {holder}: give each router its own cdr.spool_dir") from None
+        self._owner.seek(0)
+        self._owner.truncate()
+        self._owner.write(f"pid {os.getpid()}\n")
+        self._owner.flush()
         existing = sorted(int(m.group(1)) for name in os.listdir(directory) if (m := _SEGMENT.match(name)))
         self._sizes: dict[int, int] = {n: os.path.getsize(self._path(n)) for n in existing}
         # A new process never appends to an old segment: its last line may be torn.
@@ -166,3 +184,4 @@ class Spool:
                 os.remove(self._path(n))
             self._sizes.clear()
             self._sync_dir()
+        self._owner.close()  # releases the folder's lock
