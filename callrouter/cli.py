@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=args.log_level or config.service.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check at start is not news
     from callrouter.store.db import StoreError
 
     try:
