@@ -41,7 +41,10 @@ def upgrade() -> None:
         sa.Column("billable_seconds", sa.BigInteger(), nullable=False),
         sa.Column("rung_calls", sa.Integer(), nullable=False),
         sa.Column("ring_seconds", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("number", "bucket", "disposition", name=op.f("pk_call_stats")),
+        sa.PrimaryKeyConstraint(
+            "number", "bucket", "disposition", name=op.f("pk_call_stats"),
+            postgresql_include=["calls", "billable_seconds", "rung_calls", "ring_seconds"],
+        ),
     )
     op.create_table(
         "calls",
@@ -108,7 +111,10 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("ring_seconds", sa.BigInteger(), nullable=False),
         sa.Column("talk_seconds", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("number", "bucket", "line_id", "status", name=op.f("pk_line_stats")),
+        sa.PrimaryKeyConstraint(
+            "number", "bucket", "line_id", "status", name=op.f("pk_line_stats"),
+            postgresql_include=["attempts", "ring_seconds", "talk_seconds"],
+        ),
     )
     op.create_table(
         "line_usage",
