@@ -1,4 +1,4 @@
-"""The `callrouter` command: serve, check, explain, simulate, probe; db, stats, blacklist (cli_store)."""
+"""The `callrouter` command: serve, check, explain, simulate, probe; db, stats, blacklist (cli_store); prompts."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 from callrouter.config.loader import RoutingConfig, load_config
 from callrouter.cli_store import add_subcommands
 from callrouter.config.yamlsource import ConfigError
+from callrouter.prompts.cli import add_subcommand as add_prompts_subcommand
+from callrouter.prompts.inventory import check_prompts
 
 
 def _load(path: str) -> RoutingConfig | None:
@@ -67,7 +69,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     for number, plan in sorted(config.plans.items()):
         groups = ", ".join(f"{name} ({g.strategy}, {len(g.lines)} lines)" for name, g in plan.hunt_groups.items())
         print(f"{config.sources[number]}: {number} {plan.name}: OK - menus: {len(plan.menus)}; groups: {groups}")
-    return 0
+    missing = check_prompts(config)
+    for line in missing:
+        print(line, file=sys.stderr)
+    if missing:
+        print(f"{len(missing)} prompt use(s) have no file in {config.service.prompts_dir}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 def _parse_time(text: str | None, tz: str) -> datetime:
@@ -204,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     add_subcommands(sub)
+    add_prompts_subcommand(sub)
     return parser
 
 

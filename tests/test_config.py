@@ -192,3 +192,16 @@ def test_a_bad_database_url_or_store_setting_is_a_config_error_with_its_line(tmp
     url_line = text.splitlines().index(next(line for line in text.splitlines() if line.startswith("  url: null"))) + 1
     assert any(m.startswith(f"{cfg}:{url_line}: store.url:") and "postgresql+asyncpg://" in m for m in messages), messages
     assert any("cdr.batch_size" in m for m in messages), messages
+
+
+def test_check_command_reports_a_prompt_a_plan_uses_but_that_has_no_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = copy_sample(tmp_path)
+    shutil.copytree(Path(__file__).resolve().parent.parent / "ivr_prompts", tmp_path / "ivr_prompts")
+    assert main(["check", "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    for f in (tmp_path / "ivr_prompts").glob("welcome.*"):
+        f.unlink()
+    assert main(["check", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'dialplans' / '4008001234.yaml'}:26: greeting: prompt 'welcome' has no file" in err
+    assert "1 prompt use(s) have no file in ivr_prompts" in err
