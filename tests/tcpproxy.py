@@ -12,6 +12,9 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -26,11 +29,25 @@ class TcpProxy:
         for w in list(self._writers):
             w.transport.abort()
         self._writers.clear()
+        self._flowing.set()  # stalled pipes see the broken connections and end
+        if self._handlers:  # every piping task ends before the test's loop closes
+            await asyncio.wait(set(self._handlers), timeout=5)
 
     async def restore(self) -> None:
         await self.start()
 
+    def stall(self) -> None:
+        """Keep connections open but pass no bytes: a database that hangs instead of failing (until cut)."""
+        self._flowing.clear()
+
+    def unstall(self) -> None:
+        self._flowing.set()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        self._handlers.add(me)
+        me.add_done_callback(self._handlers.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -41,6 +58,7 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, asyncio.IncompleteReadError):
                 while data := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()

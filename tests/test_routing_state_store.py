@@ -107,3 +107,62 @@ def test_least_recent_history_is_shared(db_url: str) -> None:
         await stop(a, b)
 
     arun(body())
+
+
+def test_a_database_that_hangs_costs_a_call_no_more_than_the_time_budget_and_leaves_no_lease(pg_url: str) -> None:
+    """A hung database (connections open, no bytes back) is worse than a dead one: each routing-state
+    operation must still return at its budget, the pool must recover, and a lease whose insert may have
+    landed late must not keep a place on the line."""
+    import time
+
+    from sqlalchemy import func, select
+
+    from callrouter.store.schema import line_leases
+    from tests.tcpproxy import TcpProxy
+
+    url = make_url(pg_url)
+
+    async def body() -> None:
+        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+        await proxy.start()
+        engine = open_engine(url.set(port=proxy.port), connect_timeout=2)
+        s = SqlRoutingState(engine, RouterMetrics(), instance="r", timeout=0.3)
+        await s.start()
+        assert await s.next_turn("g") == 0
+        proxy.stall()
+        waits = []
+        for _ in range(6):  # more than the pool holds at once: hung connections must not starve later calls
+            t0 = time.monotonic()
+            await s.next_turn("g")
+            assert await s.acquire("PJSIP/8001", 10)  # from memory
+            waits.append(time.monotonic() - t0)
+        assert max(waits) < 2 * 0.3 + 0.5, waits  # two operations, each cut at its 0.3 s budget
+        assert s.metrics.registry.get_sample_value("callrouter_state_fallbacks_total") == 12
+        for _ in range(6):
+            await s.release("PJSIP/8001")
+        proxy.unstall()
+        await proxy.cut()  # the hung connections break; the pool must replace them
+        await proxy.restore()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while loop.time() < deadline:
+            fallbacks = s.metrics.registry.get_sample_value("callrouter_state_fallbacks_total")
+            turn = await s.next_turn("g")
+            if s.metrics.registry.get_sample_value("callrouter_state_fallbacks_total") == fallbacks:
+                break  # answered by the database again
+            await asyncio.sleep(0.3)
+        assert turn >= 1  # the database's own counter
+        plain = open_engine(url)
+        while loop.time() < deadline:  # late inserts are undone by the background releases
+            async with plain.connect() as conn:
+                left = (await conn.execute(select(func.count()).select_from(line_leases))).scalar_one()
+            if left == 0:
+                break
+            await asyncio.sleep(0.3)
+        assert left == 0
+        await plain.dispose()
+        await s.close()
+        await engine.dispose()
+        await proxy.cut()
+
+    arun(body(), 60)

@@ -20,7 +20,7 @@ import socket
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from sqlalchemy import delete, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -59,7 +59,8 @@ class SqlRoutingState:
         self.instance = instance or new_instance_id()
         self.lease_ttl = timedelta(seconds=lease_ttl)
         self.local = MemoryRoutingState()
-        self._held: dict[str, list[int | None]] = {}  # line key -> lease ids (None: taken from local memory)
+        self._held: dict[str, list[str | None]] = {}  # line key -> lease ids (None: taken from local memory)
+        self._late: set[asyncio.Future[Any]] = set()  # operations past their time budget, finishing in the background
         d = engine.dialect.name
         self._turn = increment(rr_turns, d, "key", "turn")
         self._guard = upsert_set(line_guards, d, ["line_key"], ["touched_at"])
@@ -110,12 +111,19 @@ class SqlRoutingState:
     async def close(self) -> None:
         """Stop beating and give back this router's leases and registration."""
         await cancel_and_wait(self._heartbeat)
-        try:
+        for task in list(self._late):  # background releases: the delete below covers them
+            task.cancel()
+
+        async def forget_me() -> None:
             async with self.engine.begin() as conn:
                 await conn.execute(delete(line_leases).where(line_leases.c.instance == self.instance))
                 await conn.execute(delete(router_instances).where(router_instances.c.instance == self.instance))
-        except Exception as exc:  # they expire after lease_ttl anyway
-            log.warning("could not remove this router's leases on stop (they expire on their own): %s", exc)
+
+        task = asyncio.ensure_future(forget_me())
+        done, _ = await asyncio.wait({task}, timeout=max(self.timeout, 5.0))
+        if task not in done or task.exception() is not None:
+            task.cancel()  # they expire after lease_ttl anyway
+            log.warning("could not remove this router's leases on stop; they expire on their own in %s", self.lease_ttl)
 
     # -- fallback --------------------------------------------------------------------------------
 
@@ -125,10 +133,28 @@ class SqlRoutingState:
             self._last_warning = now
             log.warning("%s", message)
 
+    async def _within_budget(self, op: Awaitable[T]) -> T:
+        """`op`'s result if it comes within the time budget, else TimeoutError at once.
+
+        A timed-out operation is cancelled in the background, not awaited: against a database that hangs,
+        even its rollback hangs, and the call must not wait for that."""
+        task = asyncio.ensure_future(op)
+        done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        if task in done:
+            return task.result()
+        task.cancel()
+        self._late.add(task)
+        task.add_done_callback(self._forget_late)
+        raise TimeoutError(f"no answer within {self.timeout:g} s")
+
+    def _forget_late(self, task: asyncio.Future[Any]) -> None:
+        self._late.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a timed-out routing-state operation failed later: %s", task.exception())
+
     async def _shared(self, op: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]], what: str) -> T:
         try:
-            async with asyncio.timeout(self.timeout):
-                return await op()
+            return await self._within_budget(op())
         except Exception as exc:
             self.metrics.store_errors.labels(operation="state").inc()
             self.metrics.state_fallbacks.inc()
@@ -146,6 +172,10 @@ class SqlRoutingState:
         return await self._shared(shared, lambda: self.local.next_turn(key), "round-robin turn")
 
     async def acquire(self, line_key: str, limit: int) -> bool:
+        # The lease's id is made here, so a lease whose insert outlived the time budget can still be
+        # found and removed: it must not hold a place on the line for a call that went elsewhere.
+        lease = uuid.uuid4().hex
+
         async def shared() -> bool:
             now = self.clock()
             live = (
@@ -154,29 +184,31 @@ class SqlRoutingState:
                 .where(line_leases.c.line_key == line_key, router_instances.c.expires_at >= now)
                 .scalar_subquery()
             )
-            take = (
-                line_leases.insert()
-                .from_select(
-                    ["line_key", "instance", "acquired_at"],
-                    select(literal(line_key), literal(self.instance), literal(now, line_leases.c.acquired_at.type)).where(live < limit),
-                )
-                .returning(line_leases.c.id)
+            take = line_leases.insert().from_select(
+                ["id", "line_key", "instance", "acquired_at"],
+                select(literal(lease), literal(line_key), literal(self.instance), literal(now, line_leases.c.acquired_at.type)).where(
+                    live < limit
+                ),
             )
             async with self.engine.begin() as conn:
                 await conn.execute(self._guard, {"line_key": line_key, "touched_at": now})  # serialises this line
-                lease = (await conn.execute(take)).scalar_one_or_none()
-            if lease is None:
-                return False
-            self._held.setdefault(line_key, []).append(int(lease))
-            return True
+                taken = (await conn.execute(take)).rowcount
+            return bool(taken)
 
-        async def local() -> bool:
+        try:
+            taken = await self._within_budget(shared())
+        except Exception as exc:
+            self.metrics.store_errors.labels(operation="state").inc()
+            self.metrics.state_fallbacks.inc()
+            self._warn(f"routing state: limit of line {line_key} answered from this process's memory: {type(exc).__name__}: {exc}")
+            self._spawn(self._release_later(lease, first_delay=0.0))
             if await self.local.acquire(line_key, limit):
                 self._held.setdefault(line_key, []).append(None)
                 return True
             return False
-
-        return await self._shared(shared, local, f"limit of line {line_key}")
+        if taken:
+            self._held.setdefault(line_key, []).append(lease)
+        return taken
 
     async def release(self, line_key: str) -> None:
         leases = self._held.get(line_key)
@@ -189,25 +221,32 @@ class SqlRoutingState:
             await self.local.release(line_key)
             return
         try:
-            async with asyncio.timeout(self.timeout * 4):
-                async with self.engine.begin() as conn:
-                    await conn.execute(delete(line_leases).where(line_leases.c.id == lease))
+            await self._within_budget(self._delete_lease(lease))
         except Exception:
-            # The lease outlives the call until this router stops; leases of a stopped router expire.
+            # Until it is gone the lease holds a place on the line; leases of a stopped router expire.
             self.metrics.store_errors.labels(operation="state").inc()
-            log.warning("could not release lease %d on %s; retrying in the background", lease, line_key)
-            asyncio.get_running_loop().create_task(self._release_later(lease))
+            log.warning("could not release lease %s on %s; retrying in the background", lease, line_key)
+            self._spawn(self._release_later(lease))
 
-    async def _release_later(self, lease: int) -> None:
-        for delay in (1, 2, 5, 10, 30, 60, 120):
+    async def _delete_lease(self, lease: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(line_leases).where(line_leases.c.id == lease))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._late.add(task)
+        task.add_done_callback(self._forget_late)
+
+    async def _release_later(self, lease: str, first_delay: float = 1.0) -> None:
+        for delay in (first_delay, 2, 5, 10, 30, 60, 120):
             await asyncio.sleep(delay)
             try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(delete(line_leases).where(line_leases.c.id == lease))
+                async with asyncio.timeout(30):
+                    await self._delete_lease(lease)
                 return
             except Exception:
                 self.metrics.store_errors.labels(operation="state").inc()
-        log.error("lease %d could not be released; it stays until this router stops", lease)
+        log.error("lease %s could not be released; it stays until this router stops", lease)
 
     async def active(self, line_key: str) -> int:
         now = self.clock()

@@ -143,7 +143,7 @@ line_guards = Table(
 line_leases = Table(
     "line_leases",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("id", String(32), primary_key=True),  # made by the router (uuid4), so a late insert can be undone
     Column("line_key", String(160), nullable=False),
     Column("instance", String(120), nullable=False),  # a lease counts while its instance is alive
     Column("acquired_at", DateTime(timezone=True), nullable=False),

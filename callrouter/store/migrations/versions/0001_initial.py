@@ -92,7 +92,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "line_leases",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("line_key", sa.String(length=160), nullable=False),
         sa.Column("instance", sa.String(length=120), nullable=False),
         sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
