@@ -104,9 +104,10 @@ class CdrWriter:
         if flusher is not None:
             await flusher
         if db is not None:
-            try:
-                await asyncio.wait_for(db, timeout)
-            except TimeoutError:
+            done, _ = await asyncio.wait({db}, timeout=timeout)
+            if db not in done:
+                # Not awaited: against a database that hangs, even the cancelled batch's rollback hangs.
+                db.cancel()
                 log.warning("stopping with %d call records not yet in the database; they stay in the spool", self._backlog)
         stored_to = self._cursor if self._backlog == 0 else None
         self.spool.close(stored_to)
