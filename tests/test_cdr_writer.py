@@ -226,3 +226,30 @@ def test_two_writers_can_never_share_one_spool_folder(tmp_path: Path) -> None:
         Spool(str(tmp_path / "spool"), fsync=False)
     first.close()
     Spool(str(tmp_path / "spool"), fsync=False).close()  # free again once the first is closed
+
+
+def test_stopping_while_postgres_hangs_keeps_the_records_and_does_not_hang(pg_url: str, tmp_path: Path) -> None:
+    url = make_url(pg_url)
+
+    async def body() -> None:
+        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+        await proxy.start()
+        w = writer_for(url.set(port=proxy.port).render_as_string(hide_password=False), tmp_path / "spool")
+        await w.start()
+        await asyncio.gather(*(w.submit(record(i)) for i in range(10)))
+        await until(lambda: _true(w.stored == 10))
+        proxy.stall()
+        await asyncio.gather(*(w.submit(record(i)) for i in range(10, 40)))  # spooled at once, the database hangs
+        t0 = asyncio.get_running_loop().time()
+        await w.close(timeout=0.5)
+        assert asyncio.get_running_loop().time() - t0 < 3  # not the driver's 30 s command timeout
+        await proxy.cut()
+        await w.store.engine.dispose()
+
+        again = writer_for(pg_url, tmp_path / "spool")
+        await again.start()
+        await until(lambda: _true(again.backlog == 0))
+        await stop(again)
+        assert (await counts(pg_url))[0] == 40
+
+    arun(body(), 60)
