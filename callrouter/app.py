@@ -43,6 +43,15 @@ class Store:
     instance: str
 
 
+async def dispose_within(engine: AsyncEngine, seconds: float) -> None:
+    """Close the pool on stop, but never hang the stop on a database that does not answer."""
+    task = asyncio.ensure_future(engine.dispose())
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task not in done:
+        task.cancel()
+        log.warning("database connections did not close within %g s; leaving them", seconds)
+
+
 async def check_schema_at_start(engine: AsyncEngine, config: RoutingConfig) -> bool:
     """Refuse an outdated schema (StoreError). A database that is down does not stop calls: the router
     starts on memory state with CDRs spooled, and the writer checks the schema once it connects."""
@@ -59,7 +68,7 @@ async def open_store(config: RoutingConfig, metrics: RouterMetrics, stack: Async
     svc = config.service
     url = resolve_url(svc.store.url, config.base_dir)
     engine = open_engine(url)
-    stack.push_async_callback(engine.dispose)
+    stack.push_async_callback(dispose_within, engine, 5.0)
     schema_checked = await check_schema_at_start(engine, config)
     instance = new_instance_id()
     try:
