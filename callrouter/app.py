@@ -24,6 +24,7 @@ from callrouter.store.cdr_writer import CdrWriter, WriterSettings
 from callrouter.store.db import StoreError, StoreUnreachable, open_engine, require_current_schema, resolve_url, shown
 from callrouter.store.routing_state import SqlRoutingState, new_instance_id
 from callrouter.store.spool import Spool, SpoolInUse
+from callrouter.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,9 @@ class Store:
 
 async def dispose_within(engine: AsyncEngine, seconds: float) -> None:
     """Close the pool on stop, but never hang the stop on a database that does not answer."""
-    task = asyncio.ensure_future(engine.dispose())
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if task not in done:
-        task.cancel()
+    try:
+        await within(engine.dispose(), seconds, set())
+    except TimeoutError:
         log.warning("database connections did not close within %g s; leaving them", seconds)
 
 

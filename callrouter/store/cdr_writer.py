@@ -27,6 +27,7 @@ from callrouter.routing.record import CallRecord
 from callrouter.store.cdr_rows import BadRecord, CdrRows, rows_from_spooled, spool_entry
 from callrouter.store.cdr_store import CdrStore
 from callrouter.store.spool import Position, Spool, SpooledLine
+from callrouter.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class CdrWriter:
         self._data = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._abandoned: set[asyncio.Future[Any]] = set()
         self._rejected_path = os.path.join(spool.directory, "rejected.jsonl")
         self.stored = 0
         self.duplicates = 0
@@ -104,10 +106,9 @@ class CdrWriter:
         if flusher is not None:
             await flusher
         if db is not None:
-            done, _ = await asyncio.wait({db}, timeout=timeout)
-            if db not in done:
-                # Not awaited: against a database that hangs, even the cancelled batch's rollback hangs.
-                db.cancel()
+            try:
+                await within(db, timeout, self._abandoned)
+            except TimeoutError:
                 log.warning("stopping with %d call records not yet in the database; they stay in the spool", self._backlog)
         stored_to = self._cursor if self._backlog == 0 else None
         self.spool.close(stored_to)

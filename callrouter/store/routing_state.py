@@ -26,7 +26,7 @@ from sqlalchemy import delete, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.metrics import RouterMetrics
-from callrouter.tasks import cancel_and_wait
+from callrouter.tasks import cancel_and_wait, within
 from callrouter.state import MemoryRoutingState
 from callrouter.store.dialect import increment, upsert_set
 from callrouter.store.schema import line_guards, line_leases, line_usage, router_instances, rr_turns
@@ -119,11 +119,10 @@ class SqlRoutingState:
                 await conn.execute(delete(line_leases).where(line_leases.c.instance == self.instance))
                 await conn.execute(delete(router_instances).where(router_instances.c.instance == self.instance))
 
-        task = asyncio.ensure_future(forget_me())
-        done, _ = await asyncio.wait({task}, timeout=max(self.timeout, 5.0))
-        if task not in done or task.exception() is not None:
-            task.cancel()  # they expire after lease_ttl anyway
-            log.warning("could not remove this router's leases on stop; they expire on their own in %s", self.lease_ttl)
+        try:
+            await within(forget_me(), max(self.timeout, 5.0), self._late)
+        except Exception as exc:  # they expire after lease_ttl anyway
+            log.warning("could not remove this router's leases on stop (%s); they expire on their own in %s", exc, self.lease_ttl)
 
     # -- fallback --------------------------------------------------------------------------------
 
@@ -134,23 +133,7 @@ class SqlRoutingState:
             log.warning("%s", message)
 
     async def _within_budget(self, op: Awaitable[T]) -> T:
-        """`op`'s result if it comes within the time budget, else TimeoutError at once.
-
-        A timed-out operation is cancelled in the background, not awaited: against a database that hangs,
-        even its rollback hangs, and the call must not wait for that."""
-        task = asyncio.ensure_future(op)
-        done, _ = await asyncio.wait({task}, timeout=self.timeout)
-        if task in done:
-            return task.result()
-        task.cancel()
-        self._late.add(task)
-        task.add_done_callback(self._forget_late)
-        raise TimeoutError(f"no answer within {self.timeout:g} s")
-
-    def _forget_late(self, task: asyncio.Future[Any]) -> None:
-        self._late.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("a timed-out routing-state operation failed later: %s", task.exception())
+        return await within(op, self.timeout, self._late)
 
     async def _shared(self, op: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]], what: str) -> T:
         try:
@@ -235,7 +218,7 @@ class SqlRoutingState:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._late.add(task)
-        task.add_done_callback(self._forget_late)
+        task.add_done_callback(self._late.discard)
 
     async def _release_later(self, lease: str, first_delay: float = 1.0) -> None:
         for delay in (first_delay, 2, 5, 10, 30, 60, 120):
