@@ -183,9 +183,13 @@ def test_postgres_going_away_mid_stream_delays_records_but_loses_none(pg_url: st
         await asyncio.gather(*(w.submit(record(i)) for i in range(100, 300)))  # calls do not wait on the database
         await asyncio.sleep(0.5)
         assert w.backlog == 200 and w.stored == 100
-        assert w.metrics.registry.get_sample_value("callrouter_store_errors_total", {"operation": "cdr_write"})
+        sample = w.metrics.registry.get_sample_value
+        assert sample("callrouter_store_errors_total", {"operation": "cdr_write"})
+        assert sample("callrouter_cdr_backlog_records") == 200 and sample("callrouter_cdr_spool_bytes") > 200 * 500
+        assert sample("callrouter_cdr_stored_total") == 100
         await proxy.restore()
         await until(lambda: _true(w.backlog == 0), 30)
+        assert sample("callrouter_cdr_backlog_records") == 0 and sample("callrouter_cdr_stored_total") == 300
         await stop(w)
         await proxy.cut()
         assert await counts(db_url) == (300, 600, 300)
