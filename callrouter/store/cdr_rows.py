@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from sqlalchemy import String, Table
@@ -37,8 +38,8 @@ def spool_entry(record: CallRecord) -> tuple[dict[str, Any], bytes]:
     return data, json.dumps(data, separators=(",", ":")).encode("ascii") + b"\n"
 
 
-def _widths(table: Table) -> dict[str, int]:
-    return {c.name: c.type.length for c in table.columns if isinstance(c.type, String) and c.type.length}
+def _widths(table: Table) -> Mapping[str, int]:
+    return MappingProxyType({c.name: c.type.length for c in table.columns if isinstance(c.type, String) and c.type.length})
 
 
 _CALL_WIDTHS = _widths(calls)

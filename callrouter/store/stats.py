@@ -204,7 +204,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-_DAY_HEADERS = ["day", "calls", "answered", "answer rate", "talk time", "avg talk", "avg ring"]
+_DAY_HEADERS = ("day", "calls", "answered", "answer rate", "talk time", "avg talk", "avg ring")
 
 
 def _day_row(label: str, t: Totals) -> list[str]:
@@ -220,7 +220,7 @@ def format_text(report: Report) -> str:
     parts = [
         f"{report.number}: {report.first_day} to {report.last_day} ({report.timezone})",
         "",
-        _table(_DAY_HEADERS, days),
+        _table(list(_DAY_HEADERS), days),
         "",
         f"calls by hour of day (peak: {peak})",
         _table(["hour", "calls", "answered", "answer rate"], hours) if hours else "(no calls)",
