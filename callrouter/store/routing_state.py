@@ -74,8 +74,7 @@ class SqlRoutingState:
     async def start(self, heartbeat_every: float | None = None) -> None:
         """Register this router and keep its leases alive. A database that is away now only delays that."""
         try:
-            async with asyncio.timeout(max(self.timeout, 5.0)):
-                await self.beat()
+            await within(self.beat(), max(self.timeout, 5.0), self._late)
         except Exception as exc:
             self.metrics.store_errors.labels(operation="state").inc()
             self._warn(f"routing state: cannot register this router yet ({exc}); using memory until the database answers")
@@ -100,8 +99,8 @@ class SqlRoutingState:
         while True:
             await asyncio.sleep(every)
             try:
-                await asyncio.wait_for(self.beat(), max(every, self.timeout))
-                swept = await self.sweep()
+                await within(self.beat(), max(every, self.timeout), self._late)
+                swept = await within(self.sweep(), max(every, self.timeout), self._late)
                 if swept:
                     log.warning("released %d line leases left by routers that stopped", swept)
             except Exception as exc:  # the store is away; leases expire on their own if this lasts
