@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.plan import Blacklist
 from callrouter.metrics import RouterMetrics
-from callrouter.tasks import cancel_and_wait
+from callrouter.tasks import cancel_and_wait, within
 from callrouter.phone import normalize_number
 from callrouter.store.dialect import upsert_set
 from callrouter.store.schema import blacklist_entries
@@ -160,6 +160,7 @@ class BlacklistFollower:
         self.store, self.metrics, self.clock, self.every = store, metrics, clock, every
         self.current = RuntimeBlacklist()
         self._task: asyncio.Task[None] | None = None
+        self._late: set[asyncio.Future[Any]] = set()  # a refresh abandoned because the database hangs
         self._failing = False
 
     async def refresh(self) -> None:
@@ -168,7 +169,7 @@ class BlacklistFollower:
 
     async def start(self) -> None:
         try:
-            await self.refresh()
+            await within(self.refresh(), 5.0, self._late)
         except Exception as exc:
             self.metrics.store_errors.labels(operation="blacklist").inc()
             log.warning("runtime blacklist not loaded yet (%s); YAML blacklists apply", exc)
@@ -178,7 +179,7 @@ class BlacklistFollower:
         while True:
             await asyncio.sleep(self.every)
             try:
-                await self.refresh()
+                await within(self.refresh(), max(self.every, 5.0), self._late)
                 if self._failing:
                     log.info("runtime blacklist refreshed again (%d entries)", len(self.current))
                 self._failing = False
