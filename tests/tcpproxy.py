@@ -65,3 +65,13 @@ class TcpProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers -= {writer, up_writer}
+
+
+async def proxied(database_url: str) -> tuple[TcpProxy, str]:
+    """A started proxy in front of the database, and the database URL that goes through it."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    return proxy, url.set(port=proxy.port).render_as_string(hide_password=False)

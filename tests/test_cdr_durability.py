@@ -21,7 +21,7 @@ from callrouter.store.db import open_engine
 from callrouter.store.schema import calls
 from tests.cdrs import counts
 from tests.harness import arun
-from tests.tcpproxy import TcpProxy
+from tests.tcpproxy import proxied
 from tests.test_process import ROOT, ServerProcess, workspace
 
 ANSWER = DialScript("ANSWER", 1, 3)
@@ -58,9 +58,7 @@ def test_postgres_outage_and_kill_9_lose_no_cdr_and_duplicate_none(pg_url: str, 
     url = make_url(pg_url)
 
     async def body() -> None:
-        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-        await proxy.start()
-        via_proxy = url.set(port=proxy.port).render_as_string(hide_password=False)
+        proxy, via_proxy = await proxied(pg_url)
         server, port = await start(cfg, via_proxy)
         try:
             await server.wait_for(r"\(routing state shared\)")  # auto: Postgres means several routers may share it
@@ -135,3 +133,42 @@ def test_a_blacklist_entry_added_with_the_cli_reaches_a_running_router(pg_url: s
         assert [tuple(r[:2]) for r in rows] == [("1764000000.0", "answered"), ("1764000000.1", "blacklisted")]
 
     arun(body(), 90)
+
+
+def test_a_hung_postgres_neither_stops_calls_nor_the_router_and_loses_no_cdr(pg_url: str, tmp_path: Path) -> None:
+    """Connections open, no bytes back: the worst outage. Calls still route (on memory, within the state
+    budget), SIGTERM still stops the router promptly, and the next start stores every CDR."""
+    cfg = workspace(tmp_path)
+    cfg.write_text(cfg.read_text().replace("  batch_age: 0.5\n", "  batch_age: 0.5\n  close_timeout: 1\n"))
+
+    async def body() -> None:
+        proxy, via_proxy = await proxied(pg_url)
+        server, port = await start(cfg, via_proxy)
+        try:
+            assert await place(port, range(0, 5)) == ["ROUTED"] * 5
+            await wait_rows(pg_url, 5)
+            proxy.stall()
+            assert await place(port, range(5, 25)) == ["ROUTED"] * 20
+            t0 = asyncio.get_running_loop().time()
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(server.proc.wait(), 30)
+            stopped_in = asyncio.get_running_loop().time() - t0
+        finally:
+            if server.proc.returncode is None:
+                server.proc.kill()
+                await server.proc.wait()
+            await server._reader
+        assert stopped_in < 15, f"stopping took {stopped_in:.1f} s with the database hung"
+        assert any("stopping with 20 call records not yet in the database; they stay in the spool" in line for line in server.log), server.log[-5:]
+        await proxy.cut()
+        server, _ = await start(cfg, pg_url)
+        try:
+            await wait_rows(pg_url, 25)
+        finally:
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(server.proc.wait(), 20)
+            await server._reader
+        n_calls, _, n_counted = await counts(pg_url)
+        assert (n_calls, n_counted) == (25, 25)
+
+    arun(body(), 120)

@@ -21,7 +21,7 @@ from callrouter.store.db import open_engine
 from callrouter.store.spool import Spool
 from tests.cdrs import counts, record
 from tests.harness import arun
-from tests.tcpproxy import TcpProxy
+from tests.tcpproxy import proxied
 
 FAST = WriterSettings(batch_size=500, batch_age=0.05, retry_min=0.05, retry_max=0.2)
 DEAD_PG = "postgresql+asyncpg://postgres@127.0.0.1:1/test"
@@ -170,12 +170,10 @@ def test_the_same_call_twice_in_one_batch_is_counted_once(db_url: str, tmp_path:
 
 def test_postgres_going_away_mid_stream_delays_records_but_loses_none(pg_url: str, tmp_path: Path) -> None:
     db_url = pg_url
-    url = make_url(db_url)
 
     async def body() -> None:
-        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-        await proxy.start()
-        w = writer_for(url.set(port=proxy.port).render_as_string(hide_password=False), tmp_path / "spool")
+        proxy, via_proxy = await proxied(pg_url)
+        w = writer_for(via_proxy, tmp_path / "spool")
         await w.start()
         await asyncio.gather(*(w.submit(record(i)) for i in range(100)))
         await until(lambda: _true(w.stored == 100))
@@ -233,12 +231,10 @@ def test_two_writers_can_never_share_one_spool_folder(tmp_path: Path) -> None:
 
 
 def test_stopping_while_postgres_hangs_keeps_the_records_and_does_not_hang(pg_url: str, tmp_path: Path) -> None:
-    url = make_url(pg_url)
 
     async def body() -> None:
-        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-        await proxy.start()
-        w = writer_for(url.set(port=proxy.port).render_as_string(hide_password=False), tmp_path / "spool")
+        proxy, via_proxy = await proxied(pg_url)
+        w = writer_for(via_proxy, tmp_path / "spool")
         await w.start()
         await asyncio.gather(*(w.submit(record(i)) for i in range(10)))
         await until(lambda: _true(w.stored == 10))

@@ -118,14 +118,13 @@ def test_a_database_that_hangs_costs_a_call_no_more_than_the_time_budget_and_lea
     from sqlalchemy import func, select
 
     from callrouter.store.schema import line_leases
-    from tests.tcpproxy import TcpProxy
+    from tests.tcpproxy import proxied
 
     url = make_url(pg_url)
 
     async def body() -> None:
-        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
-        await proxy.start()
-        engine = open_engine(url.set(port=proxy.port), connect_timeout=2)
+        proxy, via_proxy = await proxied(pg_url)
+        engine = open_engine(make_url(via_proxy), connect_timeout=2)
         s = SqlRoutingState(engine, RouterMetrics(), instance="r", timeout=0.3)
         await s.start()
         assert await s.next_turn("g") == 0

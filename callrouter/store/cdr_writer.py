@@ -106,10 +106,10 @@ class CdrWriter:
         if flusher is not None:
             await flusher
         if db is not None:
-            try:
+            with contextlib.suppress(TimeoutError):  # the database is away or hangs: what is left stays spooled
                 await within(db, timeout, self._abandoned)
-            except TimeoutError:
-                log.warning("stopping with %d call records not yet in the database; they stay in the spool", self._backlog)
+        if self._backlog:
+            log.warning("stopping with %d call records not yet in the database; they stay in the spool", self._backlog)
         stored_to = self._cursor if self._backlog == 0 else None
         self.spool.close(stored_to)
 
