@@ -7,6 +7,7 @@ import asyncio
 import sys
 from datetime import date, datetime, timezone
 from typing import Any, Awaitable, Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -80,6 +81,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         number = "".join(ch for ch in args.number if ch.isdigit())
         plan = config.plans.get(number)
         tz = args.timezone or (plan.timezone if plan is not None and plan.timezone else config.service.timezone)
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"--timezone {tz[:60]!r} is not an IANA time zone (e.g. Asia/Shanghai)") from None
         report = await number_report(engine, number, args.from_day, args.to_day, tz)
         formats: dict[str, Callable[[Any], str]] = {"table": format_text, "csv": format_csv, "json": format_json}
         sys.stdout.write(formats[args.format](report))
@@ -100,7 +105,10 @@ def cmd_blacklist(args: argparse.Namespace) -> int:
             return 0
         scope = args.scope or GLOBAL_SCOPE
         if args.action == "add":
-            expires = datetime.fromisoformat(args.expires) if args.expires else None
+            try:
+                expires = datetime.fromisoformat(args.expires) if args.expires else None
+            except ValueError:
+                raise BlacklistInputError(f"--expires {args.expires[:40]!r} is not an ISO time (e.g. 2026-12-31T18:00+08:00)") from None
             if expires is not None and expires.tzinfo is None:
                 expires = expires.astimezone()  # a time without zone is the operator's local time
             entry = await store.add(scope, args.caller, args.reason, args.by, expires, now=now)

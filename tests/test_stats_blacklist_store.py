@@ -137,3 +137,22 @@ def test_runtime_blacklist_entries_are_stored_merged_and_expire(db_url: str) -> 
         assert hit == ("runtime", "runtime blacklist: number 13900004444")
 
     arun(body())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stats", "--number", "4008001234", "--from", "2026-11-01", "--to", "2026-11-30", "--timezone", "Mars/Base"], "is not an IANA time zone"),
+        (["stats", "--number", "4008001234", "--from", "2026-11-01", "--to", "2026-11-30", "--timezone", "../../etc/passwd"], "is not an IANA time zone"),
+        (["blacklist", "add", "13900001111", "--expires", "nonsense"], "is not an ISO time"),
+        (["blacklist", "add", "139x"], "caller must be a phone number"),
+        (["blacklist", "remove", "13900001111", "--scope", "sales"], "scope must be a 400 number"),
+    ],
+)
+def test_bad_store_command_input_is_one_clear_line_and_exit_2(
+    db_url: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CALLROUTER_DATABASE_URL", raising=False)
+    assert main([*args, "--config", "config.yaml", "--url", db_url]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
