@@ -60,7 +60,7 @@ def server_mem(pid: int) -> dict[str, int]:
     return {k: int(re.search(rf"{k}:\s+(\d+) kB", status).group(1)) for k in ("VmRSS", "VmHWM")}  # type: ignore[union-attr]
 
 
-def workspace(tmp: Path, fsync: bool = True) -> Path:
+def workspace(tmp: Path, fsync: bool = True, database: str | None = None) -> Path:
     """The sample config and plan, open around the clock, with room for the held calls."""
     shutil.copytree(ROOT / "dialplans", tmp / "dialplans")
     plan = tmp / "dialplans" / "4008001234.yaml"
@@ -74,12 +74,16 @@ def workspace(tmp: Path, fsync: bool = True) -> Path:
         cfg = cfg.replace("  batch_age: 0.5\n", "  batch_age: 0.5\n  fsync: false\n")
     (tmp / "config.yaml").write_text(cfg)
     subprocess.run([sys.executable, "-m", "callrouter", "db", "upgrade", "--config", str(tmp / "config.yaml")], check=True,
-                   capture_output=True, env=server_env())
+                   capture_output=True, env=server_env(database))
     return tmp / "config.yaml"
 
 
-def server_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+def server_env(database: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CALLROUTER_DATABASE_URL", None)
+    if database:
+        env["CALLROUTER_DATABASE_URL"] = database
+    return env
 
 
 async def router_ms(url: str, prefix: str) -> list[float]:
@@ -165,11 +169,11 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="callrouter-bench-"))
-    cfg = workspace(tmp, fsync=not args.no_fsync)
-    db = f"sqlite+aiosqlite:///{tmp}/var/callrouter.db"
+    cfg = workspace(tmp, fsync=not args.no_fsync, database=args.database)
+    db = args.database or f"sqlite+aiosqlite:///{tmp}/var/callrouter.db"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--event-loop", args.event_loop,
-        stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(),
+        stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(args.database),
     )
     log_reader: asyncio.Task[bytes] | None = None
     try:
@@ -257,6 +261,7 @@ if __name__ == "__main__":
     parser.add_argument("--held", type=int, default=10000, help="calls held open in Dial (0 to skip)")
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="the server's event loop")
     parser.add_argument("--no-fsync", action="store_true", help="cdr.fsync false: to see what durable spooling costs")
+    parser.add_argument("--database", help="an empty Postgres database URL: CDRs there and routing state shared through it")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
     results = asyncio.run(main(args))

@@ -22,7 +22,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
-from sqlalchemy import delete, func, literal, select
+from sqlalchemy import Integer, String, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.metrics import RouterMetrics
@@ -56,6 +56,8 @@ class SqlRoutingState:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.engine, self.metrics, self.timeout, self.clock = engine, metrics, timeout, clock
+        # One statement needs no transaction around it: autocommit saves the BEGIN and COMMIT round trips.
+        self.single = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.instance = instance or new_instance_id()
         self.lease_ttl = timedelta(seconds=lease_ttl)
         self.local = MemoryRoutingState()
@@ -66,6 +68,20 @@ class SqlRoutingState:
         self._guard = upsert_set(line_guards, d, ["line_key"], ["touched_at"])
         self._usage = upsert_set(line_usage, d, ["line_key"], ["last_answered"])
         self._register = upsert_set(router_instances, d, ["instance"], ["expires_at"])
+        # A lease is taken only while fewer than `limit` live leases (of routers still beating) hold the line.
+        now = bindparam("now", type_=line_leases.c.acquired_at.type)
+        live = (
+            select(func.count())
+            .select_from(line_leases.join(router_instances, line_leases.c.instance == router_instances.c.instance))
+            .where(line_leases.c.line_key == bindparam("line_key", type_=String), router_instances.c.expires_at >= now)
+            .scalar_subquery()
+        )
+        self._take = line_leases.insert().from_select(
+            ["id", "line_key", "instance", "acquired_at"],
+            select(bindparam("lease", type_=String), bindparam("line_key", type_=String), bindparam("instance", type_=String), now).where(
+                live < bindparam("limit", type_=Integer)
+            ),
+        )
         self._heartbeat: asyncio.Task[None] | None = None
         self._last_warning = 0.0
 
@@ -83,7 +99,7 @@ class SqlRoutingState:
 
     async def beat(self) -> None:
         now = self.clock()
-        async with self.engine.begin() as conn:
+        async with self.single.connect() as conn:
             await conn.execute(self._register, {"instance": self.instance, "started_at": now, "expires_at": now + self.lease_ttl})
 
     async def sweep(self) -> int:
@@ -147,7 +163,7 @@ class SqlRoutingState:
 
     async def next_turn(self, key: str) -> int:
         async def shared() -> int:
-            async with self.engine.begin() as conn:
+            async with self.single.connect() as conn:
                 turn = (await conn.execute(self._turn, {"key": key, "turn": 1})).scalar_one()
             return int(turn) - 1
 
@@ -160,21 +176,10 @@ class SqlRoutingState:
 
         async def shared() -> bool:
             now = self.clock()
-            live = (
-                select(func.count())
-                .select_from(line_leases.join(router_instances, line_leases.c.instance == router_instances.c.instance))
-                .where(line_leases.c.line_key == line_key, router_instances.c.expires_at >= now)
-                .scalar_subquery()
-            )
-            take = line_leases.insert().from_select(
-                ["id", "line_key", "instance", "acquired_at"],
-                select(literal(lease), literal(line_key), literal(self.instance), literal(now, line_leases.c.acquired_at.type)).where(
-                    live < limit
-                ),
-            )
+            params = {"lease": lease, "line_key": line_key, "instance": self.instance, "now": now, "limit": limit}
             async with self.engine.begin() as conn:
                 await conn.execute(self._guard, {"line_key": line_key, "touched_at": now})  # serialises this line
-                taken = (await conn.execute(take)).rowcount
+                taken = (await conn.execute(self._take, params)).rowcount
             return bool(taken)
 
         try:
@@ -211,7 +216,7 @@ class SqlRoutingState:
             self._spawn(self._release_later(lease))
 
     async def _delete_lease(self, lease: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self.single.connect() as conn:
             await conn.execute(delete(line_leases).where(line_leases.c.id == lease))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -250,7 +255,7 @@ class SqlRoutingState:
 
     async def mark_used(self, line_key: str, when: float) -> None:
         async def shared() -> None:
-            async with self.engine.begin() as conn:
+            async with self.single.connect() as conn:
                 await conn.execute(self._usage, {"line_key": line_key, "last_answered": when})
 
         await self.local.mark_used(line_key, when)
