@@ -70,24 +70,24 @@ def postgres_template() -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def fresh_postgres(template: str) -> Iterator[str]:
-    name = f"callrouter_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+def _scratch_database(prefix: str, template: str | None = None) -> Iterator[str]:
+    """A database of the test's own (a copy of `template`, or empty), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
     try:
         yield _db_url(name)
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def fresh_postgres(template: str) -> Iterator[str]:
+    yield from _scratch_database("callrouter_t", template)
 
 
 def empty_postgres() -> Iterator[str]:
     """A database with no schema at all, for migration tests."""
     postgres_or_skip()
-    name = f"callrouter_e_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _db_url(name)
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from _scratch_database("callrouter_e")
 
 
 def fresh_sqlite(path: str) -> str:
