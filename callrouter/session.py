@@ -24,6 +24,7 @@ from callrouter.config.loader import RoutingConfig
 from callrouter.config.plan import NumberPlan
 from callrouter.metrics import RouterMetrics
 from callrouter.records import RecordSink
+from callrouter.routing.blacklist import RuntimeBlacklist
 from callrouter.routing.caller import Caller, caller_from
 from callrouter.routing.effects import (
     HUNG_UP,
@@ -43,7 +44,6 @@ from callrouter.routing.effects import (
 from callrouter.routing.engine import CallFlow, CallInfo
 from callrouter.routing.record import CallRecord, RouteResult
 from callrouter.state import RoutingState
-from callrouter.store.blacklist import RuntimeBlacklist
 
 log = logging.getLogger(__name__)
 

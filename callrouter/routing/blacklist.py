@@ -1,9 +1,32 @@
-"""Blacklist matching: exact numbers, prefixes, withheld callers; per number and global."""
+"""Blacklist matching: exact numbers, prefixes, withheld callers; per number, global, and runtime entries."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
 from callrouter.config.plan import Blacklist
 from callrouter.routing.caller import Caller
+
+GLOBAL_SCOPE = "*"  # a runtime entry for every 400 number
+
+
+@dataclass(frozen=True)
+class RuntimeBlacklist:
+    """Numbers refused per scope ('*' = every 400 number), normalised like callers are."""
+
+    by_scope: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def for_number(self, number: str) -> Blacklist:
+        numbers = self.by_scope.get(GLOBAL_SCOPE, frozenset()) | self.by_scope.get(number, frozenset())
+        return Blacklist(numbers=numbers) if numbers else _EMPTY
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_scope.values())
+
+
+_EMPTY = Blacklist()
 
 
 def blacklist_match(caller: Caller, *lists: tuple[str, Blacklist]) -> tuple[str, str] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callrouter.config.plan import Blacklist
+from callrouter.routing.blacklist import RuntimeBlacklist
 from callrouter.metrics import RouterMetrics
 from callrouter.tasks import cancel_and_wait, within
 from callrouter.phone import normalize_number
@@ -26,7 +26,6 @@ from callrouter.store.dialect import upsert_set
 from callrouter.store.schema import blacklist_entries
 
 log = logging.getLogger(__name__)
-GLOBAL_SCOPE = "*"
 _NUMBER = re.compile(r"\+?[0-9][0-9 \-]{0,30}\Z")
 _SCOPE = re.compile(r"(\*|[0-9]{3,20})\Z")
 
@@ -46,21 +45,6 @@ class BlacklistEntry:
     expires_at: datetime | None
 
 
-@dataclass(frozen=True)
-class RuntimeBlacklist:
-    """Numbers refused per scope ('*' = every 400 number), normalised like callers are."""
-
-    by_scope: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
-
-    def for_number(self, number: str) -> Blacklist:
-        numbers = self.by_scope.get(GLOBAL_SCOPE, frozenset()) | self.by_scope.get(number, frozenset())
-        return Blacklist(numbers=numbers) if numbers else _EMPTY
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self.by_scope.values())
-
-
-_EMPTY = Blacklist()
 
 
 def _utc(value: datetime | None) -> datetime | None:
