@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -21,7 +22,7 @@ from callrouter.store.db import open_engine
 from callrouter.store.spool import Spool
 from tests.cdrs import counts, record
 from tests.harness import arun
-from tests.tcpproxy import proxied
+from tests.tcpproxy import TcpProxy, proxied
 
 FAST = WriterSettings(batch_size=500, batch_age=0.05, retry_min=0.05, retry_max=0.2)
 DEAD_PG = "postgresql+asyncpg://postgres@127.0.0.1:1/test"
@@ -32,10 +33,11 @@ def writer_for(url: str, spool_dir: Path, settings: WriterSettings = FAST) -> Cd
     return CdrWriter(Spool(str(spool_dir), fsync=False), CdrStore(engine), RouterMetrics(), settings)
 
 
-async def until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait for the writer's background task to reach a state."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not await predicate():
+    while not predicate():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
 
@@ -50,17 +52,13 @@ def test_records_are_written_in_batches_and_the_spool_is_cleared(db_url: str, tm
         w = writer_for(db_url, tmp_path / "spool")
         await w.start()
         await asyncio.gather(*(w.submit(record(i)) for i in range(1200)))
-        await until(lambda: _true(w.backlog == 0))
+        await until(lambda: w.backlog == 0)
         await stop(w)
         assert await counts(db_url) == (1200, 2400, 1200)
         assert w.stored == 1200 and w.duplicates == 0 and w.rejected == 0
         assert not list((tmp_path / "spool").glob("*.spool"))
 
     arun(body(), 60)
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 def test_a_replayed_spool_adds_nothing_twice(db_url: str, tmp_path: Path) -> None:
@@ -81,7 +79,7 @@ def test_a_replayed_spool_adds_nothing_twice(db_url: str, tmp_path: Path) -> Non
         w = writer_for(db_url, tmp_path / "spool")
         await w.start()
         assert w.backlog == 100
-        await until(lambda: _true(w.backlog == 0))
+        await until(lambda: w.backlog == 0)
         await stop(w)
         assert await counts(db_url) == (100, 200, 100)
         assert (w.stored, w.duplicates) == (70, 30)
@@ -103,7 +101,7 @@ def test_memory_stays_bounded_while_the_database_is_away_and_the_disk_backlog_is
 
         w = writer_for(db_url, tmp_path / "spool", bounded)
         await w.start()
-        await until(lambda: _true(w.backlog == 0), 60)
+        await until(lambda: w.backlog == 0, 60)
         await stop(w)
         assert await counts(db_url) == (2000, 4000, 2000)
 
@@ -124,7 +122,7 @@ def test_damaged_spool_lines_are_set_aside_with_the_reason(db_url: str, tmp_path
         w = writer_for(db_url, spool_dir)
         await w.start()
         assert w.backlog == 4
-        await until(lambda: _true(w.backlog == 0))
+        await until(lambda: w.backlog == 0)
         await stop(w)
         assert await counts(db_url) == (1, 2, 1)
 
@@ -146,7 +144,7 @@ def test_a_row_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_is_st
         w = writer_for(db_url, tmp_path / "spool", WriterSettings(batch_size=10, batch_age=10))
         await w.start()
         await asyncio.gather(*(w.submit(record(i, caller="666" if i == 7 else "13912345678")) for i in range(10)))
-        await until(lambda: _true(w.backlog == 0))
+        await until(lambda: w.backlog == 0)
         await stop(w)
         assert await counts(db_url) == (9, 18, 9)
         assert w.rejected == 1
@@ -161,22 +159,26 @@ def test_the_same_call_twice_in_one_batch_is_counted_once(db_url: str, tmp_path:
         w = writer_for(db_url, tmp_path / "spool", WriterSettings(batch_size=10, batch_age=10))
         await w.start()
         await asyncio.gather(*(w.submit(record(i % 5)) for i in range(10)))
-        await until(lambda: _true(w.backlog == 0))
+        await until(lambda: w.backlog == 0)
         await stop(w)
         assert await counts(db_url) == (5, 10, 5)
 
     arun(body())
 
 
-def test_postgres_going_away_mid_stream_delays_records_but_loses_none(pg_url: str, tmp_path: Path) -> None:
-    db_url = pg_url
+async def stored_through_a_proxy(pg_url: str, spool_dir: Path, n: int) -> tuple[TcpProxy, CdrWriter]:
+    """A writer whose Postgres is behind a proxy the test can cut or stall, with `n` records stored."""
+    proxy, via_proxy = await proxied(pg_url)
+    w = writer_for(via_proxy, spool_dir)
+    await w.start()
+    await asyncio.gather(*(w.submit(record(i)) for i in range(n)))
+    await until(lambda: w.stored == n)
+    return proxy, w
 
+
+def test_postgres_going_away_mid_stream_delays_records_but_loses_none(pg_url: str, tmp_path: Path) -> None:
     async def body() -> None:
-        proxy, via_proxy = await proxied(pg_url)
-        w = writer_for(via_proxy, tmp_path / "spool")
-        await w.start()
-        await asyncio.gather(*(w.submit(record(i)) for i in range(100)))
-        await until(lambda: _true(w.stored == 100))
+        proxy, w = await stored_through_a_proxy(pg_url, tmp_path / "spool", 100)
         await proxy.cut()
         await asyncio.gather(*(w.submit(record(i)) for i in range(100, 300)))  # calls do not wait on the database
         await asyncio.sleep(0.5)
@@ -186,11 +188,11 @@ def test_postgres_going_away_mid_stream_delays_records_but_loses_none(pg_url: st
         assert sample("callrouter_cdr_backlog_records") == 200 and sample("callrouter_cdr_spool_bytes") > 200 * 500
         assert sample("callrouter_cdr_stored_total") == 100
         await proxy.restore()
-        await until(lambda: _true(w.backlog == 0), 30)
+        await until(lambda: w.backlog == 0, 30)
         assert sample("callrouter_cdr_backlog_records") == 0 and sample("callrouter_cdr_stored_total") == 300
         await stop(w)
         await proxy.cut()
-        assert await counts(db_url) == (300, 600, 300)
+        assert await counts(pg_url) == (300, 600, 300)
 
     arun(body(), 60)
 
@@ -208,7 +210,7 @@ def test_hostile_text_in_a_record_is_stored_cleaned_never_refused(db_url: str, t
         w = writer_for(db_url, tmp_path / "spool")
         await w.start()
         await w.submit(hostile)
-        await until(lambda: _true(w.backlog == 0))
+        await until(lambda: w.backlog == 0)
         await stop(w)
         engine = open_engine(make_url(db_url))
         async with engine.connect() as conn:
@@ -231,13 +233,8 @@ def test_two_writers_can_never_share_one_spool_folder(tmp_path: Path) -> None:
 
 
 def test_stopping_while_postgres_hangs_keeps_the_records_and_does_not_hang(pg_url: str, tmp_path: Path) -> None:
-
     async def body() -> None:
-        proxy, via_proxy = await proxied(pg_url)
-        w = writer_for(via_proxy, tmp_path / "spool")
-        await w.start()
-        await asyncio.gather(*(w.submit(record(i)) for i in range(10)))
-        await until(lambda: _true(w.stored == 10))
+        proxy, w = await stored_through_a_proxy(pg_url, tmp_path / "spool", 10)
         proxy.stall()
         await asyncio.gather(*(w.submit(record(i)) for i in range(10, 40)))  # spooled at once, the database hangs
         t0 = asyncio.get_running_loop().time()
@@ -248,7 +245,7 @@ def test_stopping_while_postgres_hangs_keeps_the_records_and_does_not_hang(pg_ur
 
         again = writer_for(pg_url, tmp_path / "spool")
         await again.start()
-        await until(lambda: _true(again.backlog == 0))
+        await until(lambda: again.backlog == 0)
         await stop(again)
         assert (await counts(pg_url))[0] == 40
 

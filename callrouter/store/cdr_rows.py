@@ -52,12 +52,13 @@ def _text(value: Any, field: str, widths: Mapping[str, int], *, optional: bool =
     if not isinstance(value, str):
         raise BadRecord(f"{field}: expected text, got {type(value).__name__}")
     # No NUL (Postgres refuses it) and no lone surrogates (they cannot be encoded as UTF-8).
-    text: str = value.replace("\x00", "") if value.isascii() else _utf8(value.replace("\x00", ""))
+    text = _utf8(value.replace("\x00", ""))
     width = widths.get(field)
     return text[:width] if width else text
 
 
 def _utf8(text: str) -> str:
+    """Lone surrogates replaced; ASCII (the usual case) passes untouched."""
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
