@@ -77,6 +77,32 @@ class Cdr(Frozen):
     close_timeout: float = Field(default=10.0, ge=0, le=600)  # on stop, time to write the backlog before leaving it spooled
 
 
+class Admin(Frozen):
+    """The admin HTTP API (aiohttp) inside `serve`: health, /metrics, calls, recordings, blacklist, statistics, reload."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Bearer token for every /api route. CALLROUTER_ADMIN_TOKEN overrides it (keeps it out of the file).
+    # With none, the API only starts on a loopback address.
+    token: str | None = Field(default=None, min_length=16, max_length=256, pattern=r"^[\x21-\x7e]+$")
+    page_size: int = Field(default=100, ge=1, le=1000)  # calls per page when the request names none
+    max_page_size: int = Field(default=1000, ge=1, le=10_000)
+    export_max_rows: int = Field(default=1_000_000, ge=1, le=50_000_000)  # rows one CSV export may hold
+
+
+class Exporter(Frozen):
+    """Metrics derived from the CDRs in the database, for every router's calls."""
+
+    in_serve: bool = False  # also follow the CDRs inside `serve` (then its /metrics carries them too)
+    host: str = "127.0.0.1"  # where `callrouter exporter` serves /metrics
+    port: int = Field(default=9464, ge=0, le=65535)
+    poll_interval: float = Field(default=1.0, ge=0.05, le=60)  # seconds between reads of new CDR rows
+    # Seconds a missing row id is still looked for: a transaction that took an id may commit after a later one.
+    gap_horizon: float = Field(default=300.0, ge=1, le=86_400)
+    batch_rows: int = Field(default=5000, ge=100, le=100_000)  # rows read per query while catching up
+
+
 class ServiceConfig(Frozen):
     listen: Listen = Listen()
     max_sessions: int = Field(default=2000, ge=1, le=100_000)
@@ -91,4 +117,6 @@ class ServiceConfig(Frozen):
     blacklist: Blacklist = Blacklist()  # applies to every number
     store: Store = Store()
     cdr: Cdr = Cdr()
+    admin: Admin = Admin()
+    exporter: Exporter = Exporter()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
