@@ -9,6 +9,7 @@ RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /var/lib/callrouter --create-home callrouter
 COPY config.yaml /etc/callrouter/config.yaml
 COPY dialplans /etc/callrouter/dialplans
+COPY ivr_prompts /etc/callrouter/ivr_prompts
 # Paths in config.yaml are relative to it: the CDR spool (and the SQLite file when no Postgres URL is
 # given) live in /etc/callrouter/var. It must be a volume: a spool lost with the container loses CDRs.
 RUN mkdir -p /etc/callrouter/var && chown callrouter /etc/callrouter/var
@@ -16,9 +17,12 @@ VOLUME ["/etc/callrouter/var"]
 
 USER callrouter
 WORKDIR /var/lib/callrouter
-EXPOSE 4573
-# Liveness over FastAGI itself: `probe` runs the router's `health` script as Asterisk would.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10s CMD ["callrouter", "probe", "--timeout", "3"]
+# FastAGI, the admin API (health, /metrics, /api), the exporter's /metrics when run as `exporter`.
+EXPOSE 4573 8080 9464
+# Liveness: the router's `health` script over FastAGI, as Asterisk would run it, and the admin API's /healthz.
+# (Override the healthcheck for `exporter` containers: see docker-compose.yml.)
+HEALTHCHECK --interval=30s --timeout=8s --start-period=15s \
+    CMD ["callrouter", "probe", "--timeout", "3", "--admin", "http://127.0.0.1:8080"]
 # Production: CALLROUTER_DATABASE_URL=postgresql+asyncpg://... and, once per release,
 # `docker run ... db upgrade --config /etc/callrouter/config.yaml` before `serve`.
 ENTRYPOINT ["callrouter"]

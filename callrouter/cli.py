@@ -154,8 +154,27 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if t.variables.get("CALLROUTER_RESULT") != "HEALTHY":
         print(f"unhealthy: {t.error or 'no HEALTHY answer'}", file=sys.stderr)
         return 1
+    if args.admin:
+        problem = probe_http(args.admin.rstrip("/") + "/healthz", args.timeout)
+        if problem:
+            print(f"unhealthy: admin API: {problem}", file=sys.stderr)
+            return 1
     print("healthy")
     return 0
+
+
+def probe_http(url: str, timeout: float) -> str | None:
+    """None when the URL answers 200, else why not. Plain urllib: a health check should not need the event loop."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return None if response.status == 200 else f"{url} answered {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"{url} answered {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"cannot reach {url}: {getattr(exc, 'reason', exc)}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=4573)
     p.add_argument("--timeout", type=float, default=3.0)
+    p.add_argument("--admin", metavar="URL", help="also require GET URL/healthz of the admin API to answer 200, e.g. http://127.0.0.1:8080")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("simulate", help="place emulated Asterisk calls against a running server")
