@@ -1,0 +1,161 @@
+"""The exporter's loop: load the baseline once, then poll for rows it has not seen."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callrouter.config.loader import RoutingConfig
+from callrouter.config.service import Exporter
+from callrouter.exporter.collector import CdrCollector
+from callrouter.exporter.cursor import IdCursor
+from callrouter.exporter.source import load_baseline, read_attempts, read_rows
+from callrouter.exporter.totals import CdrTotals
+from callrouter.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+
+def zones_of(config: RoutingConfig) -> dict[str, list[str]]:
+    """Time zone -> the numbers whose plans use it."""
+    zones: dict[str, list[str]] = {}
+    for number, plan in config.plans.items():
+        zones.setdefault(plan.timezone or config.service.timezone, []).append(number)
+    return zones
+
+
+class CdrExporter:
+    """Follows `calls` for a registry Prometheus scrapes; a scrape never touches the database."""
+
+    def __init__(self, engine: AsyncEngine, config_source: Callable[[], RoutingConfig], clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self._config_source = config_source
+        self._clock = clock
+        self._totals: CdrTotals | None = None
+        self._zones_config: RoutingConfig | None = None
+        self._cursor: IdCursor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.last_success = 0.0  # monotonic time of the last good poll
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.rows_read = Counter("callrouter_exporter_rows_read", "CDR rows the exporter has counted", registry=r)
+        self.poll_errors = Counter("callrouter_exporter_poll_errors", "Baseline loads and polls that failed", registry=r)
+        self.last_poll = Gauge(
+            "callrouter_exporter_last_poll_success_timestamp_seconds", "When the exporter last read the database successfully", registry=r
+        )
+        self.lag = Gauge("callrouter_exporter_lag_seconds", "Seconds since the served values were last brought up to date", registry=r)
+        self.lag.set_function(self._lag)
+        self.pending_gaps = Gauge("callrouter_exporter_pending_gaps", "Row ids below the newest one still looked for", registry=r)
+        self.pending_gaps.set_function(lambda: len(self._cursor.gaps) if self._cursor else 0)
+        self.gaps_expired = Counter(
+            "callrouter_exporter_gaps_expired", "Missing row ids given up on after gap_horizon (burnt or rolled-back ids)", registry=r
+        )
+        self.baseline_seconds = Gauge("callrouter_exporter_baseline_seconds", "How long loading the totals at start took", registry=r)
+        r.register(CdrCollector(lambda: self._totals, clock))
+
+    @property
+    def ready(self) -> bool:
+        return self._totals is not None
+
+    def not_ready_reason(self) -> str | None:
+        """For /readyz: None when the served values are current."""
+        if self._totals is None:
+            return "CDR exporter: loading totals from the database"
+        stale = max(10.0, 10 * self._settings().poll_interval)
+        if time.monotonic() - self.last_success > stale:
+            return f"CDR exporter: no successful poll for more than {stale:g} s"
+        return None
+
+    def _settings(self) -> Exporter:
+        return self._config_source().service.exporter
+
+    def _lag(self) -> float:
+        return time.monotonic() - self.last_success if self.last_success else 0.0
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="cdr-exporter")
+
+    async def close(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while self._totals is None:
+            try:
+                await self.load()
+            except Exception as exc:  # a database down at start: keep trying, not ready meanwhile
+                self.poll_errors.inc()
+                log.warning("CDR exporter: cannot load totals yet (%s); retrying in %.0f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+        backoff = 0.5
+        while True:
+            settings = self._settings()
+            try:
+                full = await self.poll()
+                backoff = 0.5
+            except Exception as exc:
+                self.poll_errors.inc()
+                log.warning("CDR exporter: poll failed (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if not full:
+                await asyncio.sleep(settings.poll_interval)
+
+    async def load(self) -> None:
+        """The baseline: absolute totals at one snapshot, then follow from its newest id."""
+        config = self._config_source()
+        started = time.monotonic()
+        totals = CdrTotals(self._timezone_of)
+        base = await load_baseline(self.engine, totals, zones_of(config), config.service.timezone, self._clock())
+        cursor = IdCursor(horizon=config.service.exporter.gap_horizon)
+        cursor.start_after(base.max_id, base.recent_ids, base.max_id - 20_000, time.monotonic())
+        self._zones_config = config
+        self._cursor, self._totals = cursor, totals
+        self.baseline_seconds.set(time.monotonic() - started)
+        self._succeeded()
+        log.info("CDR exporter: totals loaded up to call id %d in %.2f s", base.max_id, time.monotonic() - started)
+
+    async def poll(self) -> bool:
+        """Count rows not seen yet; True when a full batch came back (more are waiting)."""
+        totals, cursor = self._totals, self._cursor
+        assert totals is not None and cursor is not None
+        config = self._config_source()
+        if config is not self._zones_config:  # a reload may have moved a number to another zone
+            totals.forget_zones()
+            self._zones_config = config
+        limit = config.service.exporter.batch_rows
+        new, found = await read_rows(self.engine, cursor.position, limit, cursor.gaps)
+        now = time.monotonic()
+        by_id = {row.id: row for row in (*new, *found)}
+        attempts = await read_attempts(self.engine, sorted(by_id)) if by_id else []  # read all before counting any
+        fresh = cursor.accept(by_id, now)
+        if fresh:
+            wall = self._clock()
+            for i in fresh:
+                totals.add_call(by_id[i], wall)
+            counted = set(fresh)
+            totals.add_attempts((number, status) for call_id, number, status in attempts if call_id in counted)
+            self.rows_read.inc(len(fresh))
+        expired = cursor.expire(now)
+        if expired:
+            self.gaps_expired.inc(expired)
+        self._succeeded()
+        return len(new) >= limit
+
+    def _succeeded(self) -> None:
+        self.last_success = time.monotonic()
+        self.last_poll.set(self._clock().timestamp())
+
+    def _timezone_of(self, number: str) -> str:
+        config = self._config_source()
+        plan = config.plans.get(number)
+        return (plan.timezone if plan is not None else None) or config.service.timezone
