@@ -8,7 +8,7 @@ import time
 from typing import Callable
 
 from callrouter.config.loader import RoutingConfig, load_config
-from callrouter.config.yamlsource import ConfigError
+from callrouter.config.yamlsource import ConfigError, ConfigIssue
 from callrouter.metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,10 @@ class ConfigHolder:
 
     async def reload(self) -> list[str]:
         """Load and validate everything off the event loop, then swap. Returns the errors (empty: success)."""
+        return [str(issue) for issue in await self.reload_issues()]
+
+    async def reload_issues(self) -> list[ConfigIssue]:
+        """As reload(), with each problem located (file, line) for the admin API."""
         async with self._lock:
             path = self.current.config_path
             try:
@@ -34,7 +38,7 @@ class ConfigHolder:
                 self._metrics.config_reloads.labels(result="failure").inc()
                 for issue in exc.issues:
                     log.error("reload refused, keeping the running configuration: %s", issue)
-                return [str(issue) for issue in exc.issues]
+                return list(exc.issues)
             self.current = fresh
             self._metrics.config_reloads.labels(result="success").inc()
             self._metrics.config_last_success.set(self._wall())

@@ -1,0 +1,1 @@
+"""The admin HTTP API (aiohttp): health, metrics, calls, recordings, runtime blacklist, statistics, plans, reload."""

@@ -1,0 +1,91 @@
+"""Building the admin API application and serving it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from callrouter.api import blacklist, calls, health, recordings, reports
+from callrouter.api.auth import auth_middleware, check_bind
+from callrouter.api.context import DEPS, PENDING, SETTINGS, AdminDeps
+from callrouter.api.errors import ApiError, Handler, errors_middleware
+from callrouter.api.openapi import document
+from callrouter.api.params import check_query
+from callrouter.config.service import Admin
+
+MAX_BODY = 64 * 1024
+
+ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+    ("GET", "/healthz", health.healthz),
+    ("GET", "/readyz", health.readyz),
+    ("GET", "/metrics", health.metrics),
+    ("GET", "/api/calls", calls.search),
+    ("GET", "/api/calls.csv", calls.export_csv),
+    ("GET", "/api/calls/{uniqueid}", calls.one_call),
+    ("GET", "/api/calls/{uniqueid}/recording", recordings.by_call),
+    ("GET", "/api/recordings/{path:.+}", recordings.by_path),
+    ("GET", "/api/blacklist", blacklist.list_entries),
+    ("POST", "/api/blacklist", blacklist.add_entry),
+    ("DELETE", "/api/blacklist/{scope}/{caller}", blacklist.remove_entry),
+    ("GET", "/api/stats/{number}", reports.stats),
+    ("GET", "/api/plans", reports.plans),
+    ("POST", "/api/reload", reports.reload),
+]
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        query = request.query
+    except UnicodeDecodeError:
+        raise ApiError(400, "query string is not valid UTF-8") from None
+    check_query(query)
+    return await handler(request)
+
+
+def build_admin_app(deps: AdminDeps, settings: Admin, token: str | None) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware, auth_middleware(token), limits_middleware], client_max_size=MAX_BODY)
+    app[DEPS] = deps
+    app[SETTINGS] = settings
+    app[PENDING] = set()
+    spec = document()
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+class AdminServer:
+    """The API on its own port; stops promptly (a download in progress is cut after a short grace)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int, token: str | None) -> None:
+        check_bind(host, token)
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+
+    @property
+    def port(self) -> int:
+        assert self._runner is not None
+        address: Any = self._runner.addresses[0]
+        return int(address[1])
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await asyncio.shield(runner.cleanup())

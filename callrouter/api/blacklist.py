@@ -1,0 +1,111 @@
+"""Runtime blacklist entries: stored in the database, so every router applies them (this one at once)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from callrouter.api import params
+from callrouter.api.context import deps_of
+from callrouter.api.errors import ApiError
+from callrouter.store.blacklist import BlacklistEntry, BlacklistInputError
+
+log = logging.getLogger(__name__)
+
+
+class NewEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    caller: str = Field(min_length=1, max_length=40)
+    scope: str = Field(default="*", min_length=1, max_length=20)
+    reason: str = Field(default="", max_length=200)
+    expires_at: str | None = Field(default=None, max_length=40)
+    ttl_seconds: int | None = Field(default=None, ge=60, le=10 * 366 * 86400)
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> "NewEntry":
+        if self.expires_at is not None and self.ttl_seconds is not None:
+            raise ValueError("give expires_at or ttl_seconds, not both")
+        return self
+
+
+def entry_json(entry: BlacklistEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "scope": entry.scope,
+        "caller": entry.caller,
+        "reason": entry.reason,
+        "created_by": entry.created_by,
+        "created_at": entry.created_at.isoformat(),
+        "expires_at": entry.expires_at.isoformat() if entry.expires_at else None,
+    }
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "send the body as JSON (Content-Type: application/json)")
+    try:
+        return json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+async def list_entries(request: web.Request) -> web.Response:
+    deps, _ = deps_of(request)
+    scope = request.query.get("scope")
+    if scope is not None and scope != "*":
+        params.number(scope, "scope")
+    entries = await deps.blacklist.entries(deps.clock(), scope)
+    return web.json_response({"entries": [entry_json(e) for e in entries]})
+
+
+async def add_entry(request: web.Request) -> web.Response:
+    deps, _ = deps_of(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ApiError(422, "body: a JSON object like {\"caller\": \"13900001111\", \"scope\": \"*\", \"reason\": \"骚扰\"}")
+    try:
+        new = NewEntry.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(422, validation_message(exc)) from None
+    now = deps.clock()
+    expires: datetime | None = None
+    if new.ttl_seconds is not None:
+        expires = now + timedelta(seconds=new.ttl_seconds)
+    elif new.expires_at is not None:
+        expires = params.when(new.expires_at, "expires_at", timezone.utc)
+        if expires <= now:
+            raise ApiError(422, "expires_at: must be in the future")
+    who = f"api:{request.remote or '?'}"[:80]
+    try:
+        entry = await deps.blacklist.add(new.scope, new.caller, new.reason, who, expires, now=now)
+    except BlacklistInputError as exc:
+        raise ApiError(422, str(exc)) from None
+    log.info("blacklist: %s added %s for %s (%s)", who, entry.caller[-4:].rjust(len(entry.caller), "*"), entry.scope, entry.reason[:60])
+    await deps.refresh_blacklist()
+    return web.json_response(entry_json(entry), status=201)
+
+
+async def remove_entry(request: web.Request) -> web.Response:
+    deps, _ = deps_of(request)
+    scope, caller = request.match_info["scope"], request.match_info["caller"]
+    try:
+        removed = await deps.blacklist.remove(scope[:40], caller[:40])
+    except BlacklistInputError as exc:
+        raise ApiError(400, str(exc)) from None
+    if not removed:
+        raise ApiError(404, "no such blacklist entry")
+    log.info("blacklist: api:%s removed an entry for %s", request.remote, scope)
+    await deps.refresh_blacklist()
+    return web.Response(status=204)

@@ -1,0 +1,39 @@
+"""What handlers need, kept on the aiohttp application under typed keys (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Awaitable, Callable, Sequence
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callrouter.config.service import Admin
+from callrouter.holder import ConfigHolder
+from callrouter.store.blacklist import BlacklistStore
+
+
+def _always_ready() -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class AdminDeps:
+    holder: ConfigHolder
+    engine: AsyncEngine
+    blacklist: BlacklistStore
+    refresh_blacklist: Callable[[], Awaitable[None]]  # this instance applies a change at once; others within store.blacklist_refresh
+    registries: Sequence[CollectorRegistry]  # rendered together by GET /metrics
+    clock: Callable[[], datetime]
+    extra_ready: Callable[[], str | None] = _always_ready  # a reason when not ready (e.g. exporter loading)
+
+
+DEPS = web.AppKey("deps", AdminDeps)
+SETTINGS = web.AppKey("settings", Admin)
+PENDING = web.AppKey("pending", set)  # probes abandoned past their budget, referenced until they end
+
+
+def deps_of(request: web.Request) -> tuple[AdminDeps, Admin]:
+    return request.app[DEPS], request.app[SETTINGS]

@@ -1,0 +1,257 @@
+"""The OpenAPI 3.1 description of the admin API; a test checks it names exactly the routes the app serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callrouter.routing.record import DISPOSITIONS
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema or {"type": "string", "maxLength": 200}}
+
+
+def _p(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+_ERR = {"$ref": "#/components/responses/Error"}
+_AUTH = {"401": {"$ref": "#/components/responses/Unauthorized"}}
+_FILTERS = [
+    _q("number", "400 number (digits)"),
+    _q("caller", "caller number; normalised like the router does (+86 139... = 139...)"),
+    _q("from", "start, ISO 8601; without a zone: the service's time zone"),
+    _q("to", "end (exclusive), ISO 8601"),
+    _q("disposition", "comma-separated: " + ", ".join(DISPOSITIONS)),
+]
+
+CALL_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "integer"},
+    "uniqueid": {"type": "string"},
+    "number": {"type": "string"},
+    "caller": {"type": "string"},
+    "caller_raw": {"type": "string"},
+    "caller_name": {"type": "string"},
+    "started_at": {"type": "string", "format": "date-time"},
+    "answered_at": {"type": ["string", "null"], "format": "date-time"},
+    "ended_at": {"type": "string", "format": "date-time"},
+    "duration_seconds": {"type": "integer"},
+    "billable_seconds": {"type": "integer"},
+    "ring_seconds": {"type": "integer"},
+    "disposition": {"type": "string", "enum": list(DISPOSITIONS)},
+    "reason": {"type": "string"},
+    "ivr_path": {"type": "array", "items": {"type": "string"}},
+    "hunt_group": {"type": ["string", "null"]},
+    "strategy": {"type": ["string", "null"]},
+    "answered_line": {"type": ["string", "null"]},
+    "recording_file": {"type": ["string", "null"]},
+    "voicemail_file": {"type": ["string", "null"]},
+    "instance": {"type": "string"},
+    "router_ms": {"type": "number"},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "callrouter admin API",
+            "version": "1",
+            "description": "Management back office of a 400-number service: call data, recordings, runtime blacklist, statistics, plans.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                "Error": _json("Error", "a bad request: the message says what to change"),
+                "Unauthorized": _json("Error", "missing or wrong bearer token"),
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "Call": {"type": "object", "properties": CALL_PROPERTIES},
+                "CallDetail": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Call"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "trace": {"type": "array", "items": {"type": "string"}},
+                                "attempts": {"type": "array", "items": {"type": "object"}},
+                            },
+                        },
+                    ]
+                },
+                "CallPage": {
+                    "type": "object",
+                    "properties": {
+                        "calls": {"type": "array", "items": {"$ref": "#/components/schemas/Call"}},
+                        "next_cursor": {"type": ["string", "null"]},
+                    },
+                },
+                "BlacklistEntry": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "scope": {"type": "string"},
+                        "caller": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "created_by": {"type": "string"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "expires_at": {"type": ["string", "null"], "format": "date-time"},
+                    },
+                },
+                "NewBlacklistEntry": {
+                    "type": "object",
+                    "required": ["caller"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "caller": {"type": "string", "maxLength": 40},
+                        "scope": {"type": "string", "default": "*", "description": "a 400 number, or * for all"},
+                        "reason": {"type": "string", "maxLength": 200},
+                        "expires_at": {"type": "string", "format": "date-time"},
+                        "ttl_seconds": {"type": "integer", "minimum": 60},
+                    },
+                },
+                "Report": {"type": "object", "description": "totals, days, hours, peak_hours and lines of one number"},
+                "Plans": {"type": "object", "properties": {"plans": {"type": "array", "items": {"type": "object"}}}},
+                "ReloadIssues": {
+                    "type": "object",
+                    "properties": {
+                        "error": {"type": "string"},
+                        "issues": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"file": {"type": "string"}, "line": {"type": "integer"}, "message": {"type": "string"}},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"summary": "the process is alive", "security": [], "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "database reachable and configuration loaded",
+                    "security": [],
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready, with the reasons"}},
+                }
+            },
+            "/metrics": {
+                "get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition format"}}}
+            },
+            "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/api/calls": {
+                "get": {
+                    "summary": "search calls, newest first",
+                    "parameters": _FILTERS
+                    + [_q("limit", "page size", {"type": "integer", "minimum": 1}), _q("cursor", "next_cursor of the previous page")],
+                    "responses": {"200": _json("CallPage", "a page of calls"), "400": _ERR, **_AUTH},
+                }
+            },
+            "/api/calls.csv": {
+                "get": {
+                    "summary": "export matching calls as CSV (streamed)",
+                    "parameters": _FILTERS,
+                    "responses": {
+                        "200": {"description": "CSV with a header row", "content": {"text/csv": {}}},
+                        "400": _ERR,
+                        "413": {"description": "more rows match than admin.export_max_rows"},
+                        **_AUTH,
+                    },
+                }
+            },
+            "/api/calls/{uniqueid}": {
+                "get": {
+                    "summary": "one call with its attempts and decision trace",
+                    "parameters": [_p("uniqueid", "Asterisk's uniqueid")],
+                    "responses": {"200": _json("CallDetail", "the call"), "404": _ERR, **_AUTH},
+                }
+            },
+            "/api/calls/{uniqueid}/recording": {
+                "get": {
+                    "summary": "the call's recording (HTTP Range supported)",
+                    "parameters": [_p("uniqueid", "Asterisk's uniqueid")],
+                    "responses": {
+                        "200": {"description": "audio"},
+                        "206": {"description": "the requested range"},
+                        "404": _ERR,
+                        "410": _ERR,
+                        "416": {"description": "range not satisfiable"},
+                        **_AUTH,
+                    },
+                }
+            },
+            "/api/recordings/{path}": {
+                "get": {
+                    "summary": "a recording by its path inside the recordings folder (HTTP Range supported)",
+                    "parameters": [_p("path", "relative path; '..', absolute paths and symlinks leading out are refused")],
+                    "responses": {
+                        "200": {"description": "audio"},
+                        "206": {"description": "the requested range"},
+                        "400": _ERR,
+                        "403": _ERR,
+                        "404": _ERR,
+                        "416": {"description": "range not satisfiable"},
+                        **_AUTH,
+                    },
+                }
+            },
+            "/api/blacklist": {
+                "get": {
+                    "summary": "live runtime blacklist entries",
+                    "parameters": [_q("scope", "a 400 number or *")],
+                    "responses": {"200": {"description": "{entries: [...]}"}, "400": _ERR, **_AUTH},
+                },
+                "post": {
+                    "summary": "add or update an entry; every router applies it within store.blacklist_refresh",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewBlacklistEntry"}}},
+                    },
+                    "responses": {
+                        "201": _json("BlacklistEntry", "the entry as stored"),
+                        "400": _ERR,
+                        "413": _ERR,
+                        "415": _ERR,
+                        "422": _ERR,
+                        **_AUTH,
+                    },
+                },
+            },
+            "/api/blacklist/{scope}/{caller}": {
+                "delete": {
+                    "summary": "remove an entry",
+                    "parameters": [_p("scope", "a 400 number or *"), _p("caller", "the caller number")],
+                    "responses": {"204": {"description": "removed"}, "400": _ERR, "404": _ERR, **_AUTH},
+                }
+            },
+            "/api/stats/{number}": {
+                "get": {
+                    "summary": "statistics by local day and hour of day, peak hours, per line",
+                    "parameters": [
+                        _p("number", "400 number"),
+                        _q("from", "first local day, YYYY-MM-DD (default: 6 days before to)"),
+                        _q("to", "last local day, YYYY-MM-DD (default: today)"),
+                    ],
+                    "responses": {"200": _json("Report", "the report"), "400": _ERR, **_AUTH},
+                }
+            },
+            "/api/plans": {"get": {"summary": "loaded plans", "responses": {"200": _json("Plans", "summary of every plan"), **_AUTH}}},
+            "/api/reload": {
+                "post": {
+                    "summary": "reload config.yaml and every plan: validated whole, then swapped in",
+                    "responses": {
+                        "200": {"description": "{reloaded: true, plans: N}"},
+                        "422": _json("ReloadIssues", "refused; the running configuration is unchanged"),
+                        **_AUTH,
+                    },
+                }
+            },
+        },
+    }

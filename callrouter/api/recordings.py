@@ -1,0 +1,67 @@
+"""Recording downloads, confined to the recordings folder, streamed with HTTP Range (aiohttp's FileResponse)."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path, PurePosixPath
+
+from aiohttp import web
+
+from callrouter.api.calls import load_call
+from callrouter.api.context import deps_of
+from callrouter.api.errors import ApiError
+
+_TYPES = {".wav": "audio/wav", ".wav49": "audio/wav", ".gsm": "audio/x-gsm", ".mp3": "audio/mpeg", ".sln16": "audio/L16;rate=16000"}
+
+
+def confined(root: str, relative: str) -> Path:
+    """The file `relative` names inside `root`, or ApiError: no '..', no absolute path, no symlink leading out."""
+    if not relative or len(relative) > 255:
+        raise ApiError(400, "path: 1 to 255 characters")
+    if "\x00" in relative or "\\" in relative:
+        raise ApiError(400, "path: NUL and backslashes are not allowed")
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or any(part in ("..", ".") for part in relative.split("/")):
+        raise ApiError(400, "path: must be relative to the recordings folder, without '..'")
+    base = Path(root).resolve()
+    try:
+        target = (base / pure).resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ApiError(404, "no such recording") from None
+    except (OSError, RuntimeError):  # a symlink loop
+        raise ApiError(404, "no such recording") from None
+    if not target.is_relative_to(base):
+        raise ApiError(403, "path: leads outside the recordings folder")
+    if not target.is_file():
+        raise ApiError(404, "no such recording")
+    return target
+
+
+def file_response(path: Path) -> web.FileResponse:
+    content_type = _TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return web.FileResponse(
+        path, headers={"Content-Type": content_type, "Content-Disposition": f'attachment; filename="{_safe_name(path.name)}"'}
+    )
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_" for ch in name)[:100]
+
+
+async def by_path(request: web.Request) -> web.StreamResponse:
+    deps, _ = deps_of(request)
+    return file_response(confined(deps.holder.current.service.recordings_dir, request.match_info["path"]))
+
+
+async def by_call(request: web.Request) -> web.StreamResponse:
+    deps, _ = deps_of(request)
+    call = await load_call(request)
+    stored = call["recording_file"]
+    if not stored:
+        raise ApiError(404, "this call was not recorded")
+    if call.get("recording_purged_at"):
+        raise ApiError(410, "the recording was deleted by the retention policy")
+    root = deps.holder.current.service.recordings_dir.rstrip("/") + "/"
+    if not stored.startswith(root):
+        raise ApiError(404, "the recording is not in the configured recordings folder")
+    return file_response(confined(root, stored[len(root):]))
