@@ -172,7 +172,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     cfg = workspace(tmp, fsync=not args.no_fsync, database=args.database)
     db = args.database or f"sqlite+aiosqlite:///{tmp}/var/callrouter.db"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--event-loop", args.event_loop,
+        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0", "--event-loop", args.event_loop,
         stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(args.database),
     )
     log_reader: asyncio.Task[bytes] | None = None

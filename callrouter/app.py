@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import signal
 from contextlib import AsyncExitStack
@@ -12,7 +13,11 @@ from datetime import datetime, timezone
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from callrouter.api.app import AdminServer, build_admin_app
+from callrouter.api.auth import AdminConfigError, admin_token
+from callrouter.api.context import AdminDeps
 from callrouter.config.loader import RoutingConfig
+from callrouter.exporter.service import CdrExporter
 from callrouter.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
 from callrouter.server import AgiServer
@@ -109,12 +114,52 @@ def build_deps(config: RoutingConfig, metrics: RouterMetrics, store: Store) -> S
     )
 
 
-async def serve(config: RoutingConfig, *, host: str | None = None, port: int | None = None) -> int:
+async def start_exporter(holder: ConfigHolder, store: Store, stack: AsyncExitStack) -> CdrExporter | None:
+    if not holder.current.service.exporter.in_serve:
+        return None
+    exporter = CdrExporter(store.engine, lambda: holder.current, utc_now)
+    await exporter.start()
+    stack.push_async_callback(exporter.close)
+    return exporter
+
+
+async def start_admin(
+    holder: ConfigHolder, metrics: RouterMetrics, store: Store, exporter: CdrExporter | None, stack: AsyncExitStack, port: int | None
+) -> AdminServer | None:
+    settings = holder.current.service.admin
+    if port is not None:
+        settings = settings.model_copy(update={"port": port})
+    if not settings.enabled:
+        return None
+    token = admin_token(settings, os.environ)
+    deps = AdminDeps(
+        holder=holder,
+        engine=store.engine,
+        blacklist=BlacklistStore(store.engine),
+        refresh_blacklist=store.blacklist.refresh,
+        registries=[metrics.registry] + ([exporter.registry] if exporter else []),
+        clock=utc_now,
+        extra_ready=exporter.not_ready_reason if exporter else (lambda: None),
+    )
+    server = AdminServer(build_admin_app(deps, settings, token))
+    try:
+        await server.start(settings.host, settings.port, token)
+    except OSError as exc:
+        raise AdminConfigError(f"admin API cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+    stack.push_async_callback(server.close)
+    log.info("admin API listening on %s:%d", settings.host, server.port)
+    return server
+
+
+async def serve(config: RoutingConfig, *, host: str | None = None, port: int | None = None, admin_port: int | None = None) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code."""
     metrics = RouterMetrics()
     holder = ConfigHolder(config, metrics)
+    admin_token(config.service.admin, os.environ)  # a bad token stops the start before anything opens
     async with AsyncExitStack() as stack:
         store = await open_store(config, metrics, stack)
+        exporter = await start_exporter(holder, store, stack)
+        await start_admin(holder, metrics, store, exporter, stack, admin_port)
         server = AgiServer(holder, build_deps(config, metrics, store))
         listen = config.service.listen
         await server.start(host or listen.host, listen.port if port is None else port)

@@ -40,12 +40,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check at start is not news
+    from callrouter.api.auth import AdminConfigError
     from callrouter.store.db import StoreError
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.event_loop)) as runner:
-            return runner.run(serve(config, host=args.host, port=args.port))
-    except StoreError as exc:
+            return runner.run(serve(config, host=args.host, port=args.port, admin_port=args.admin_port))
+    except (StoreError, AdminConfigError) as exc:
         print(f"callrouter: {exc}", file=sys.stderr)
         return 2
 
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--host", help="override listen.host")
     p.add_argument("--port", type=int, help="override listen.port")
+    p.add_argument("--admin-port", type=int, help="override admin.port (0: any free port; the log says which)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     p.set_defaults(func=cmd_serve)

@@ -30,7 +30,7 @@ ANSWER = DialScript("ANSWER", 1, 3)
 async def start(cfg: Path, db_url: str) -> tuple[ServerProcess, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLROUTER_DATABASE_URL": db_url}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
+        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0",
         stderr=asyncio.subprocess.PIPE, cwd=str(cfg.parent), env=env,
     )
     server = ServerProcess(proc)

@@ -47,7 +47,7 @@ class ServerProcess:
 async def start_serve(cfg: Path) -> tuple[ServerProcess, int]:
     """`callrouter serve` on a free port; returns the process wrapper and the port it listens on."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
+        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0",
         stderr=asyncio.subprocess.PIPE, cwd=str(cfg.parent), env=ENV,
     )
     server = ServerProcess(proc)
@@ -119,7 +119,7 @@ def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path) -> None:
 
     async def body() -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0",
+            sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0",
             stderr=asyncio.subprocess.PIPE, env=ENV,
         )
         _, err = await asyncio.wait_for(proc.communicate(), 20)
@@ -133,7 +133,7 @@ def test_serve_refuses_a_database_without_the_current_schema_and_says_what_to_do
     cfg = workspace(tmp_path)
     with sqlite3.connect(tmp_path / "var" / "callrouter.db") as db:
         db.execute("UPDATE alembic_version SET version_num = '0000'")
-    run = subprocess.run([sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0"],
+    run = subprocess.run([sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0"],
                          capture_output=True, text=True, env=ENV, timeout=30)
     assert run.returncode == 2
     assert "is at schema 0000, which this version of callrouter does not know (was it migrated by a newer release?)" in run.stderr
@@ -143,7 +143,7 @@ def test_serve_refuses_a_database_without_the_current_schema_and_says_what_to_do
     assert upgrade.returncode == 2 and "does not know" in upgrade.stderr and "Traceback" not in upgrade.stderr
     with sqlite3.connect(tmp_path / "var" / "callrouter.db") as db:
         db.execute("DELETE FROM alembic_version")  # as a database from before the first migration would look
-    run = subprocess.run([sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0"],
+    run = subprocess.run([sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0"],
                          capture_output=True, text=True, env=ENV, timeout=30)
     assert run.returncode == 2 and "has no callrouter schema: run `callrouter db upgrade` first" in run.stderr
 
