@@ -31,7 +31,6 @@ _KEEP_HEADERS = ("WWW-Authenticate", "Allow")
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = uuid.uuid4().hex[:12]
-    request["request_id"] = request_id
     try:
         response = await handler(request)
     except ApiError as exc:
