@@ -1,0 +1,20 @@
+"""Every metric family a router process and the exporter can expose, for checks of dashboards and alerts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from prometheus_client import Metric
+from sqlalchemy.engine import make_url
+
+from callrouter.exporter.service import CdrExporter
+from callrouter.metrics import RouterMetrics
+from callrouter.store.db import open_engine
+from tests.harness import sample_config
+
+
+def all_families() -> list[Metric]:
+    config = sample_config()
+    engine = open_engine(make_url("sqlite+aiosqlite:///:memory:"))  # never connected: families only
+    exporter = CdrExporter(engine, lambda: config, lambda: datetime.now(timezone.utc))
+    return [*RouterMetrics().registry.collect(), *exporter.registry.collect()]
