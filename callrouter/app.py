@@ -17,6 +17,7 @@ from callrouter.api.app import AdminServer, build_admin_app
 from callrouter.api.auth import AdminConfigError, admin_token
 from callrouter.api.context import AdminDeps
 from callrouter.config.loader import RoutingConfig
+from callrouter.exporter.http import registry_text
 from callrouter.exporter.service import CdrExporter
 from callrouter.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
@@ -137,7 +138,7 @@ async def start_admin(
         engine=store.engine,
         blacklist=BlacklistStore(store.engine),
         refresh_blacklist=store.blacklist.refresh,
-        registries=[metrics.registry] + ([exporter.registry] if exporter else []),
+        metrics=[registry_text(metrics.registry)] + ([exporter.exposition] if exporter else []),
         clock=utc_now,
         extra_ready=exporter.not_ready_reason if exporter else (lambda: None),
     )

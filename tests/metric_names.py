@@ -17,4 +17,4 @@ def all_families() -> list[Metric]:
     config = sample_config()
     engine = open_engine(make_url("sqlite+aiosqlite:///:memory:"))  # never connected: families only
     exporter = CdrExporter(engine, lambda: config, lambda: datetime.now(timezone.utc))
-    return [*RouterMetrics().registry.collect(), *exporter.registry.collect()]
+    return [*RouterMetrics().registry.collect(), *exporter.families()]

@@ -26,6 +26,7 @@ from callrouter.api.auth import AdminConfigError, admin_token
 from callrouter.api.context import AdminDeps
 from callrouter.api.openapi import document
 from callrouter.config.loader import load_config
+from callrouter.exporter.http import registry_text
 from callrouter.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
 from callrouter.routing.record import CallRecord
@@ -88,7 +89,7 @@ async def running_api(tmp_path: Path, db_url: str, token: str | None = TOKEN, **
     engine = open_engine(make_url(db_url))
     store = BlacklistStore(engine)
     follower = BlacklistFollower(store, metrics, lambda: NOW, 60)
-    deps = AdminDeps(holder, engine, store, follower.refresh, [metrics.registry], lambda: NOW)
+    deps = AdminDeps(holder, engine, store, follower.refresh, [registry_text(metrics.registry)], lambda: NOW)
     server = AdminServer(build_admin_app(deps, config.service.admin, token))
     await server.start("127.0.0.1", 0, token)
     try:

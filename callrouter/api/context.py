@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Awaitable, Callable, Sequence
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.service import Admin
@@ -25,7 +24,7 @@ class AdminDeps:
     engine: AsyncEngine
     blacklist: BlacklistStore
     refresh_blacklist: Callable[[], Awaitable[None]]  # this instance applies a change at once; others within store.blacklist_refresh
-    registries: Sequence[CollectorRegistry]  # rendered together by GET /metrics
+    metrics: Sequence[Callable[[], bytes]]  # exposition sources served together by GET /metrics
     clock: Callable[[], datetime]
     extra_ready: Callable[[], str | None] = _always_ready  # a reason when not ready (e.g. exporter loading)
 

@@ -42,4 +42,4 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     deps, _ = deps_of(request)
-    return metrics_response(deps.registries)
+    return metrics_response(deps.metrics)

@@ -18,15 +18,20 @@ from callrouter.store.db import StoreError, open_engine, require_current_schema,
 log = logging.getLogger(__name__)
 
 
-def metrics_response(registries: Sequence[CollectorRegistry]) -> web.Response:
-    """The Prometheus text format of several registries (their metric names never overlap)."""
-    body = b"".join(generate_latest(r) for r in registries)
+def registry_text(registry: CollectorRegistry) -> Callable[[], bytes]:
+    """A metrics source rendered at each scrape (small, live registries)."""
+    return lambda: generate_latest(registry)
+
+
+def metrics_response(sources: Sequence[Callable[[], bytes]]) -> web.Response:
+    """The Prometheus text format of several sources (their metric names never overlap)."""
+    body = b"".join(source() for source in sources)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def exporter_app(exporter: CdrExporter) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
-        return metrics_response([exporter.registry])
+        return metrics_response([exporter.exposition])
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
