@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from callrouter.api.auth import AdminConfigError, admin_token
 from callrouter.api.context import AdminDeps
 from callrouter.api.openapi import document
 from callrouter.config.loader import load_config
+from callrouter.emulator.asterisk import run_call
+from callrouter.emulator.script import CallScript, DialScript
 from callrouter.exporter.http import registry_text
 from callrouter.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
@@ -405,13 +408,26 @@ def test_serve_runs_the_admin_api_beside_fastagi(tmp_path: Path) -> None:
         server = ServerProcess(proc)
         try:
             port = int((await server.wait_for(r"admin API listening on 127\.0\.0\.1:(\d+)")).group(1))
+            agi_port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)")).group(1))
+            call = CallScript(callerid="13955556666", uniqueid="77.1", dtmf=("1",), default_dial=DialScript("ANSWER", 2, 5))
+            assert (await run_call("127.0.0.1", agi_port, call)).variables["CALLROUTER_RESULT"] == "ROUTED"
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
                     assert r.status == 200
                 async with http.get(f"http://127.0.0.1:{port}/api/plans", headers=AUTH) as r:
                     assert r.status == 200 and (await r.json())["plans"][0]["number"] == "4008001234"
                 async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
-                    assert "callrouter_sessions_started_total" in await r.text()
+                    text = await r.text()
+                assert re.search(r'callrouter_calls_total\{disposition="\w+",number="4008001234"\} 1\.0', text)
+                assert "13955556666" not in text and "5556666" not in text  # a caller is never a label value
+                deadline = asyncio.get_running_loop().time() + 10
+                while True:  # the CDR reaches the database within the writer's batch age
+                    async with http.get(f"http://127.0.0.1:{port}/api/calls/77.1", headers=AUTH) as r:
+                        if r.status == 200:
+                            assert (await r.json())["caller"] == "13955556666"
+                            break
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
         finally:
             proc.terminate()
             assert await asyncio.wait_for(proc.wait(), 20) == 0
