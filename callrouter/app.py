@@ -10,6 +10,7 @@ import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,6 +21,8 @@ from callrouter.config.loader import RoutingConfig
 from callrouter.exporter.http import registry_text
 from callrouter.exporter.service import CdrExporter
 from callrouter.holder import ConfigHolder
+from callrouter.notify.rules import OutboxMessage, missed_call_messages
+from callrouter.notify.sender import OutboxSender
 from callrouter.metrics import RouterMetrics
 from callrouter.server import AgiServer
 from callrouter.session import SessionDeps
@@ -70,7 +73,8 @@ async def check_schema_at_start(engine: AsyncEngine, config: RoutingConfig) -> b
         return False
 
 
-async def open_store(config: RoutingConfig, metrics: RouterMetrics, stack: AsyncExitStack) -> Store:
+async def open_store(holder: ConfigHolder, metrics: RouterMetrics, stack: AsyncExitStack) -> Store:
+    config = holder.current
     svc = config.service
     url = resolve_url(svc.store.url, config.base_dir)
     engine = open_engine(url)
@@ -82,7 +86,11 @@ async def open_store(config: RoutingConfig, metrics: RouterMetrics, stack: Async
     except SpoolInUse as exc:
         raise StoreError(str(exc)) from None
     settings = WriterSettings(batch_size=svc.cdr.batch_size, batch_age=svc.cdr.batch_age, memory_records=svc.cdr.memory_records)
-    writer = CdrWriter(spool, CdrStore(engine, schema_checked=schema_checked), metrics, settings)
+    def messages(rows: Sequence[Mapping[str, Any]]) -> Sequence[OutboxMessage]:
+        current = holder.current  # the plans as they are when the CDR is stored
+        return missed_call_messages(rows, current.plans, current.service)
+
+    writer = CdrWriter(spool, CdrStore(engine, schema_checked=schema_checked, messages=messages), metrics, settings)
     await writer.start()
     stack.push_async_callback(writer.close, svc.cdr.close_timeout)
     state: RoutingState
@@ -158,8 +166,11 @@ async def serve(config: RoutingConfig, *, host: str | None = None, port: int | N
     holder = ConfigHolder(config, metrics)
     admin_token(config.service.admin, os.environ)  # a bad token stops the start before anything opens
     async with AsyncExitStack() as stack:
-        store = await open_store(config, metrics, stack)
+        store = await open_store(holder, metrics, stack)
         exporter = await start_exporter(holder, store, stack)
+        sender = OutboxSender(store.engine, lambda: holder.current, metrics.registry, utc_now, random.Random())
+        await sender.start()
+        stack.push_async_callback(sender.close)
         await start_admin(holder, metrics, store, exporter, stack, admin_port)
         server = AgiServer(holder, build_deps(config, metrics, store))
         listen = config.service.listen

@@ -7,10 +7,12 @@ import string
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from callrouter.config.notify import MissedCallNotify
 from callrouter.phone import normalize_number
 from callrouter.config.types import (
+    Frozen,
     DialTarget,
     DigitsKey,
     FailoverStatus,
@@ -28,12 +30,6 @@ STRATEGIES = ("sequential", "round_robin", "random", "ring_all", "weighted", "le
 DEFAULT_FAILOVER = frozenset({"BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION"})
 FILE_FIELDS = frozenset({"number", "date", "time", "uniqueid", "caller"})
 _FILE_LITERAL = re.compile(r"[A-Za-z0-9_\-./]*\Z")
-
-
-class Frozen(BaseModel):
-    """Base for config objects: immutable, and unknown keys are errors (typos must not pass silently)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _parse_action(value: Any) -> Any:
@@ -259,6 +255,7 @@ class NumberPlan(Frozen):
     hunt_groups: dict[Name, HuntGroup] = Field(default_factory=dict)
     voicemail: dict[Name, Voicemail] = Field(default_factory=dict)
     prompts: dict[PromptName, str] = Field(default_factory=dict)  # prompt -> spoken text, for generated prompts
+    notify: MissedCallNotify = MissedCallNotify()  # who gets an SMS about a missed call
 
     def group_of(self, name: str) -> HuntGroup:
         return self.hunt_groups[name]

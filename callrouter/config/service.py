@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from callrouter.config.plan import Blacklist, Frozen
+from callrouter.config.notify import Notify
+from callrouter.config.plan import Blacklist
+from callrouter.config.types import Frozen
 from callrouter.config.types import TimeZoneName
 
 
@@ -119,4 +121,5 @@ class ServiceConfig(Frozen):
     cdr: Cdr = Cdr()
     admin: Admin = Admin()
     exporter: Exporter = Exporter()
+    notify: Notify = Notify()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

@@ -12,7 +12,15 @@ from datetime import time
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+
+
+
+class Frozen(BaseModel):
+    """Base for config objects: immutable, and unknown keys are errors (typos must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 _PROMPT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-./]{0,127}\Z")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}\Z")

@@ -6,22 +6,37 @@ its share of the statistics, so replaying a spool after a crash or an outage nev
 
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from callrouter.notify.outbox import enqueue
+from callrouter.notify.rules import OutboxMessage
 from callrouter.store.cdr_rows import CdrRows, stats_deltas
 from callrouter.store.db import require_current_schema
 from callrouter.store.dialect import insert_ignore, upsert_add
 from callrouter.store.schema import call_attempts, call_stats, calls, line_stats
 
+log = logging.getLogger(__name__)
+CallsHook = Callable[[Sequence[Mapping[str, Any]]], Sequence[OutboxMessage]]
 _CALL_SUMS = ("calls", "billable_seconds", "rung_calls", "ring_seconds")
 _LINE_SUMS = ("attempts", "ring_seconds", "talk_seconds")
 
 
 class CdrStore:
-    def __init__(self, engine: AsyncEngine, *, schema_checked: bool = True) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        schema_checked: bool = True,
+        messages: CallsHook | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
         self.engine = engine
+        self._clock = clock
+        self.messages = messages  # what newly stored calls cause (missed-call SMS), queued in the same transaction
         self.schema_checked = schema_checked  # False when the database was down at start: check before writing
         dialect = engine.dialect.name
         self._insert_calls = insert_ignore(calls, dialect, ["uniqueid"]).returning(calls.c.uniqueid)
@@ -52,4 +67,15 @@ class CdrStore:
                 await conn.execute(self._add_call_stats, call_sums)
             if line_sums:
                 await conn.execute(self._add_line_stats, line_sums)
+            if new and self.messages is not None:
+                await enqueue(conn, self._messages_for([rows.call for rows in new]), self._clock())
         return len(new)
+
+    def _messages_for(self, new_calls: Sequence[Mapping[str, Any]]) -> Sequence[OutboxMessage]:
+        """A bug in deciding messages must not hold CDRs back: the calls are stored, the failure logged."""
+        assert self.messages is not None
+        try:
+            return self.messages(new_calls)
+        except Exception:
+            log.exception("could not decide the notifications of %d calls; the calls are stored without them", len(new_calls))
+            return []

@@ -67,6 +67,7 @@ calls = Table(
     Column("voicemail_file", String(255)),
     Column("router_ms", Float, nullable=False),
     Column("trace", Text, nullable=False),  # the decision trace, one step per line (`callrouter explain` style)
+    Column("recording_purged_at", DateTime(timezone=True)),  # when retention deleted the recording
     CheckConstraint(f"disposition IN ({_dispositions})", name="disposition"),
 )
 Index("ix_calls_number_started_at", calls.c.number, calls.c.started_at)
@@ -170,3 +171,28 @@ blacklist_entries = Table(
     Column("expires_at", DateTime(timezone=True)),  # None: until removed
 )
 Index("uq_blacklist_entries_scope_caller", blacklist_entries.c.scope, blacklist_entries.c.caller, unique=True)
+
+# Messages to people (missed-call SMS, package alerts): written in the same transaction as what causes
+# them, sent by any router's sender; the dedupe key makes each message exist once, whatever replays.
+OUTBOX_STATUSES = ("pending", "sent", "failed", "suppressed")
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),  # missed_call, package_alert
+    Column("channel", String(16), nullable=False),  # sms, webhook
+    Column("recipient", String(64), nullable=False),  # a phone number for sms; '' for the webhook
+    Column("number", String(20), nullable=False),  # the 400 number it is about
+    Column("caller", String(32), nullable=False),  # the caller it is about ('' if none): the per-caller limit
+    Column("payload", Text, nullable=False),  # JSON: text and template fields
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),  # also the lease while a sender holds it
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("last_error", String(300), nullable=False),
+    CheckConstraint("status IN ('pending', 'sent', 'failed', 'suppressed')", name="status"),
+)
+Index("ix_outbox_status_next_attempt_at", outbox.c.status, outbox.c.next_attempt_at)
+Index("ix_outbox_recipient_caller_sent_at", outbox.c.recipient, outbox.c.caller, outbox.c.sent_at)
