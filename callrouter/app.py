@@ -20,6 +20,7 @@ from callrouter.api.context import AdminDeps
 from callrouter.config.loader import RoutingConfig
 from callrouter.exporter.http import registry_text
 from callrouter.exporter.service import CdrExporter
+from callrouter.crm.client import CrmClient
 from callrouter.holder import ConfigHolder
 from callrouter.notify.rules import OutboxMessage, missed_call_messages
 from callrouter.notify.sender import OutboxSender
@@ -111,7 +112,17 @@ async def open_store(holder: ConfigHolder, metrics: RouterMetrics, stack: AsyncE
     return Store(engine, writer, state, follower, instance)
 
 
-def build_deps(config: RoutingConfig, metrics: RouterMetrics, store: Store) -> SessionDeps:
+async def start_crm(config: RoutingConfig, metrics: RouterMetrics, stack: AsyncExitStack) -> CrmClient | None:
+    """The CRM client, when a URL is configured (a change of `crm` takes effect at the next start)."""
+    if config.service.crm.url is None:
+        return None
+    client = CrmClient(config.service.crm, metrics)
+    await client.start()
+    stack.push_async_callback(client.close)
+    return client
+
+
+def build_deps(config: RoutingConfig, metrics: RouterMetrics, store: Store, crm: CrmClient | None = None) -> SessionDeps:
     return SessionDeps(
         state=store.state,
         sink=store.writer,
@@ -120,6 +131,7 @@ def build_deps(config: RoutingConfig, metrics: RouterMetrics, store: Store) -> S
         rng=random.Random(),
         instance=store.instance,
         runtime_blacklist=lambda: store.blacklist.current,
+        crm=crm,
     )
 
 
@@ -172,7 +184,8 @@ async def serve(config: RoutingConfig, *, host: str | None = None, port: int | N
         await sender.start()
         stack.push_async_callback(sender.close)
         await start_admin(holder, metrics, store, exporter, stack, admin_port)
-        server = AgiServer(holder, build_deps(config, metrics, store))
+        crm = await start_crm(config, metrics, stack)
+        server = AgiServer(holder, build_deps(config, metrics, store, crm))
         listen = config.service.listen
         await server.start(host or listen.host, listen.port if port is None else port)
         stop = asyncio.Event()

@@ -63,6 +63,12 @@ class RouterMetrics:
         self.config_last_success = Gauge(
             "callrouter_config_last_reload_success_timestamp_seconds", "When the configuration last loaded", registry=r
         )
+        self.crm_lookups = Counter(
+            "callrouter_crm_lookups", "CRM caller-name lookups by result (over_budget: the call went on without waiting)", ["result"], registry=r
+        )
+        self.crm_seconds = Histogram(
+            "callrouter_crm_lookup_seconds", "CRM answer time", buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5), registry=r
+        )
         self._command_children: dict[str, Histogram] = {}
         for outcome in SESSION_OUTCOMES:
             self.sessions_ended.labels(outcome=outcome)

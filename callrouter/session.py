@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from callrouter.agi.errors import AgiProtocolError
 from callrouter.agi.protocol import Environment
 from callrouter.config.loader import RoutingConfig
 from callrouter.config.plan import NumberPlan
+from callrouter.crm.client import CrmClient, within_budget
+from callrouter.crm.parse import CrmResult, clean_text
 from callrouter.metrics import RouterMetrics
 from callrouter.records import RecordSink
 from callrouter.routing.blacklist import RuntimeBlacklist
@@ -50,13 +51,12 @@ log = logging.getLogger(__name__)
 ROUTE_SCRIPTS = frozenset({"route", ""})
 HEALTH_SCRIPT = "health"
 RESULT_VAR = "CALLROUTER_RESULT"  # read by the dialplan after AGI(): ROUTED, NO_PLAN, UNKNOWN_SCRIPT, BUSY, ERROR, HEALTHY
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MIN_VOICEMAIL_SAMPLES = 8000  # one second at 8 kHz: less is an empty message
 
 
 def display_name(text: str) -> str:
     """Caller-ID name for a phone's display: control characters removed, bounded. Quoting does the rest."""
-    return _CONTROL.sub(" ", text).strip()[:64]
+    return clean_text(text, 64)
 
 
 def dialled_number(env: Environment) -> str:
@@ -79,6 +79,7 @@ class SessionDeps:
     rng: random.Random
     instance: str
     runtime_blacklist: Callable[[], RuntimeBlacklist] = RuntimeBlacklist  # the current snapshot of database entries
+    crm: CrmClient | None = None  # caller names from the company's CRM
 
 
 class CallSession:
@@ -92,6 +93,9 @@ class CallSession:
         self.answered_at: datetime | None = None
         self.held: list[str] = []  # line keys reserved and not yet released
         self.caller_display_set = False
+        self._crm_answer: asyncio.Future[CrmResult] | None = None  # owned by the CRM client, never by the call
+        self._crm_asked = 0.0
+        self._crm: CrmResult | None = None
 
     def prompt_path(self, prompt: str) -> str:
         return f"{self.config.service.asterisk_prompts_dir.rstrip('/')}/{prompt}"
@@ -113,6 +117,9 @@ class CallSession:
             await self.tell_dialplan("NO_PLAN")
             return "no_plan"
         caller = caller_from(self.env.callerid, self.env.calleridname)
+        if self.deps.crm is not None and plan.crm_lookup and caller.number:
+            self._crm_answer = self.deps.crm.lookup(caller.number, plan.number)  # runs while the caller hears the menu
+            self._crm_asked = time.monotonic()
         blocked = self.deps.runtime_blacklist().for_number(plan.number)
         call = CallInfo(number=plan.number, caller=caller, uniqueid=self.env.uniqueid, runtime_blacklist=blocked)
         state = CallFlow(call, plan, self.config.service, self.started_at, self.deps.rng)
@@ -133,7 +140,7 @@ class CallSession:
             outcome = kind
         except asyncio.CancelledError:
             # Shutdown cut the call off: still leave its record (lines are released below), then stop.
-            await self.write_record(plan, caller, state.partial("error", "cut off by router shutdown"))
+            await self.write_record(plan, caller, state.partial("error", "cut off by router shutdown"), wait_crm=False)
             raise
         except Exception:  # a bug must cost one call, never the server
             log.exception("call %s: routing failed", self.env.uniqueid[:32])
@@ -233,7 +240,8 @@ class CallSession:
         if self.caller_display_set:
             return
         self.caller_display_set = True
-        name = display_name(self.env.calleridname)
+        crm = await self.crm_result()
+        name = display_name(crm.name or self.env.calleridname)  # the CRM's name wins over the network's
         if name and name.lower() != "unknown":
             await self.channel.set_variable("CALLERID(name)", name)
 
@@ -250,14 +258,35 @@ class CallSession:
         for key in list(self.held):
             await self.release(key)
 
-    async def write_record(self, plan: NumberPlan, caller: Caller, result: RouteResult) -> None:
+    async def crm_result(self, wait: bool = True) -> CrmResult:
+        """The CRM's answer, waiting at most what is left of the budget (once); then the call goes on."""
+        if self._crm is not None:
+            if self._crm.source == "timeout" and self._crm_answer is not None and self._crm_answer.done():
+                self._crm = self._crm_answer.result()  # it came while the call went on: the CDR still gets it
+            return self._crm
+        if self._crm_answer is None or self.deps.crm is None:
+            self._crm = CrmResult("skipped")
+            return self._crm
+        left = self.deps.crm.settings.timeout - (time.monotonic() - self._crm_asked) if wait else 0.0
+        self._crm = await within_budget(self._crm_answer, left)
+        if self._crm.source == "timeout" and not self._crm_answer.done():
+            self.deps.metrics.crm_lookups.labels(result="over_budget").inc()
+        return self._crm
+
+    async def write_record(self, plan: NumberPlan, caller: Caller, result: RouteResult, *, wait_crm: bool = True) -> None:
+        crm = await self.crm_result(wait_crm)
+        trace = result.trace
+        if crm.source in ("hit", "cached"):
+            trace = (*trace, f"CRM: {crm.name}" + (f" (tags: {', '.join(crm.tags)})" if crm.tags else ""))
+        elif crm.source != "skipped":
+            trace = (*trace, f"CRM: no name ({crm.source})")
         ended = self.deps.clock()
         record = CallRecord(
             uniqueid=self.env.uniqueid[:64] or f"callrouter-{uuid.uuid4().hex}",  # the CDR key; never empty
             number=plan.number,
             caller=caller.number,
             caller_raw=caller.raw,
-            caller_name=caller.name,
+            caller_name=crm.name or caller.name,
             channel=self.env.channel[:128],
             started_at=self.started_at,
             ended_at=ended,
@@ -275,7 +304,7 @@ class CallSession:
             voicemail_file=result.voicemail_file,
             instance=self.deps.instance,
             router_ms=round((time.perf_counter() - self._t0 - (self.channel.waiting_seconds - self._waiting_before)) * 1000, 3),
-            trace=result.trace,
+            trace=trace,
         )
         self.deps.metrics.calls.labels(number=plan.number, disposition=result.disposition).inc()
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Coroutine, TypeVar
 
 from callrouter.config.loader import RoutingConfig, load_config
+from callrouter.crm.client import CrmClient
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, CallTranscript, DialScript
 from callrouter.holder import ConfigHolder
@@ -77,12 +78,14 @@ async def call_held_in_dial(router: Router, target: str, digits: str, uniqueid: 
 
 
 @asynccontextmanager
-async def running_router(config: RoutingConfig | None = None, state: RoutingState | None = None) -> AsyncIterator[Router]:
+async def running_router(
+    config: RoutingConfig | None = None, state: RoutingState | None = None, crm: CrmClient | None = None, metrics: RouterMetrics | None = None
+) -> AsyncIterator[Router]:
     config = config or sample_config()
-    metrics = RouterMetrics()
+    metrics = metrics or RouterMetrics()
     sink = MemorySink()
     state = state or MemoryRoutingState()
-    deps = SessionDeps(state=state, sink=sink, metrics=metrics, clock=lambda: NOW, rng=random.Random(5), instance="test")
+    deps = SessionDeps(state=state, sink=sink, metrics=metrics, clock=lambda: NOW, rng=random.Random(5), instance="test", crm=crm)
     server = AgiServer(ConfigHolder(config, metrics), deps)
     await server.start("127.0.0.1", 0)
     try:

@@ -256,6 +256,7 @@ class NumberPlan(Frozen):
     voicemail: dict[Name, Voicemail] = Field(default_factory=dict)
     prompts: dict[PromptName, str] = Field(default_factory=dict)  # prompt -> spoken text, for generated prompts
     notify: MissedCallNotify = MissedCallNotify()  # who gets an SMS about a missed call
+    crm_lookup: bool = True  # ask the service's CRM (if configured) for callers' names
 
     def group_of(self, name: str) -> HuntGroup:
         return self.hunt_groups[name]

@@ -105,6 +105,38 @@ class Exporter(Frozen):
     batch_rows: int = Field(default=5000, ge=100, le=100_000)  # rows read per query while catching up
 
 
+class Crm(Frozen):
+    """Caller names from the company's CRM (来电显示 + CRM), asked at the start of each call."""
+
+    # None: off. http(s) URL with {caller} (the caller's normalised digits) and optionally {number}
+    # (the 400 number), URL-encoded when filled in. The CRM answers 200 with a JSON object, 404 for unknown.
+    url: str | None = Field(default=None, pattern=r"^https?://[^\s]{1,2000}$")
+    headers: dict[str, str] = Field(default_factory=dict)  # values may name environment variables: ${CRM_TOKEN}
+    timeout: float = Field(default=0.3, gt=0, le=5)  # the budget a call waits for the name; then it goes on without
+    request_timeout: float = Field(default=3.0, gt=0, le=30)  # a late answer still fills the cache until this
+    cache_ttl: float = Field(default=600.0, ge=0, le=86_400)
+    negative_ttl: float = Field(default=60.0, ge=0, le=86_400)  # "not known" is remembered this long
+    cache_size: int = Field(default=50_000, ge=1, le=10_000_000)
+    name_field: str = Field(default="name", pattern=r"^[A-Za-z0-9_.]{1,64}$")  # JSON field (dotted path) with the name
+    tags_field: str = Field(default="tags", pattern=r"^[A-Za-z0-9_.]{1,64}$")  # JSON field with a list of tags
+    max_concurrency: int = Field(default=50, ge=1, le=10_000)  # open requests at most; beyond, calls go on without
+
+    @field_validator("url")
+    @classmethod
+    def _placeholders(cls, value: str | None) -> str | None:
+        if value is not None and "{caller}" not in value:
+            raise ValueError("the URL must contain {caller}")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9\-]{1,64}", name) or any(ch in text for ch in "\r\n\x00"):
+                raise ValueError(f"header {name[:40]!r}: letters, digits and '-' in the name; no line breaks in the value")
+        return value
+
+
 class ServiceConfig(Frozen):
     listen: Listen = Listen()
     max_sessions: int = Field(default=2000, ge=1, le=100_000)
@@ -122,4 +154,5 @@ class ServiceConfig(Frozen):
     admin: Admin = Admin()
     exporter: Exporter = Exporter()
     notify: Notify = Notify()
+    crm: Crm = Crm()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

@@ -1,0 +1,116 @@
+"""Asking the CRM over HTTP. Never raises into a call; a slow CRM costs a call at most its budget.
+
+Requests belong to the client, not to a call: a call waits for an answer only within its budget and
+then goes on, while the request runs to its own (longer) timeout and fills the cache for the next call
+from that number. Concurrent calls from one number share one request; at most `max_concurrency`
+requests are open at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from typing import Callable
+from urllib.parse import quote
+
+import aiohttp
+
+from callrouter.config.service import Crm
+from callrouter.crm.cache import TtlCache
+from callrouter.crm.parse import CrmResult, InvalidAnswer, parse_answer
+from callrouter.metrics import RouterMetrics
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024
+_ENV = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+
+def crm_url(template: str, caller: str, number: str) -> str:
+    """The caller's digits (and the 400 number) URL-encoded into the template."""
+    return template.replace("{caller}", quote(caller, safe="")).replace("{number}", quote(number, safe=""))
+
+
+class CrmClient:
+    def __init__(self, settings: Crm, metrics: RouterMetrics, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._now = monotonic
+        self.cache = TtlCache(settings.cache_size, settings.cache_ttl, settings.negative_ttl)
+        self._inflight: dict[str, asyncio.Task[CrmResult]] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._headers: dict[str, str] = {}
+
+    async def start(self) -> None:
+        self._headers = {name: _ENV.sub(lambda m: os.environ.get(m.group(1), ""), value) for name, value in self.settings.headers.items()}
+        self._http = aiohttp.ClientSession(headers=self._headers)
+
+    async def close(self) -> None:
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def lookup(self, caller: str, number: str) -> asyncio.Future[CrmResult]:
+        """A future with the answer (from the cache at once, or from the CRM); it never fails."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[CrmResult] = loop.create_future()
+        if not caller or self._http is None:
+            ready.set_result(CrmResult("skipped"))
+            return ready
+        cached = self.cache.get(caller, self._now())
+        if cached is not None:
+            self.metrics.crm_lookups.labels(result="cached").inc()
+            ready.set_result(CrmResult("cached", cached.name, cached.tags))
+            return ready
+        task = self._inflight.get(caller)
+        if task is None:
+            if len(self._inflight) >= self.settings.max_concurrency:
+                self.metrics.crm_lookups.labels(result="busy").inc()
+                ready.set_result(CrmResult("busy"))
+                return ready
+            task = self._inflight[caller] = loop.create_task(self._ask(caller, number))
+            task.add_done_callback(lambda _t: self._inflight.pop(caller, None))
+        return task
+
+    async def _ask(self, caller: str, number: str) -> CrmResult:
+        assert self._http is not None
+        url = crm_url(self.settings.url or "", caller, number)
+        started = time.perf_counter()
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
+            async with self._http.get(url, timeout=timeout, allow_redirects=False) as response:
+                body = await response.content.read(MAX_BODY + 1)
+                if response.status == 404:
+                    result = CrmResult("not_found")
+                elif response.status != 200:
+                    raise InvalidAnswer(f"HTTP {response.status}")
+                elif len(body) > MAX_BODY:
+                    raise InvalidAnswer(f"answer larger than {MAX_BODY} bytes")
+                else:
+                    name, tags = parse_answer(body, self.settings.name_field, self.settings.tags_field)
+                    result = CrmResult("hit", name, tags) if name else CrmResult("not_found")
+        except InvalidAnswer as exc:
+            log.warning("CRM: unusable answer for a caller ending %s: %s", caller[-4:], exc)
+            result = CrmResult("invalid")
+        except asyncio.TimeoutError:
+            result = CrmResult("timeout")
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("CRM unreachable: %s", type(exc).__name__)
+            result = CrmResult("error")
+        self.metrics.crm_lookups.labels(result=result.source).inc()
+        self.metrics.crm_seconds.observe(time.perf_counter() - started)
+        self.cache.put(caller, result, self._now())
+        return result
+
+
+async def within_budget(answer: asyncio.Future[CrmResult], seconds: float) -> CrmResult:
+    """The answer if it comes in time; else the call goes on without it (the request keeps running)."""
+    if answer.done():
+        return answer.result()
+    done, _ = await asyncio.wait({answer}, timeout=max(seconds, 0.0))
+    return answer.result() if done else CrmResult("timeout")

@@ -1,0 +1,219 @@
+"""CRM caller names: a real local HTTP server stands in for the CRM; calls run through the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from callrouter.config.service import Crm
+from callrouter.crm.cache import TtlCache
+from callrouter.crm.client import CrmClient, crm_url
+from callrouter.crm.parse import CrmResult, InvalidAnswer, parse_answer
+from callrouter.emulator.asterisk import run_call
+from callrouter.emulator.script import CallScript, CallTranscript, DialScript
+from callrouter.metrics import RouterMetrics
+from tests.harness import Router, arun, running_router
+
+CALLER = "13912345678"
+
+
+# -- pure parts ------------------------------------------------------------------------------------
+
+def test_answers_are_parsed_as_hostile_data() -> None:
+    assert parse_answer(b'{"name": "\\u5f20\\u4e09", "tags": ["vip", "  "]}', "name", "tags") == ("张三", ("vip",))
+    assert parse_answer(b'{"data": {"customer": "Li\\r\\nEXEC Dial"}}', "data.customer", "tags") == ("Li  EXEC Dial", ())
+    assert parse_answer(b'{"name": null}', "name", "tags") == ("", ())
+    assert parse_answer(('{"name": "' + "x" * 500 + '"}').encode(), "name", "tags")[0] == "x" * 64
+    for body, why in [(b"<html>", "not JSON"), (b"[1]", "not an object"), (b'{"name": 42}', "not text"), (b'{"tags": "vip"}', "list"),
+                      (b"\xff\xfe", "not JSON")]:
+        with pytest.raises(InvalidAnswer, match=why):
+            parse_answer(body, "name", "tags")
+
+
+def test_the_cache_forgets_after_its_ttl_and_keeps_its_size() -> None:
+    cache = TtlCache(size=2, ttl=600, negative_ttl=60)
+    cache.put("a", CrmResult("hit", "A"), now=0)
+    cache.put("b", CrmResult("not_found"), now=0)
+    cache.put("c", CrmResult("error"), now=0)  # failures are not remembered
+    assert cache.get("c", 1) is None
+    assert cache.get("b", 59) == CrmResult("not_found") and cache.get("b", 60) is None
+    assert cache.get("a", 599) is not None and cache.get("a", 600) is None
+    for i in range(5):
+        cache.put(str(i), CrmResult("hit", str(i)), now=0)
+    assert len(cache) == 2 and cache.get("4", 1) is not None and cache.get("0", 1) is None
+
+
+def test_the_url_carries_the_caller_encoded() -> None:
+    assert crm_url("https://crm/api/lookup?phone={caller}&line={number}", "13912345678", "4008001234") == (
+        "https://crm/api/lookup?phone=13912345678&line=4008001234"
+    )
+    assert crm_url("https://crm/c/{caller}", "139&x=1/../", "") == "https://crm/c/139%26x%3D1%2F..%2F"
+
+
+# -- against a CRM on a real port ------------------------------------------------------------------
+
+class FakeCrm:
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.answers: dict[str, tuple[int, bytes]] = {}
+        self.gate: asyncio.Event | None = None  # when set: answers wait for it
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        phone = request.match_info["phone"]
+        self.requests.append(phone)
+        if self.gate is not None:
+            await self.gate.wait()
+        status, body = self.answers.get(phone, (404, b""))
+        return web.Response(status=status, body=body, content_type="application/json")
+
+
+@asynccontextmanager
+async def crm_and_router(**settings: Any) -> AsyncIterator[tuple[FakeCrm, CrmClient, Router]]:
+    fake = FakeCrm()
+    app = web.Application()
+    app.router.add_get("/customers/{phone}", fake.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    metrics = RouterMetrics()
+    url = settings.pop("url", f"http://127.0.0.1:{port}/customers/{{caller}}")
+    client = CrmClient(Crm(url=url, **{"timeout": 0.3, **settings}), metrics)
+    await client.start()
+    try:
+        async with running_router(crm=client, metrics=metrics) as router:
+            yield fake, client, router
+    finally:
+        if fake.gate is not None:
+            fake.gate.set()
+        await client.close()
+        await runner.cleanup()
+
+
+def answered_call(uniqueid: str, caller: str = CALLER) -> CallScript:
+    return CallScript(callerid=caller, calleridname="NETWORK NAME", uniqueid=uniqueid, dtmf=("1",), default_dial=DialScript("ANSWER", 2, 10))
+
+
+def caller_name_sets(t: CallTranscript) -> list[list[str]]:
+    return [c for c in t.commands if c[:3] == ["SET", "VARIABLE", "CALLERID(name)"]]
+
+
+def test_a_known_caller_is_shown_by_name_and_stored_with_it() -> None:
+    async def body() -> None:
+        async with crm_and_router() as (fake, client, router):
+            fake.answers[CALLER] = (200, json.dumps({"name": "张三", "tags": ["vip"]}).encode())
+            t = await run_call("127.0.0.1", router.port, answered_call("c.1"))
+            assert caller_name_sets(t) == [["SET", "VARIABLE", "CALLERID(name)", "张三"]]
+            await router.settle(1)
+            record = router.sink.records[0]
+            assert record.caller_name == "张三" and record.trace[-1] == "CRM: 张三 (tags: vip)"
+            t = await run_call("127.0.0.1", router.port, answered_call("c.2"))  # from the cache
+            assert caller_name_sets(t) == [["SET", "VARIABLE", "CALLERID(name)", "张三"]]
+            assert fake.requests == [CALLER]
+            assert router.sample("callrouter_crm_lookups_total", result="hit") == 1
+            assert router.sample("callrouter_crm_lookups_total", result="cached") == 1
+
+    arun(body())
+
+
+def test_a_slow_crm_costs_the_call_its_budget_only_and_the_late_answer_fills_the_cache() -> None:
+    async def body() -> None:
+        async with crm_and_router(timeout=0.2) as (fake, client, router):
+            fake.answers[CALLER] = (200, b'{"name": "Wang"}')
+            fake.gate = asyncio.Event()  # the CRM answers only once this call is over
+            t = await run_call("127.0.0.1", router.port, answered_call("s.1"))
+            assert t.variables["CALLROUTER_RESULT"] == "ROUTED" and t.dials[0].status == "ANSWER"
+            assert caller_name_sets(t) == [["SET", "VARIABLE", "CALLERID(name)", "NETWORK NAME"]]
+            assert router.sample("callrouter_crm_lookups_total", result="over_budget") == 1
+            fake.gate.set()
+            while client.cache.get(CALLER, client._now()) is None:
+                await asyncio.sleep(0.01)
+            t = await run_call("127.0.0.1", router.port, answered_call("s.2"))
+            assert caller_name_sets(t) == [["SET", "VARIABLE", "CALLERID(name)", "Wang"]]
+            assert fake.requests == [CALLER]
+
+    arun(body())
+
+
+@pytest.mark.parametrize(
+    "status,answer,result",
+    [
+        (500, b"oops", "invalid"),
+        (200, b"<html>not json</html>", "invalid"),
+        (200, b'{"name": "' + b"x" * 100_000 + b'"}', "invalid"),
+        (200, b'{"name": ["a"]}', "invalid"),
+        (404, b"", "not_found"),
+    ],
+)
+def test_a_crm_that_fails_or_talks_garbage_never_stops_the_call(status: int, answer: bytes, result: str) -> None:
+    async def body() -> None:
+        async with crm_and_router() as (fake, client, router):
+            fake.answers[CALLER] = (status, answer)
+            t = await run_call("127.0.0.1", router.port, answered_call("g.1"))
+            assert t.variables["CALLROUTER_RESULT"] == "ROUTED" and t.dials[0].status == "ANSWER"
+            assert caller_name_sets(t) == [["SET", "VARIABLE", "CALLERID(name)", "NETWORK NAME"]]
+            assert router.sample("callrouter_crm_lookups_total", result=result) == 1
+            await router.settle(1)
+            assert router.sink.records[0].trace[-1] == f"CRM: no name ({result})"
+            await run_call("127.0.0.1", router.port, answered_call("g.2"))
+            assert len(fake.requests) == (1 if result == "not_found" else 2)  # only "not known" is remembered
+
+    arun(body())
+
+
+def test_an_unreachable_crm_is_an_error_and_the_call_goes_on() -> None:
+    async def body() -> None:
+        async with crm_and_router(url="http://127.0.0.1:9/customers/{caller}") as (_, _client, router):
+            t = await run_call("127.0.0.1", router.port, answered_call("u.1"))
+            assert t.variables["CALLROUTER_RESULT"] == "ROUTED"
+            assert router.sample("callrouter_crm_lookups_total", result="error") == 1
+
+    arun(body())
+
+
+def test_a_hostile_name_never_becomes_a_second_agi_command() -> None:
+    hostile = 'Bob"\nEXEC Dial "PJSIP/evil\r\n\x00\u2028x'
+
+    async def body() -> None:
+        async with crm_and_router() as (fake, client, router):
+            fake.answers[CALLER] = (200, json.dumps({"name": hostile}).encode())
+            t = await run_call("127.0.0.1", router.port, answered_call("h.1"))
+            (sets,) = caller_name_sets(t)
+            assert sets[3] == 'Bob" EXEC Dial "PJSIP/evil    x'
+            assert not any("evil" in " ".join(c) for c in t.commands if c[:2] != ["SET", "VARIABLE"])
+            assert [c[1] for c in t.commands if c[0] == "EXEC"] == ["MixMonitor", "Dial"]
+            await router.settle(1)
+            assert router.sink.records[0].caller_name == 'Bob" EXEC Dial "PJSIP/evil    x'
+
+    arun(body())
+
+
+def test_too_many_open_requests_make_calls_go_on_without_asking() -> None:
+    async def body() -> None:
+        async with crm_and_router(max_concurrency=1) as (fake, client, router):
+            fake.gate = asyncio.Event()
+            first = client.lookup("13900000001", "4008001234")
+            second = client.lookup("13900000002", "4008001234")
+            assert second.done() and second.result() == CrmResult("busy")
+            same = client.lookup("13900000001", "4008001234")
+            assert same is first  # one request per caller, shared
+            fake.gate.set()
+            assert (await first).source == "not_found"
+            assert fake.requests == ["13900000001"]
+
+    arun(body())
+
+
+def test_withheld_callers_are_not_looked_up() -> None:
+    async def body() -> None:
+        async with crm_and_router() as (fake, _client, router):
+            script = CallScript(callerid="", uniqueid="w.1", dtmf=("1",), default_dial=DialScript("ANSWER", 2, 10))
+            await run_call("127.0.0.1", router.port, script)
+            assert fake.requests == []
+
+    arun(body())
