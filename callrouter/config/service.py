@@ -137,6 +137,19 @@ class Crm(Frozen):
         return value
 
 
+class Ami(Frozen):
+    """The Asterisk Manager Interface, for `callrouter test-call` (asterisk/manager.conf has the user)."""
+
+    host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.\-:]{1,253}$")
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = Field(default="callrouter", pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
+    secret: str | None = Field(default=None, max_length=256)  # CALLROUTER_AMI_SECRET overrides it; never logged
+    inbound_context: str = Field(default="from-pstn-400", pattern=r"^[A-Za-z0-9_\-]{1,79}$")  # where carrier calls arrive
+    test_caller: str = Field(default="13800000000", pattern=r"^\+?[0-9]{3,20}$")  # the caller ID of a test call
+    connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    call_timeout: float = Field(default=120.0, gt=0, le=600)  # the longest a test call may take, ringing included
+
+
 class ServiceConfig(Frozen):
     listen: Listen = Listen()
     max_sessions: int = Field(default=2000, ge=1, le=100_000)
@@ -155,4 +168,5 @@ class ServiceConfig(Frozen):
     exporter: Exporter = Exporter()
     notify: Notify = Notify()
     crm: Crm = Crm()
+    ami: Ami = Ami()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

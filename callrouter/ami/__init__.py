@@ -1,0 +1,1 @@
+"""The Asterisk Manager Interface: test calls through panoramisk."""

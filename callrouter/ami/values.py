@@ -1,0 +1,28 @@
+"""Values that go into AMI packets: one check, so no value can carry a second header or packet."""
+
+from __future__ import annotations
+
+import re
+
+_SAFE = re.compile(r"[^\r\n\x00]{0,256}\Z")
+_CALLER = re.compile(r"\+?[0-9]{3,20}\Z")
+_CONTEXT = re.compile(r"[A-Za-z0-9_\-]{1,79}\Z")
+
+
+def ami_value(value: str, what: str) -> str:
+    """A header value: no CR, LF or NUL (they would end the header or the packet), bounded."""
+    if not _SAFE.match(value):
+        raise ValueError(f"{what}: line breaks and NUL are not allowed (at most 256 characters)")
+    return value
+
+
+def caller_number(value: str) -> str:
+    if not _CALLER.match(value):
+        raise ValueError(f"--from {value[:40]!r}: a phone number, digits with an optional leading +")
+    return value
+
+
+def context_name(value: str) -> str:
+    if not _CONTEXT.match(value):
+        raise ValueError(f"context {value[:40]!r}: letters, digits, '_' and '-'")
+    return value
