@@ -16,6 +16,7 @@ from callrouter.cli_store import add_subcommands
 from callrouter.config.yamlsource import ConfigError
 from callrouter.ami.cli import add_subcommand as add_test_call_subcommand
 from callrouter.exporter.cli import add_subcommand as add_exporter_subcommand
+from callrouter.packages.cli import add_subcommand as add_usage_subcommand
 from callrouter.prompts.cli import add_subcommand as add_prompts_subcommand
 from callrouter.prompts.inventory import check_prompts
 
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prompts_subcommand(sub)
     add_exporter_subcommand(sub)
     add_test_call_subcommand(sub)
+    add_usage_subcommand(sub)
     return parser
 
 

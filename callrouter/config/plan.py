@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from callrouter.config.notify import MissedCallNotify
+from callrouter.config.package import Package
 from callrouter.phone import normalize_number
 from callrouter.config.types import (
     Frozen,
@@ -257,6 +258,7 @@ class NumberPlan(Frozen):
     prompts: dict[PromptName, str] = Field(default_factory=dict)  # prompt -> spoken text, for generated prompts
     notify: MissedCallNotify = MissedCallNotify()  # who gets an SMS about a missed call
     crm_lookup: bool = True  # ask the service's CRM (if configured) for callers' names
+    package: Package | None = None  # the monthly minutes package, for usage alerts
 
     def group_of(self, name: str) -> HuntGroup:
         return self.hunt_groups[name]

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from callrouter.config.notify import Notify
+from callrouter.config.package import Packages
 from callrouter.config.plan import Blacklist
 from callrouter.config.types import Frozen
 from callrouter.config.types import TimeZoneName
@@ -169,4 +170,5 @@ class ServiceConfig(Frozen):
     notify: Notify = Notify()
     crm: Crm = Crm()
     ami: Ami = Ami()
+    packages: Packages = Packages()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

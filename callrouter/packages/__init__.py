@@ -1,0 +1,1 @@
+"""Minutes packages: usage from the CDRs, renewal warnings, and sizing."""
