@@ -25,6 +25,7 @@ from callrouter.holder import ConfigHolder
 from callrouter.notify.rules import OutboxMessage, missed_call_messages
 from callrouter.notify.sender import OutboxSender
 from callrouter.packages.watcher import PackageWatcher
+from callrouter.retention import RetentionPurger
 from callrouter.metrics import RouterMetrics
 from callrouter.server import AgiServer
 from callrouter.session import SessionDeps
@@ -187,6 +188,9 @@ async def serve(config: RoutingConfig, *, host: str | None = None, port: int | N
         packages = PackageWatcher(store.engine, lambda: holder.current, metrics.registry, utc_now)
         await packages.start()
         stack.push_async_callback(packages.close)
+        purger = RetentionPurger(store.engine, lambda: holder.current, metrics.registry, utc_now)
+        await purger.start()
+        stack.push_async_callback(purger.close)
         await start_admin(holder, metrics, store, exporter, stack, admin_port)
         crm = await start_crm(config, metrics, stack)
         server = AgiServer(holder, build_deps(config, metrics, store, crm))

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 import yaml
 from yarl import URL
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
 from callrouter.api.app import ROUTES, AdminServer, build_admin_app
@@ -35,6 +36,7 @@ from callrouter.metrics import RouterMetrics
 from callrouter.routing.record import CallRecord
 from callrouter.store.blacklist import BlacklistFollower, BlacklistStore
 from callrouter.store.db import open_engine
+from callrouter.store.schema import calls
 from tests.cdrs import T0, record
 from tests.harness import arun
 from tests.test_exporter import write
@@ -270,6 +272,12 @@ def test_recordings_download_with_range_and_never_leave_the_folder(db_url: str, 
             status, err, _ = await api.get(f"/api/calls/{outside.uniqueid}/recording")
             assert status == 404 and "not in the configured recordings folder" in err["error"]
             assert (await api.get(f"/api/calls/{unrecorded.uniqueid}/recording"))[0] == 404
+            engine = open_engine(make_url(db_url))
+            async with engine.begin() as conn:  # as the retention purge marks a call whose recording it deleted
+                await conn.execute(update(calls).where(calls.c.uniqueid == inside.uniqueid).values(recording_purged_at=NOW))
+            await engine.dispose()
+            status, err, _ = await api.get(f"/api/calls/{inside.uniqueid}/recording")
+            assert status == 410 and "retention" in err["error"]
 
     arun(body())
 

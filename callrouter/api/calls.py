@@ -20,7 +20,7 @@ from callrouter.store.schema import call_attempts, calls
 LIST_COLUMNS = (
     "id", "uniqueid", "number", "caller", "caller_raw", "caller_name", "started_at", "answered_at", "ended_at",
     "duration_seconds", "billable_seconds", "ring_seconds", "disposition", "reason", "ivr_path", "hunt_group",
-    "strategy", "answered_line", "recording_file", "voicemail_file", "instance", "router_ms",
+    "strategy", "answered_line", "recording_file", "recording_purged_at", "voicemail_file", "instance", "router_ms",
 )
 _SELECT = [calls.c[name] for name in LIST_COLUMNS]
 _CSV_RISKY = ("=", "+", "-", "@", "\t", "\r")

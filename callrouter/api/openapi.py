@@ -49,6 +49,7 @@ CALL_PROPERTIES: dict[str, Any] = {
     "strategy": {"type": ["string", "null"]},
     "answered_line": {"type": ["string", "null"]},
     "recording_file": {"type": ["string", "null"]},
+    "recording_purged_at": {"type": ["string", "null"], "format": "date-time", "description": "when retention deleted the recording"},
     "voicemail_file": {"type": ["string", "null"]},
     "instance": {"type": "string"},
     "router_ms": {"type": "number"},

@@ -151,6 +151,15 @@ class Ami(Frozen):
     call_timeout: float = Field(default=120.0, gt=0, le=600)  # the longest a test call may take, ringing included
 
 
+class Retention(Frozen):
+    """How long recordings are kept (quality checks and disputes: usually 3 to 6 months)."""
+
+    enabled: bool = True
+    recordings_days: int = Field(default=180, ge=1, le=3660)
+    purge_interval: float = Field(default=6 * 3600.0, ge=60, le=7 * 86_400)
+    orphans: bool = True  # also delete files older than the retention that no CDR names
+
+
 class ServiceConfig(Frozen):
     listen: Listen = Listen()
     max_sessions: int = Field(default=2000, ge=1, le=100_000)
@@ -171,4 +180,5 @@ class ServiceConfig(Frozen):
     crm: Crm = Crm()
     ami: Ami = Ami()
     packages: Packages = Packages()
+    retention: Retention = Retention()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
