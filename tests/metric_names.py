@@ -9,6 +9,9 @@ from sqlalchemy.engine import make_url
 
 from callrouter.exporter.service import CdrExporter
 from callrouter.metrics import RouterMetrics
+from callrouter.notify.sender import NotifyMetrics
+from callrouter.packages.watcher import PackageMetrics
+from callrouter.retention import RetentionMetrics
 from callrouter.store.db import open_engine
 from tests.harness import sample_config
 
@@ -17,4 +20,8 @@ def all_families() -> list[Metric]:
     config = sample_config()
     engine = open_engine(make_url("sqlite+aiosqlite:///:memory:"))  # never connected: families only
     exporter = CdrExporter(engine, lambda: config, lambda: datetime.now(timezone.utc))
-    return [*RouterMetrics().registry.collect(), *exporter.families()]
+    router = RouterMetrics()
+    NotifyMetrics(router.registry)  # registered on the router's registry by `serve`, as here
+    PackageMetrics(router.registry)
+    RetentionMetrics(router.registry)
+    return [*router.registry.collect(), *exporter.families()]
