@@ -48,7 +48,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NOW = T0 + timedelta(hours=2)
 
 
-def workspace(tmp_path: Path, db_url: str, **admin: Any) -> Path:
+def workspace(tmp_path: Path, db_url: str, exporter_in_serve: bool = False, **admin: Any) -> Path:
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     shutil.copytree(ROOT / "dialplans", tmp_path / "dialplans")
     (tmp_path / "rec").mkdir()
@@ -56,6 +56,7 @@ def workspace(tmp_path: Path, db_url: str, **admin: Any) -> Path:
     doc["store"]["url"] = db_url
     doc["recordings_dir"] = str(tmp_path / "rec")
     doc["admin"] = {"port": 0, **admin}
+    doc["exporter"] = {"in_serve": exporter_in_serve, "poll_interval": 0.1}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
     return tmp_path / "config.yaml"
 
@@ -405,7 +406,7 @@ def test_the_openapi_document_describes_exactly_the_served_routes(db_url: str, t
 
 def test_serve_runs_the_admin_api_beside_fastagi(tmp_path: Path) -> None:
     db = tmp_path / "var" / "callrouter.db"
-    cfg = workspace(tmp_path, f"sqlite+aiosqlite:///{db}")
+    cfg = workspace(tmp_path, f"sqlite+aiosqlite:///{db}", exporter_in_serve=True)
     subprocess.run([sys.executable, "-m", "callrouter", "db", "upgrade", "--config", str(cfg)], check=True, capture_output=True, env=ENV)
 
     async def body() -> None:
@@ -420,8 +421,14 @@ def test_serve_runs_the_admin_api_beside_fastagi(tmp_path: Path) -> None:
             call = CallScript(callerid="13955556666", uniqueid="77.1", dtmf=("1",), default_dial=DialScript("ANSWER", 2, 5))
             assert (await run_call("127.0.0.1", agi_port, call)).variables["CALLROUTER_RESULT"] == "ROUTED"
             async with aiohttp.ClientSession() as http:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    assert r.status == 200
+                deadline = asyncio.get_running_loop().time() + 10
+                while True:  # ready once the in-process exporter has loaded its totals
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                        assert "CDR exporter" in (await r.json())["reasons"][0]
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
                 async with http.get(f"http://127.0.0.1:{port}/api/plans", headers=AUTH) as r:
                     assert r.status == 200 and (await r.json())["plans"][0]["number"] == "4008001234"
                 async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
@@ -435,6 +442,13 @@ def test_serve_runs_the_admin_api_beside_fastagi(tmp_path: Path) -> None:
                             assert (await r.json())["caller"] == "13955556666"
                             break
                     assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+                while True:  # exporter.in_serve: the CDR families follow on the same /metrics
+                    async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                        text = await r.text()
+                    if re.search(r'callrouter_cdr_calls_total\{disposition="\w+",number="4008001234"\} 1\.0', text):
+                        break
+                    assert asyncio.get_running_loop().time() < deadline, text[-2000:]
                     await asyncio.sleep(0.05)
         finally:
             proc.terminate()
