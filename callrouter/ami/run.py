@@ -60,7 +60,14 @@ async def place(config: RoutingConfig, number: str, caller: str) -> CallReport:
             refused = originate_refusal(answer.result())
     finally:
         await session.close()
-    cdr, attempts, note = await fetch_cdr(config, call.inbound_uniqueid) if call.inbound_uniqueid else (None, [], "no call reached the router")
+    cdr: Mapping[str, Any] | None
+    attempts: Sequence[Mapping[str, Any]]
+    if not call.inbound_uniqueid:
+        cdr, attempts, note = None, [], "no call reached the router"
+    elif call.variables.get("AGISTATUS") == "FAILURE":
+        cdr, attempts, note = None, [], "none: Asterisk could not reach the router (AGISTATUS=FAILURE)"
+    else:
+        cdr, attempts, note = await fetch_cdr(config, call.inbound_uniqueid)
     return report(number, caller, call, refused, cdr, attempts, note)
 
 

@@ -49,7 +49,7 @@ class PlacedCall:
             return
         if name == "Newchannel" and channel.startswith(self.channel_prefix) and channel.endswith(";2"):
             self.inbound, self.inbound_uniqueid = channel, event.get("Uniqueid", "")
-        elif name == "VarSet" and channel == self.inbound:
+        elif name == "VarSet" and channel == self.inbound:  # the dialplan first clears CALLROUTER_RESULT (no Value)
             self.variables[event.get("Variable", "")] = event.get("Value", "")
         elif name == "DialBegin" and channel == self.inbound:
             self.dials[event.get("DestUniqueid", "")] = DialSeen(event.get("DialString", event.get("DestChannel", "")))

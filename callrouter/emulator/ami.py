@@ -1,6 +1,7 @@
 """Asterisk's side of AMI, for tests: a real TCP server speaking the manager protocol as Asterisk does.
 
-Written from Asterisk's documented behaviour (main/manager.c and the manager event documentation): the
+Written from Asterisk's documented behaviour (main/manager.c and the manager event documentation), and
+checked against a test call through a real Asterisk 22.10.1 (docs/asterisk-verification.md): the
 banner line, `Key: Value` packets ended by an empty line, Login answered `Authentication accepted` (then
 the connection gets events) or `Authentication failed` (then the connection is closed), `Permission
 denied` for actions before login, Originate with Async answered `Originate successfully queued` and later
@@ -144,6 +145,9 @@ class AmiPeer:
 
         event("Newchannel", f"{base};1", one)
         event("Newchannel", f"{base};2", two)
+        # The originate itself: a dial with no calling channel (as Asterisk 22 reports it).
+        originate = [("DestChannel", f"{base};1"), ("DestUniqueid", one), ("DestLinkedid", one), ("DialString", f"{exten}@{context}")]
+        writer.write(packet([("Event", "DialBegin"), ("Privilege", "call,all"), *originate]))
         if context not in self.contexts:
             event("Hangup", f"{base};2", two, Cause="1", **{"Cause-txt": "Unallocated (unassigned) number"})
             event("Hangup", f"{base};1", one, Cause="1", **{"Cause-txt": "Unallocated (unassigned) number"})
@@ -151,6 +155,7 @@ class AmiPeer:
                                  "Channel": action["channel"], "Reason": "0", "Uniqueid": "<null>"}))
             await writer.drain()
             return
+        event("VarSet", f"{base};2", two, Variable="CALLROUTER_RESULT")  # the dialplan's Set(CALLROUTER_RESULT=): no Value
         script = CallScript(callerid=cid_num, calleridname=cid_name or "unknown", dnid=exten, extension=exten, context=context,
                             channel=f"{base};2", uniqueid=two, dial=dict(self.lines), default_dial=self.default_line)
         try:
@@ -159,11 +164,9 @@ class AmiPeer:
         except OSError:  # the router cannot be reached: AGI() fails, the dialplan falls back
             t, variables = None, {"AGISTATUS": "FAILURE"}
         if t is not None and t.answered:
+            writer.write(packet([("Event", "DialEnd"), ("Privilege", "call,all"), *originate, ("DialStatus", "ANSWER")]))
             writer.write(packet({"Event": "OriginateResponse", "Privilege": "call,all", "ActionID": action_id, "Response": "Success",
                                  "Channel": f"{base};1", "Context": context, "Exten": exten, "Reason": "4", "Uniqueid": one}))
-        for var in ("AGISTATUS", "CALLROUTER_RESULT"):
-            if var in variables:
-                event("VarSet", f"{base};2", two, Variable=var, Value=variables[var])
         for i, dial in enumerate(t.dials if t is not None else []):
             for j, target in enumerate(dial.targets):
                 dest = f"1764000000.{n * 10 + 2 + i * 20 + j}"
@@ -172,6 +175,9 @@ class AmiPeer:
                 event("DialBegin", f"{base};2", two, **common, DialString=target.split("/", 1)[1])
                 status = "ANSWER" if dial.answered_target == target else ("CANCEL" if dial.status == "ANSWER" else dial.status)
                 event("DialEnd", f"{base};2", two, **common, DialStatus=status)
+        for var in ("CALLROUTER_RESULT", "AGISTATUS"):  # the router's last word, then AGI()'s own status
+            if var in variables:
+                event("VarSet", f"{base};2", two, Variable=var, Value=variables[var])
         cause, text = HANGUP_CAUSES.get(t.dials[-1].status if t is not None and t.dials else "ANSWER", ("16", "Normal Clearing"))
         event("Hangup", f"{base};2", two, Cause=cause, **{"Cause-txt": text})
         event("Hangup", f"{base};1", one, Cause=cause, **{"Cause-txt": text})
