@@ -78,7 +78,22 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if missing:
         print(f"{len(missing)} prompt use(s) have no file in {config.service.prompts_dir}", file=sys.stderr)
+    for warning in notify_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return 1 if missing else 0
+
+
+def notify_warnings(config: RoutingConfig) -> list[str]:
+    """Settings that are valid but will not do what they seem to: messages nobody can send."""
+    out = []
+    notify = config.service.notify
+    for number, plan in sorted(config.plans.items()):
+        wants_sms = bool(plan.notify.recipients) or (plan.package is not None and bool(plan.package.recipients))
+        if wants_sms and notify.sms is None:
+            out.append(f"{config.sources[number]}: SMS recipients are set but config.yaml has no notify.sms gateway: no SMS will be sent")
+        if (plan.notify.webhook or (plan.package is not None and plan.package.webhook)) and notify.webhook is None:
+            out.append(f"{config.sources[number]}: webhook messages are asked for but config.yaml has no notify.webhook")
+    return out
 
 
 def _parse_time(text: str | None, tz: str) -> datetime:

@@ -350,3 +350,11 @@ def test_the_webhook_gets_the_event_as_json(db_url: str) -> None:
             assert got["body"]["disposition"] == "no_answer" and got["body"]["uniqueid"] == "1764000000.1"
 
     arun(body())
+
+
+def test_check_warns_about_recipients_without_a_gateway() -> None:
+    from callrouter.cli import notify_warnings
+
+    (warning,) = notify_warnings(sample_config())  # the sample plan names a manager; config.yaml has no gateway
+    assert "no notify.sms gateway" in warning and warning.startswith(sample_config().sources["4008001234"])
+    assert notify_warnings(config_for("http://gw.example/sms")) == []
