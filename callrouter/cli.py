@@ -43,12 +43,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check at start is not news
     from callrouter.api.auth import AdminConfigError
+    from callrouter.envsubst import MissingEnvironment
     from callrouter.store.db import StoreError
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.event_loop)) as runner:
             return runner.run(serve(config, host=args.host, port=args.port, admin_port=args.admin_port))
-    except (StoreError, AdminConfigError) as exc:
+    except (StoreError, AdminConfigError, MissingEnvironment) as exc:
         print(f"callrouter: {exc}", file=sys.stderr)
         return 2
 

@@ -217,3 +217,15 @@ def test_withheld_callers_are_not_looked_up() -> None:
             assert fake.requests == []
 
     arun(body())
+
+
+def test_a_header_naming_an_unset_variable_stops_the_start() -> None:
+    from callrouter.envsubst import MissingEnvironment
+
+    async def body() -> None:
+        client = CrmClient(Crm(url="http://crm/{caller}", headers={"Authorization": "Bearer ${CALLROUTER_TEST_UNSET_TOKEN}"}), RouterMetrics())
+        with pytest.raises(MissingEnvironment, match="CALLROUTER_TEST_UNSET_TOKEN is not set"):
+            await client.start()
+        await client.close()
+
+    arun(body())

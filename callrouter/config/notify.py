@@ -36,7 +36,7 @@ HttpUrl = Annotated[str, BeforeValidator(lambda v: _url(v) if isinstance(v, str)
 QuietHours = Annotated[tuple[time, time], BeforeValidator(_quiet)]
 
 
-def _headers(value: dict[str, str]) -> dict[str, str]:
+def check_headers(value: dict[str, str]) -> dict[str, str]:
     for name, text in value.items():
         if not _HEADER_NAME.match(name):
             raise ValueError(f"header name {name[:40]!r}: letters, digits and '-' only")
@@ -63,7 +63,7 @@ class SmsGateway(Frozen):
     @field_validator("headers")
     @classmethod
     def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return _headers(value)
+        return check_headers(value)
 
     @field_validator("success_field")
     @classmethod
@@ -83,7 +83,7 @@ class Webhook(Frozen):
     @field_validator("headers")
     @classmethod
     def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return _headers(value)
+        return check_headers(value)
 
 
 class Notify(Frozen):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from callrouter.config.notify import Notify
+from callrouter.config.notify import Notify, check_headers
 from callrouter.config.package import Packages
 from callrouter.config.plan import Blacklist
 from callrouter.config.types import Frozen
@@ -132,10 +132,7 @@ class Crm(Frozen):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if not re.fullmatch(r"[A-Za-z0-9\-]{1,64}", name) or any(ch in text for ch in "\r\n\x00"):
-                raise ValueError(f"header {name[:40]!r}: letters, digits and '-' in the name; no line breaks in the value")
-        return value
+        return check_headers(value)
 
 
 class Ami(Frozen):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from typing import Callable
 from urllib.parse import quote
@@ -21,11 +20,11 @@ import aiohttp
 from callrouter.config.service import Crm
 from callrouter.crm.cache import TtlCache
 from callrouter.crm.parse import CrmResult, InvalidAnswer, parse_answer
+from callrouter.envsubst import expand_headers
 from callrouter.metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
-_ENV = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 
 def crm_url(template: str, caller: str, number: str) -> str:
@@ -44,7 +43,8 @@ class CrmClient:
         self._headers: dict[str, str] = {}
 
     async def start(self) -> None:
-        self._headers = {name: _ENV.sub(lambda m: os.environ.get(m.group(1), ""), value) for name, value in self.settings.headers.items()}
+        """MissingEnvironment when a header names an unset variable: found at start, not at the first call."""
+        self._headers = expand_headers(self.settings.headers, os.environ)
         self._http = aiohttp.ClientSession(headers=self._headers)
 
     async def close(self) -> None:

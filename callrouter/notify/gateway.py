@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from typing import Mapping
 
 import aiohttp
 
 from callrouter.config.notify import SmsGateway, Webhook
+from callrouter.envsubst import MissingEnvironment, expand_headers
 from callrouter.notify.outbox import Claimed
 from callrouter.notify.rules import accepted, fill
 
 MAX_RESPONSE = 64 * 1024
-_ENV = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 
 class SendFailed(Exception):
@@ -22,14 +21,10 @@ class SendFailed(Exception):
 
 
 def resolve_headers(headers: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
-    """${NAME} in a header value comes from the environment, so secrets stay out of config.yaml."""
-    out = {}
-    for name, value in headers.items():
-        missing = [m for m in _ENV.findall(value) if m not in environ]
-        if missing:
-            raise SendFailed(f"header {name}: environment variable {missing[0]} is not set")
-        out[name] = _ENV.sub(lambda m: environ[m.group(1)], value)
-    return out
+    try:
+        return expand_headers(headers, environ)
+    except MissingEnvironment as exc:
+        raise SendFailed(str(exc)) from None
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
