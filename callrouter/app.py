@@ -182,15 +182,14 @@ async def serve(config: RoutingConfig, *, host: str | None = None, port: int | N
     async with AsyncExitStack() as stack:
         store = await open_store(holder, metrics, stack)
         exporter = await start_exporter(holder, store, stack)
-        sender = OutboxSender(store.engine, lambda: holder.current, metrics.registry, utc_now, random.Random())
-        await sender.start()
-        stack.push_async_callback(sender.close)
-        packages = PackageWatcher(store.engine, lambda: holder.current, metrics.registry, utc_now)
-        await packages.start()
-        stack.push_async_callback(packages.close)
-        purger = RetentionPurger(store.engine, lambda: holder.current, metrics.registry, utc_now)
-        await purger.start()
-        stack.push_async_callback(purger.close)
+        current = lambda: holder.current  # noqa: E731 - each background part reads the configuration as it is now
+        for part in (
+            OutboxSender(store.engine, current, metrics.registry, utc_now, random.Random()),  # missed-call SMS, package warnings
+            PackageWatcher(store.engine, current, metrics.registry, utc_now),
+            RetentionPurger(store.engine, current, metrics.registry, utc_now),
+        ):
+            await part.start()
+            stack.push_async_callback(part.close)
         await start_admin(holder, metrics, store, exporter, stack, admin_port)
         crm = await start_crm(config, metrics, stack)
         server = AgiServer(holder, build_deps(config, metrics, store, crm))
