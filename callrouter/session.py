@@ -21,7 +21,7 @@ from callrouter.agi.errors import AgiProtocolError
 from callrouter.agi.protocol import Environment
 from callrouter.config.loader import RoutingConfig
 from callrouter.config.plan import NumberPlan
-from callrouter.crm.client import CrmClient, within_budget
+from callrouter.crm.client import CrmClient, settled, within_budget
 from callrouter.crm.parse import CrmResult, clean_text
 from callrouter.metrics import RouterMetrics
 from callrouter.records import RecordSink
@@ -261,8 +261,8 @@ class CallSession:
     async def crm_result(self, wait: bool = True) -> CrmResult:
         """The CRM's answer, waiting at most what is left of the budget (once); then the call goes on."""
         if self._crm is not None:
-            if self._crm.source == "timeout" and self._crm_answer is not None and self._crm_answer.done():
-                self._crm = self._crm_answer.result()  # it came while the call went on: the CDR still gets it
+            if self._crm.source == "timeout" and self._crm_answer is not None:
+                self._crm = settled(self._crm_answer) or self._crm  # it came while the call went on: the CDR still gets it
             return self._crm
         if self._crm_answer is None or self.deps.crm is None:
             self._crm = CrmResult("skipped")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+import time
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
 
 from callrouter.config.service import Crm
 from callrouter.crm.cache import TtlCache
-from callrouter.crm.client import CrmClient, crm_url
+from callrouter.crm.client import CrmClient, crm_url, within_budget
 from callrouter.crm.parse import CrmResult, InvalidAnswer, parse_answer
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, CallTranscript, DialScript
@@ -28,6 +29,7 @@ def test_answers_are_parsed_as_hostile_data() -> None:
     assert parse_answer(b'{"name": "\\u5f20\\u4e09", "tags": ["vip", "  "]}', "name", "tags") == ("张三", ("vip",))
     assert parse_answer(b'{"data": {"customer": "Li\\r\\nEXEC Dial"}}', "data.customer", "tags") == ("Li  EXEC Dial", ())
     assert parse_answer(b'{"name": null}', "name", "tags") == ("", ())
+    assert parse_answer(json.dumps({"name": "A\x85B\u202eC\u2066D"}).encode(), "name", "tags") == ("A B C D", ())
     assert parse_answer(('{"name": "' + "x" * 500 + '"}').encode(), "name", "tags")[0] == "x" * 64
     for body, why in [(b"<html>", "not JSON"), (b"[1]", "not an object"), (b'{"name": 42}', "not text"), (b'{"tags": "vip"}', "list"),
                       (b"\xff\xfe", "not JSON")]:
@@ -62,6 +64,8 @@ class FakeCrm:
         self.requests: list[str] = []
         self.answers: dict[str, tuple[int, bytes]] = {}
         self.gate: asyncio.Event | None = None  # when set: answers wait for it
+        self.chunks: list[bytes] = []  # what /streamed/ sends, one write each
+        self.cut_off = False
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         phone = request.match_info["phone"]
@@ -71,28 +75,48 @@ class FakeCrm:
         status, body = self.answers.get(phone, (404, b""))
         return web.Response(status=status, body=body, content_type="application/json")
 
+    async def streamed(self, request: web.Request) -> web.StreamResponse:
+        """The answer's chunks as separate writes, without a Content-Length; a pause lets each leave alone."""
+        self.requests.append(request.match_info["phone"])
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        try:
+            for chunk in self.chunks:
+                await response.write(chunk)
+                await asyncio.sleep(0.005)
+            await response.write_eof()
+        except ConnectionResetError:  # the client stopped reading: what an oversized answer should cause
+            self.cut_off = True
+        return response
+
 
 @asynccontextmanager
-async def crm_and_router(**settings: Any) -> AsyncIterator[tuple[FakeCrm, CrmClient, Router]]:
+async def crm_client(metrics: RouterMetrics, monotonic: Callable[[], float] = time.monotonic, **settings: Any) -> AsyncIterator[tuple[FakeCrm, CrmClient]]:
     fake = FakeCrm()
     app = web.Application()
     app.router.add_get("/customers/{phone}", fake.handle)
+    app.router.add_get("/streamed/{phone}", fake.streamed)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = runner.addresses[0][1]
-    metrics = RouterMetrics()
-    url = settings.pop("url", f"http://127.0.0.1:{port}/customers/{{caller}}")
-    client = CrmClient(Crm(url=url, **{"timeout": 0.3, **settings}), metrics)
+    url = settings.pop("url", f"http://127.0.0.1:{port}/customers/{{caller}}").replace("{port}", str(port))
+    client = CrmClient(Crm(url=url, **{"timeout": 0.3, **settings}), metrics, monotonic)
     await client.start()
     try:
-        async with running_router(crm=client, metrics=metrics) as router:
-            yield fake, client, router
+        yield fake, client
     finally:
         if fake.gate is not None:
             fake.gate.set()
         await client.close()
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def crm_and_router(**settings: Any) -> AsyncIterator[tuple[FakeCrm, CrmClient, Router]]:
+    metrics = RouterMetrics()
+    async with crm_client(metrics, **settings) as (fake, client), running_router(crm=client, metrics=metrics) as router:
+        yield fake, client, router
 
 
 def answered_call(uniqueid: str, caller: str = CALLER) -> CallScript:
@@ -130,6 +154,9 @@ def test_a_slow_crm_costs_the_call_its_budget_only_and_the_late_answer_fills_the
             assert t.variables["CALLROUTER_RESULT"] == "ROUTED" and t.dials[0].status == "ANSWER"
             assert caller_name_sets(t) == [["SET", "VARIABLE", "CALLERID(name)", "NETWORK NAME"]]
             assert router.sample("callrouter_crm_lookups_total", result="over_budget") == 1
+            assert fake.requests == [CALLER] and CALLER in client._inflight  # the call ended with the CRM still silent
+            await router.settle(1)
+            assert router.sink.records[0].caller_name == "NETWORK NAME" and router.sink.records[0].trace[-1] == "CRM: no name (timeout)"
             fake.gate.set()
             while client.cache.get(CALLER, client._now()) is None:
                 await asyncio.sleep(0.01)
@@ -227,5 +254,53 @@ def test_a_header_naming_an_unset_variable_stops_the_start() -> None:
         with pytest.raises(MissingEnvironment, match="CALLROUTER_TEST_UNSET_TOKEN is not set"):
             await client.start()
         await client.close()
+
+    arun(body())
+
+
+def test_names_and_not_known_expire_with_their_ttls() -> None:
+    now = [1000.0]
+
+    async def body() -> None:
+        async with crm_client(RouterMetrics(), lambda: now[0], cache_ttl=600, negative_ttl=60) as (fake, client):
+            fake.answers[CALLER] = (200, b'{"name": "Zhao"}')
+            assert (await client.lookup(CALLER, "4008001234")) == CrmResult("hit", "Zhao")
+            now[0] += 599
+            assert client.lookup(CALLER, "4008001234").result() == CrmResult("cached", "Zhao")
+            now[0] += 1
+            assert (await client.lookup(CALLER, "4008001234")).source == "hit"
+            assert fake.requests == [CALLER, CALLER]
+            stranger = "13800000000"
+            assert (await client.lookup(stranger, "4008001234")).source == "not_found"
+            now[0] += 59
+            assert client.lookup(stranger, "4008001234").result().source == "cached"
+            now[0] += 1
+            assert (await client.lookup(stranger, "4008001234")).source == "not_found"
+            assert fake.requests == [CALLER, CALLER, stranger, stranger]
+
+    arun(body())
+
+
+def test_an_answer_in_pieces_is_read_whole_and_an_endless_one_is_cut_off() -> None:
+    async def body() -> None:
+        metrics = RouterMetrics()
+        async with crm_client(metrics, url="http://127.0.0.1:{port}/streamed/{caller}") as (fake, client):
+            fake.chunks = [b'{"na', b'me": "Qian", ', b'"tags": ["vip"]}']
+            assert (await client.lookup(CALLER, "4008001234")) == CrmResult("hit", "Qian", ("vip",))
+            fake.chunks = [b'{"name": "' + b"x" * 8192] * 64  # 512 KiB, no Content-Length
+            assert (await client.lookup("13800000000", "4008001234")).source == "invalid"
+            assert metrics.registry.get_sample_value("callrouter_crm_lookups_total", {"result": "invalid"}) == 1
+
+    arun(body())
+
+
+def test_a_call_waiting_when_the_client_closes_gets_no_name_not_an_exception() -> None:
+    async def body() -> None:
+        async with crm_client(RouterMetrics()) as (fake, client):
+            fake.gate = asyncio.Event()
+            answer = client.lookup(CALLER, "4008001234")
+            await client.close()
+            assert (await within_budget(answer, 1.0)) == CrmResult("error")
+            assert client.lookup(CALLER, "4008001234").result() == CrmResult("skipped")
 
     arun(body())

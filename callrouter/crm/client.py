@@ -84,14 +84,12 @@ class CrmClient:
         try:
             timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
             async with self._http.get(url, timeout=timeout, allow_redirects=False) as response:
-                body = await response.content.read(MAX_BODY + 1)
                 if response.status == 404:
                     result = CrmResult("not_found")
                 elif response.status != 200:
                     raise InvalidAnswer(f"HTTP {response.status}")
-                elif len(body) > MAX_BODY:
-                    raise InvalidAnswer(f"answer larger than {MAX_BODY} bytes")
                 else:
+                    body = await read_capped(response, MAX_BODY)
                     name, tags = parse_answer(body, self.settings.name_field, self.settings.tags_field)
                     result = CrmResult("hit", name, tags) if name else CrmResult("not_found")
         except InvalidAnswer as exc:
@@ -102,15 +100,36 @@ class CrmClient:
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("CRM unreachable: %s", type(exc).__name__)
             result = CrmResult("error")
+        except Exception:  # a bug here must cost a caller's name, never the call that waits on it
+            log.exception("CRM lookup failed")
+            result = CrmResult("error")
         self.metrics.crm_lookups.labels(result=result.source).inc()
         self.metrics.crm_seconds.observe(time.perf_counter() - started)
         self.cache.put(caller, result, self._now())
         return result
 
 
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, however it is cut into packets; InvalidAnswer once it passes `limit`."""
+    if response.content_length is not None and response.content_length > limit:
+        raise InvalidAnswer(f"answer larger than {limit} bytes ({response.content_length})")
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise InvalidAnswer(f"answer larger than {limit} bytes")
+    return bytes(body)
+
+
+def settled(answer: asyncio.Future[CrmResult]) -> CrmResult | None:
+    """The answer if it has come; a request cut off by the client's close is an error, not an exception."""
+    if not answer.done():
+        return None
+    return CrmResult("error") if answer.cancelled() else answer.result()
+
+
 async def within_budget(answer: asyncio.Future[CrmResult], seconds: float) -> CrmResult:
     """The answer if it comes in time; else the call goes on without it (the request keeps running)."""
-    if answer.done():
-        return answer.result()
-    done, _ = await asyncio.wait({answer}, timeout=max(seconds, 0.0))
-    return answer.result() if done else CrmResult("timeout")
+    if not answer.done() and seconds > 0:
+        await asyncio.wait({answer}, timeout=seconds)
+    return settled(answer) or CrmResult("timeout")

@@ -7,7 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# C0 and C1 controls, Unicode line/paragraph separators, and bidi overrides (which could make a
+# display read something else than it holds).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 MAX_NAME = 64
 MAX_TAGS = 10
 MAX_TAG = 32
