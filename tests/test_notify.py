@@ -40,7 +40,7 @@ def missed(i: int, caller: str = "13912345678", start: datetime = T0, **changes:
 def config_for(sms_url: str | None = None, webhook_url: str | None = None, service: dict[str, Any] | None = None, **plan_notify: Any) -> RoutingConfig:
     base = sample_config()
     notify = Notify(
-        sms=SmsGateway(url=sms_url, timeout=0.5, **(service or {})) if sms_url else None,
+        sms=SmsGateway(url=sms_url, **{"timeout": 0.5, **(service or {})}) if sms_url else None,
         webhook=Webhook(url=webhook_url, timeout=0.5) if webhook_url else None,
         retry_base=1, retry_max=10, max_attempts=3,
     )
@@ -117,9 +117,9 @@ async def outbox_rows(url: str) -> list[dict[str, Any]]:
 
 
 @asynccontextmanager
-async def sender_for(url: str, config: RoutingConfig, clock: Clock) -> AsyncIterator[OutboxSender]:
+async def sender_for(url: str, config: RoutingConfig, clock: Clock, registry: CollectorRegistry | None = None) -> AsyncIterator[OutboxSender]:
     engine = open_engine(make_url(url))
-    sender = OutboxSender(engine, lambda: config, CollectorRegistry(), clock, random.Random(1))
+    sender = OutboxSender(engine, lambda: config, registry or CollectorRegistry(), clock, random.Random(1))
     await sender.start()
     await asyncio.sleep(0)
     assert sender._task is not None
@@ -217,9 +217,13 @@ def test_messages_reach_the_gateway_once_with_the_text_and_an_idempotency_key(db
             hostile = missed(2, caller="13900000000", caller_name='"}, "evil": {"x')
             await store_calls(db_url, config, [missed(1), hostile])
             clock = Clock(T0 + timedelta(minutes=5))
-            async with sender_for(db_url, config, clock) as sender:
+            registry = CollectorRegistry()
+            async with sender_for(db_url, config, clock, registry) as sender:
                 assert await sender.round() == 4
                 assert await sender.round() == 0
+            sent = {"kind": "missed_call", "channel": "sms", "result": "sent"}
+            assert registry.get_sample_value("callrouter_notifications_total", sent) == 4
+            assert registry.get_sample_value("callrouter_outbox_pending_messages") == 0
             bodies = sorted((r["body"]["phone"], r["body"]["content"]) for r in gw.received)
             assert [b[0] for b in bodies] == [BOSS, BOSS, DEPUTY, DEPUTY]
             assert all("来电" in b[1] for b in bodies)
@@ -323,6 +327,63 @@ def test_one_caller_cannot_flood_a_managers_phone(db_url: str) -> None:
     arun(body())
 
 
+def test_the_limit_holds_for_several_calls_of_one_caller_sent_in_one_round(db_url: str) -> None:
+    async def body() -> None:
+        async with gateway_on() as (gw, url):
+            config = config_for(url, per_caller_limit=3, per_caller_window=3600)
+            await store_calls(db_url, config, [missed(i, caller="13911110000") for i in range(4)])
+            async with sender_for(db_url, config, Clock(T0 + timedelta(minutes=1))) as sender:
+                assert await sender.round() == 8
+            assert sorted(r["body"]["to"] for r in gw.received) == [BOSS] * 3 + [DEPUTY] * 3
+            rows = await outbox_rows(db_url)
+            assert [r["status"] for r in rows if r["recipient"] == BOSS] == ["sent", "sent", "sent", "suppressed"]
+            assert "per-caller limit" in rows[-1]["last_error"]
+
+    arun(body())
+
+
+@pytest.mark.parametrize("encoding", ["json", "form"])
+def test_hostile_text_reaches_the_gateway_as_data(encoding: str, db_url: str) -> None:
+    caller = '1"},"to":"1&to=2%0A\\u0000'
+    company = '"}],"evil":{"x":"&to=110&'
+
+    async def body() -> None:
+        async with gateway_on() as (gw, url):
+            service = {"body": {"phone": "{to}", "content": "{text}"}, "encoding": encoding}
+            config = config_for(url, service=service, recipients=(BOSS,), company=company)
+            await store_calls(db_url, config, [missed(1, caller=caller)])
+            async with sender_for(db_url, config, Clock(T0 + timedelta(minutes=1))) as sender:
+                assert await sender.round() == 1
+            (got,) = gw.received
+            assert got["body"] == {"phone": BOSS, "content": f"【{company}】11-24 09:00 来电 {caller} 未接通（无人接听），请及时回电。400号码 4008001234"}
+
+    arun(body())
+
+
+def test_close_returns_while_the_gateway_hangs_and_the_message_stays_queued(db_url: str) -> None:
+    async def body() -> None:
+        async with gateway_on() as (gw, url):
+            gw.mode = "slow"  # never answers until the test ends
+            config = config_for(url, service={"timeout": 60}, recipients=(BOSS,))
+            await store_calls(db_url, config, [missed(1)])
+            engine = open_engine(make_url(db_url))
+            sender = OutboxSender(engine, lambda: config, CollectorRegistry(), Clock(T0 + timedelta(minutes=1)), random.Random(1))
+            try:
+                await sender.start()
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while not gw.received and loop.time() < deadline:
+                    await asyncio.sleep(0.01)
+                assert gw.received, "the sender never reached the gateway"
+                await asyncio.wait_for(sender.close(), 5)  # a hang guard, not a timing claim
+            finally:
+                await engine.dispose()
+            (row,) = await outbox_rows(db_url)
+            assert row["status"] == "pending" and row["attempts"] == 1  # leased: another round sends it again
+
+    arun(body())
+
+
 def test_two_senders_never_send_one_message_twice(pg_url: str) -> None:
     async def body() -> None:
         async with gateway_on() as (gw, url):
@@ -330,7 +391,7 @@ def test_two_senders_never_send_one_message_twice(pg_url: str) -> None:
             await store_calls(pg_url, config, [missed(i, caller=f"1390000{i:04d}") for i in range(40)])
             clock = Clock(T0 + timedelta(minutes=5))
             async with sender_for(pg_url, config, clock) as a, sender_for(pg_url, config, clock) as b:
-                while (await asyncio.gather(a.round(), b.round())) != [0, 0]:
+                while sum(await asyncio.gather(a.round(), b.round())) > 0:
                     pass
             ids = [r["body"]["id"] for r in gw.received]
             assert len(ids) == 80 and len(set(ids)) == 80

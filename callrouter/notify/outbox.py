@@ -11,14 +11,26 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from callrouter.notify.rules import OutboxMessage
 from callrouter.store.dialect import insert_ignore
 from callrouter.store.schema import outbox
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A message to queue; shared by the missed-call rules and the package alerts."""
+
+    kind: str  # missed_call | package_alert
+    dedupe_key: str  # unique forever: the same event never becomes two messages
+    channel: str  # sms | webhook
+    recipient: str  # a phone number for sms; "" for the webhook (its URL is config)
+    number: str  # the 400 number it is about
+    caller: str  # the caller it is about ("" if none): the per-caller limit, never a metric label
+    payload: Mapping[str, str]  # "text" plus the template fields
 
 
 @dataclass(frozen=True)

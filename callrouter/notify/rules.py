@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
@@ -13,6 +12,8 @@ from zoneinfo import ZoneInfo
 from callrouter.config.notify import MissedCallNotify, Notify
 from callrouter.config.plan import NumberPlan
 from callrouter.config.service import ServiceConfig
+from callrouter.notify.outbox import Claimed
+from callrouter.notify.outbox import OutboxMessage as OutboxMessage  # defined with the table; re-exported for callers
 
 REASONS = {
     "no_answer": "无人接听",
@@ -27,17 +28,6 @@ REASONS = {
     "answered": "已接听",
 }
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    kind: str  # missed_call | package_alert
-    dedupe_key: str  # unique forever: the same event never becomes two messages
-    channel: str  # sms | webhook
-    recipient: str  # a phone number for sms; "" for the webhook
-    number: str  # the 400 number it is about
-    caller: str  # the caller it is about ("" if none): the per-caller limit, never a metric label
-    payload: Mapping[str, str]  # "text" plus the template fields
 
 
 def fill(template: str, values: Mapping[str, str]) -> str:
@@ -88,6 +78,15 @@ def missed_call_messages(rows: Sequence[Mapping[str, Any]], plans: Mapping[str, 
         if rules.webhook and service.notify.webhook is not None:
             out.append(OutboxMessage("missed_call", f"missed:{uid}:webhook", "webhook", "", plan.number, row["caller"], payload))
     return out
+
+
+def in_turns(claimed: Sequence[Claimed]) -> list[list[Claimed]]:
+    """Messages that share a per-caller limit (kind, recipient, caller), oldest first, to be handled one
+    after another: sent side by side, four about one caller would each see none sent yet."""
+    turns: dict[tuple[str, str, str], list[Claimed]] = {}
+    for m in sorted(claimed, key=lambda m: m.id):
+        turns.setdefault((m.kind, m.recipient, m.caller or f"#{m.id}"), []).append(m)
+    return list(turns.values())
 
 
 def in_quiet_hours(quiet: tuple[time, time], local: datetime) -> bool:

@@ -20,7 +20,7 @@ from callrouter.config.notify import MissedCallNotify
 from callrouter.notify import outbox
 from callrouter.notify.gateway import SendFailed, send_sms, send_webhook
 from callrouter.notify.outbox import Claimed
-from callrouter.notify.rules import in_quiet_hours, quiet_hours_end, retry_delay
+from callrouter.notify.rules import in_quiet_hours, in_turns, quiet_hours_end, retry_delay
 from callrouter.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -92,10 +92,13 @@ class OutboxSender:
             return 0
         now = self._clock()
         claimed = await outbox.claim(self.engine, now, settings.batch, settings.lease)
-        if claimed:
-            await asyncio.gather(*(self.handle(m, config, now) for m in claimed))
+        await asyncio.gather(*(self._handle_in_turn(turn, config, now) for turn in in_turns(claimed)))
         self.metrics.pending.set(await outbox.pending(self.engine))
         return len(claimed)
+
+    async def _handle_in_turn(self, turn: list[Claimed], config: RoutingConfig, now: datetime) -> None:
+        for message in turn:
+            await self.handle(message, config, now)
 
     async def handle(self, message: Claimed, config: RoutingConfig, now: datetime) -> None:
         plan = config.plans.get(message.number)

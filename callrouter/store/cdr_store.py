@@ -12,8 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callrouter.notify.outbox import enqueue
-from callrouter.notify.rules import OutboxMessage
+from callrouter.notify.outbox import OutboxMessage, enqueue
 from callrouter.store.cdr_rows import CdrRows, stats_deltas
 from callrouter.store.db import require_current_schema
 from callrouter.store.dialect import insert_ignore, upsert_add
