@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from callrouter.ami.client import AmiLoginRefused, AmiUnreachable
+from callrouter.ami.client import AmiLoginRefused, AmiOriginateRefused, AmiTimeout, AmiUnreachable
 from callrouter.ami.run import place
 from callrouter.ami.testcall import PlacedCall, originate_refusal, report
 from callrouter.config.loader import RoutingConfig, load_config
@@ -91,6 +92,12 @@ async def asterisk_and_router(tmp_path: Path, **lines: DialScript) -> AsyncItera
 @pytest.fixture(autouse=True)
 def ami_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALLROUTER_AMI_SECRET", SECRET)
+    monkeypatch.delenv("CALLROUTER_DATABASE_URL", raising=False)  # the CDR is read from the workspace's own store
+
+
+def with_ami(config: RoutingConfig, **changes: object) -> RoutingConfig:
+    ami = config.service.ami.model_copy(update=changes)
+    return dataclasses.replace(config, service=config.service.model_copy(update={"ami": ami}))
 
 
 # -- the pure fold ---------------------------------------------------------------------------------
@@ -114,8 +121,27 @@ def test_events_of_other_calls_are_ignored_and_dials_are_followed() -> None:
         call.feed(e)
     assert call.inbound_uniqueid == "1.11" and call.variables == {"CALLROUTER_RESULT": "ROUTED"} and call.hung_up
     assert [(d.target, d.status) for d in call.dials.values()] == [("13800000001@callrouter-lines", "BUSY")]
-    r = report("4008001234", "139", call, None, None, [], "database unreachable (OSError)")
+    r = report("4008001234", "139", call, None, [], "database unreachable (OSError)")
     assert not r.answered and "dialled 13800000001@callrouter-lines" in "\n".join(r.lines) and "User busy" in r.lines[-1]
+
+
+def routed_call(result: str, agi_status: str = "SUCCESS") -> PlacedCall:
+    call = PlacedCall("Local/4008001234@from-pstn-400-")
+    call.feed(ev("Newchannel", "Local/4008001234@from-pstn-400-00000001;1", "1.10", "1.10"))
+    call.feed(ev("Newchannel", "Local/4008001234@from-pstn-400-00000001;2", "1.11", "1.10"))
+    for name, value in (("CALLROUTER_RESULT", result), ("AGISTATUS", agi_status)):
+        call.feed(ev("VarSet", "Local/4008001234@from-pstn-400-00000001;2", "1.11", "1.10", Variable=name, Value=value))
+    return call
+
+
+def test_the_cdr_decides_blacklisted_and_a_fallback_is_called_out() -> None:
+    cdr = {"disposition": "blacklisted", "reason": "caller on the blacklist", "ivr_path": "", "answered_line": None}
+    r = report("4008001234", "13900000000", routed_call("ROUTED"), cdr, [], "")
+    assert not r.answered and r.exit_code == 1 and "the caller is blacklisted" in r.lines[-1]
+    assert "router: handled the call (CALLROUTER_RESULT=ROUTED)" in r.lines
+    r = report("4008001234", "13900000000", routed_call("", "FAILURE"), None, [], "none: Asterisk could not reach the router")
+    assert "router: did NOT route the call (CALLROUTER_RESULT=(not set), AGISTATUS=FAILURE)" in r.lines[1]
+    assert r.lines[-1] == "not answered" and not r.answered
 
 
 def test_originate_answers_are_told_apart() -> None:
@@ -137,6 +163,25 @@ def test_a_test_call_answered_by_the_second_line_after_the_first_was_busy(tmp_pa
             assert "line desk_a" in text and "BUSY" in text and "answered by line desk_b" in text
             originate = next(a for a in peer.received if a["action"] == "Originate")
             assert originate["channel"] == "Local/4008001234@from-pstn-400" and "<13912345678>" in originate["callerid"]
+            assert originate["actionid"].startswith("callrouter-test-") and originate["application"] == "Wait"
+            assert originate["variable"] == f"CALLROUTER_TEST_CALL={originate['actionid']}"
+
+            # The database out of reach: the report stands on Asterisk's events alone, and says so.
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("CALLROUTER_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/none")
+                result = await place(config, "4008001234", "13912345678")
+            text = "\n".join(result.lines)
+            assert result.answered and "router's CDR: database unreachable" in text, text
+            assert "dialled 13800000001@callrouter-lines" in text and "line desk_a" in text and "BUSY" in text
+            assert result.lines[-1] == "answered by line desk_b", text
+
+            # A call that outlives --timeout is hung up through AMI and reported as a timeout.
+            peer.lines = {DESK_A: DialScript("ANSWER", 1, 5, hold=asyncio.Event())}
+            with pytest.raises(AmiTimeout, match="did not end within 1 s.*callrouter hung it up") as timed_out:
+                await place(config, "4008001234", "13912345678", timeout=1)
+            assert timed_out.value.exit_code == 6
+            hangup = [a for a in peer.received if a["action"] == "Hangup"]
+            assert len(hangup) == 1 and hangup[0]["channel"].startswith("Local/4008001234@from-pstn-400-") and hangup[0]["channel"].endswith(";1")
 
     arun(body(), timeout=60)
 
@@ -170,17 +215,49 @@ def test_login_and_connection_failures_are_clear(tmp_path: Path, monkeypatch: py
         config = load_config(str(cfg))
         try:
             monkeypatch.setenv("CALLROUTER_AMI_SECRET", "wrong")
-            with pytest.raises(AmiLoginRefused, match="refused the login: Authentication failed"):
+            with pytest.raises(AmiLoginRefused, match="refused the login: Authentication failed") as refused:
                 await place(config, "4008001234", "13912345678")
+            assert refused.value.exit_code == 4
+            monkeypatch.setenv("CALLROUTER_AMI_SECRET", SECRET)
+            # Asterisk refuses the Originate itself (no `originate` write class), or cannot place it (no such context).
+            peer.originate_permitted = False
+            with pytest.raises(AmiOriginateRefused, match="refused the Originate: Permission denied") as refused_originate:
+                await place(config, "4008001234", "13912345678")
+            assert refused_originate.value.exit_code == 5
+            peer.originate_permitted = True
+            with pytest.raises(AmiOriginateRefused, match="no such extension or context"):
+                await place(with_ami(config, inbound_context="from-elsewhere"), "4008001234", "13912345678")
         finally:
             await peer.close()
-        monkeypatch.setenv("CALLROUTER_AMI_SECRET", SECRET)
-        with pytest.raises(AmiUnreachable, match=f"cannot reach AMI at 127.0.0.1:{port}"):
+        with pytest.raises(AmiUnreachable, match=f"cannot reach AMI at 127.0.0.1:{port}") as unreachable:
             await place(config, "4008001234", "13912345678")
-        for hostile in ["139\r\nAction: Originate", "abc", "13912345678\x00"]:
+        assert unreachable.value.exit_code == 3
+
+        # Something that accepts the connection but never speaks AMI: a timeout, not a hang.
+        silent_peer_done = asyncio.Event()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read()  # until the client gives up
+            writer.close()
+            silent_peer_done.set()
+
+        silent_server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        silent_port = silent_server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(AmiTimeout, match=f"AMI at 127.0.0.1:{silent_port} did not answer the login within 0.5 s"):
+                await place(with_ami(config, port=silent_port, connect_timeout=0.5), "4008001234", "13912345678")
+            await asyncio.wait_for(silent_peer_done.wait(), 10)  # and the connection was closed
+        finally:
+            silent_server.close()
+            await silent_server.wait_closed()
+
+        originates = sum(a.get("action") == "Originate" for a in peer.received)
+        for hostile in ["139\r\nAction: Originate", "abc", "13912345678\x00", "+"]:
             with pytest.raises(ValueError, match="--from"):
                 await place(config, "4008001234", hostile)
-        assert not any(a.get("action") == "Originate" for a in peer.received)
+        with pytest.raises(ValueError, match="--timeout"):
+            await place(config, "4008001234", "13912345678", timeout=0)
+        assert sum(a.get("action") == "Originate" for a in peer.received) == originates
 
     arun(body(), timeout=60)
 
@@ -203,6 +280,13 @@ def test_the_command_end_to_end(tmp_path: Path) -> None:
             )
             out, err = await asyncio.wait_for(child.communicate(), 40)
             assert child.returncode == 4 and "refused the login" in err.decode()
+            assert "nope" not in out.decode() + err.decode()
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "callrouter", "test-call", "--config", config.config_path, "--number", "4008001234",
+                "--from", "139\r\nAction: Hangup", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            )
+            out, err = await asyncio.wait_for(child.communicate(), 40)
+            assert child.returncode == 2 and "--from" in err.decode() and not out
 
     arun(body(), timeout=90)
 

@@ -7,6 +7,8 @@ import asyncio
 import sys
 from typing import Any
 
+EXIT_CODES = "0 answered, 1 placed but not answered, 2 bad input, 3 AMI unreachable, 4 login refused, 5 Originate refused, 6 timeout"
+
 
 def cmd_test_call(args: argparse.Namespace) -> int:
     from callrouter.ami.client import AmiError
@@ -19,8 +21,8 @@ def cmd_test_call(args: argparse.Namespace) -> int:
     number = "".join(ch for ch in args.number if ch.isdigit())
     caller = args.caller or config.service.ami.test_caller
     try:
-        result = asyncio.run(place(config, number, caller))
-    except ValueError as exc:  # a --from that is not a phone number: refused before connecting
+        result = asyncio.run(place(config, number, caller, args.timeout))
+    except ValueError as exc:  # bad input or settings: refused before connecting
         print(f"callrouter test-call: {exc}", file=sys.stderr)
         return 2
     except AmiError as exc:
@@ -34,9 +36,10 @@ def add_subcommand(sub: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser(
         "test-call",
         help="place a test call through Asterisk (AMI) into the inbound context and report who answered",
-        description="Exit status: 0 answered, 1 placed but not answered, 2 bad input, 3 AMI unreachable, 4 login refused, 5 other AMI error.",
+        description=f"Exit status: {EXIT_CODES}.",
     )
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--number", required=True, help="the 400 number to call")
-    p.add_argument("--from", dest="caller", help="caller ID to present (default ami.test_caller)")
+    p.add_argument("--from", dest="caller", help="caller ID to present, digits with an optional + (default ami.test_caller)")
+    p.add_argument("--timeout", type=float, help="seconds the call may take, ringing included (default ami.call_timeout)")
     p.set_defaults(func=cmd_test_call)

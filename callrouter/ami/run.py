@@ -3,61 +3,68 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import os
-import time
+import uuid
 from typing import Any, Mapping, Sequence
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
-from callrouter.ami.client import AmiError, AmiSession
-from callrouter.ami.testcall import PlacedCall, CallReport, originate_refusal, report
+from callrouter.ami.client import AmiOriginateRefused, AmiSession, AmiTimeout, AmiUnreachable
+from callrouter.ami.testcall import PlacedCall, TestCallReport, originate_refusal, report
 from callrouter.ami.values import caller_number
 from callrouter.config.loader import RoutingConfig
-from callrouter.store.db import open_engine, resolve_url
+from callrouter.routing.engine import dial_target
+from callrouter.store.db import StoreError, open_engine, resolve_url
 from callrouter.store.schema import call_attempts, calls
 
+log = logging.getLogger(__name__)
+
 SECRET_ENV = "CALLROUTER_AMI_SECRET"
+TEST_VARIABLE = "CALLROUTER_TEST_CALL"  # set on the test call's channels (Local/ copies it to the ;2 half)
 CDR_WAIT = 5.0  # the CDR writer stores a record within its batch age (0.5 s); allow for a busy database
+SETTLE = 2.0  # after the hang-up: how long the OriginateResponse (or our Hangup's end) may take to arrive
+POLL = 0.1
 
 
-async def place(config: RoutingConfig, number: str, caller: str) -> CallReport:
+async def place(config: RoutingConfig, number: str, caller: str, timeout: float | None = None) -> TestCallReport:
+    """Originate a test call to `number` from `caller`; the report once it ended.
+
+    ValueError: bad input (refused before connecting). AmiError subclasses: AMI could not be reached, refused
+    the login or the Originate, or the call outlived `timeout` (default ami.call_timeout; then it is hung up).
+    """
     settings = config.service.ami
     caller = caller_number(caller)
+    timeout = settings.call_timeout if timeout is None else timeout
+    if not 0 < timeout <= 600:
+        raise ValueError(f"--timeout {timeout:g}: seconds, more than 0 and at most 600")
     if number not in config.plans:
-        raise AmiError(f"no plan routes {number}; known: {', '.join(sorted(config.plans))}")
+        raise ValueError(f"no plan routes {number!r}; known: {', '.join(sorted(config.plans))}")
     secret = os.environ.get(SECRET_ENV) or settings.secret
     if not secret:
-        raise AmiError(f"no AMI secret: set {SECRET_ENV} (or ami.secret) to the secret of [{settings.username}] in manager.conf")
+        raise ValueError(f"no AMI secret: set {SECRET_ENV} (or ami.secret) to the secret of [{settings.username}] in manager.conf")
     session = AmiSession(settings.host, settings.port, settings.username, secret)
-    await session.connect(settings.connect_timeout)
+    action_id = f"callrouter-test-{uuid.uuid4().hex}"
     call = PlacedCall(channel_prefix=f"Local/{number}@{settings.inbound_context}-")
-    refused: str | None = None
     try:
-        answer = session.originate(
+        await session.connect(settings.connect_timeout)
+        answer = session.send(
             {
+                "Action": "Originate",
+                "ActionID": action_id,
+                "Async": "true",
                 "Channel": f"Local/{number}@{settings.inbound_context}",
+                # The ;1 half only waits; the ;2 half runs the inbound context as a carrier call would.
                 "Application": "Wait",
-                "Data": str(int(settings.call_timeout)),
+                "Data": str(math.ceil(timeout)),
+                "Timeout": str(math.ceil(timeout * 1000)),
                 "CallerID": f'"callrouter test" <{caller}>',
-                "Timeout": str(int(settings.call_timeout * 1000)),
+                "Variable": f"{TEST_VARIABLE}={action_id}",
             }
         )
-        deadline = time.monotonic() + settings.call_timeout
-        while not call.hung_up:
-            if answer.done() and not isinstance(answer.result(), list):
-                refused = originate_refusal(answer.result())
-                if refused:
-                    break
-            if session.lost:
-                raise AmiError("AMI closed the connection during the test call")
-            if time.monotonic() > deadline:
-                raise AmiError(f"the test call did not end within {settings.call_timeout:g} s (ami.call_timeout)")
-            try:
-                call.feed(await asyncio.wait_for(session.events.get(), 0.1))
-            except TimeoutError:
-                continue
-        if refused is None and answer.done() and call.inbound == "":
-            refused = originate_refusal(answer.result())
+        await follow(session, call, answer, timeout)
     finally:
         await session.close()
     cdr: Mapping[str, Any] | None
@@ -68,14 +75,73 @@ async def place(config: RoutingConfig, number: str, caller: str) -> CallReport:
         cdr, attempts, note = None, [], "none: Asterisk could not reach the router (AGISTATUS=FAILURE)"
     else:
         cdr, attempts, note = await fetch_cdr(config, call.inbound_uniqueid)
-    return report(number, caller, call, refused, cdr, attempts, note)
+    return report(number, caller, call, cdr, attempts, note, line_ids(config, number))
+
+
+def line_ids(config: RoutingConfig, number: str) -> dict[str, str]:
+    """The plan's lines by the dial string AMI events show (the Dial target without its technology)."""
+    template = config.service.dialing.template
+    return {
+        dial_target(line, template).split("/", 1)[-1]: line.id
+        for group in config.plans[number].hunt_groups.values()
+        for line in group.lines
+    }
+
+
+async def follow(session: AmiSession, call: PlacedCall, answer: asyncio.Future[Any], timeout: float) -> None:
+    """Feed the call's events until its inbound half hung up; raise if Asterisk refused it or it ran too long."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not call.hung_up:
+        if answer.done():
+            refused = originate_refusal(answer.result())
+            if refused:
+                raise AmiOriginateRefused(f"Asterisk refused the Originate: {refused}")
+        if session.lost and session.events.empty():
+            raise AmiUnreachable(f"AMI at {session.where} closed the connection during the test call")
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            await hang_up(session, call)
+            raise AmiTimeout(
+                f"the test call did not end within {timeout:g} s (--timeout, ami.call_timeout)"
+                + ("; callrouter hung it up" if call.originator else "; Asterisk reported no channel of it")
+            )
+        try:
+            call.feed(await asyncio.wait_for(session.events.get(), min(POLL, remaining)))
+        except TimeoutError:
+            continue
+    # The OriginateResponse comes around the hang-up: a Local channel into a missing extension is created,
+    # then fails before its ;2 half runs the dialplan.
+    await asyncio.wait({answer}, timeout=SETTLE)
+    if answer.done() and "CALLROUTER_RESULT" not in call.variables:
+        refused = originate_refusal(answer.result())
+        if refused:
+            raise AmiOriginateRefused(f"Asterisk refused the Originate: {refused}")
+
+
+async def hang_up(session: AmiSession, call: PlacedCall) -> None:
+    """Hang up the ;1 half (Asterisk then ends the ;2 half and its dials); wait a little for it to go."""
+    if not call.originator or session.lost:
+        return
+    done = session.send({"Action": "Hangup", "Channel": call.originator})
+    try:
+        async with asyncio.timeout(SETTLE):
+            await done
+            while not call.hung_up:
+                call.feed(await session.events.get())
+    except TimeoutError:
+        log.warning("Asterisk did not confirm the hang-up of %s within %g s", call.originator, SETTLE)
 
 
 async def fetch_cdr(config: RoutingConfig, uniqueid: str) -> tuple[Mapping[str, Any] | None, Sequence[Mapping[str, Any]], str]:
     """The router's CDR of the call, waiting a little for the writer's batch; (None, [], why) if not there."""
-    engine = open_engine(resolve_url(config.service.store.url, config.base_dir), pool_size=1)
     try:
-        deadline = time.monotonic() + CDR_WAIT
+        engine = open_engine(resolve_url(config.service.store.url, config.base_dir), pool_size=1)
+    except StoreError as exc:
+        return None, [], f"database not usable ({exc})"
+    loop = asyncio.get_running_loop()
+    try:
+        deadline = loop.time() + CDR_WAIT
         while True:
             async with engine.connect() as conn:
                 row = (await conn.execute(select(calls).where(calls.c.uniqueid == uniqueid))).first()
@@ -84,10 +150,11 @@ async def fetch_cdr(config: RoutingConfig, uniqueid: str) -> tuple[Mapping[str, 
                         select(call_attempts).where(call_attempts.c.call_uniqueid == uniqueid).order_by(call_attempts.c.seq)
                     )
                     return dict(row._mapping), [dict(a._mapping) for a in rows.all()], ""
-            if time.monotonic() > deadline:
+            if loop.time() > deadline:
                 return None, [], f"not in the database after {CDR_WAIT:g} s (is this the router's database?)"
             await asyncio.sleep(0.2)
-    except Exception as exc:  # the report still stands on Asterisk's events; say why the CDR is missing
+    except (OSError, SQLAlchemyError, TimeoutError) as exc:  # the report still stands on Asterisk's events
+        log.warning("reading the CDR of %s failed: %s: %s", uniqueid, type(exc).__name__, exc)
         return None, [], f"database unreachable ({type(exc).__name__})"
     finally:
         await engine.dispose()

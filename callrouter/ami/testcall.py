@@ -9,7 +9,7 @@ one the router's CDR is stored under.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 ORIGINATE_REASONS = {
     "0": "no such extension or context",
@@ -33,6 +33,7 @@ class PlacedCall:
 
     channel_prefix: str  # "Local/4008001234@from-pstn-400-"
     linkedid: str = ""
+    originator: str = ""  # the ;1 channel name (the one to hang up)
     inbound: str = ""  # the ;2 channel name
     inbound_uniqueid: str = ""
     variables: dict[str, str] = field(default_factory=dict)
@@ -44,7 +45,7 @@ class PlacedCall:
         name = event.get("Event", "")
         channel = event.get("Channel", "")
         if name == "Newchannel" and not self.linkedid and channel.startswith(self.channel_prefix) and channel.endswith(";1"):
-            self.linkedid = event.get("Uniqueid", "")
+            self.originator, self.linkedid = channel, event.get("Uniqueid", "")
         if not self.linkedid or event.get("Linkedid") != self.linkedid:
             return
         if name == "Newchannel" and channel.startswith(self.channel_prefix) and channel.endswith(";2"):
@@ -62,7 +63,11 @@ class PlacedCall:
 
 
 @dataclass(frozen=True)
-class CallReport:
+class TestCallReport:
+    """What one placed test call showed (the Originate was accepted)."""
+
+    __test__: ClassVar[bool] = False  # a name pytest would otherwise try to collect
+
     number: str
     caller: str
     uniqueid: str
@@ -78,19 +83,17 @@ def report(
     number: str,
     caller: str,
     call: PlacedCall,
-    originate_refused: str | None,
     cdr: Mapping[str, Any] | None,
     attempts: Sequence[Mapping[str, Any]],
     cdr_note: str,
-) -> CallReport:
-    """The human report. The CDR is the definitive word when there is one; AMI events fill in otherwise."""
+    line_ids: Mapping[str, str] | None = None,
+) -> TestCallReport:
+    """The human report. The CDR is the definitive word when there is one; AMI events fill in otherwise
+    (`line_ids`: the plan's lines by dial string as the events show it, "13800000001@callrouter-lines")."""
     out = [f"test call to {number} from {caller or 'a withheld number'}" + (f" (uniqueid {call.inbound_uniqueid})" if call.inbound_uniqueid else "")]
-    if originate_refused is not None:
-        out.append(f"Asterisk did not place the call: {originate_refused}")
-        return CallReport(number, caller, call.inbound_uniqueid, False, out)
     if not call.inbound:
         out.append("Asterisk placed the call but the inbound context never ran: check the context name (ami.inbound_context)")
-        return CallReport(number, caller, "", False, out)
+        return TestCallReport(number, caller, "", False, out)
     result = call.variables.get("CALLROUTER_RESULT", "")
     agi_status = call.variables.get("AGISTATUS", "")
     if result == "ROUTED":
@@ -119,11 +122,14 @@ def report(
             out.append("not answered")
     else:
         out.append(f"router's CDR: {cdr_note}; from Asterisk's events:")
+        by = ""
         for seen in call.dials.values():
-            out.append(f"  dialled {seen.target:<48} {seen.status or '(no result)'}")
-            answered = answered or seen.status == "ANSWER"
-        out.append("answered" if answered else "not answered" + (f" ({call.cause})" if call.cause else ""))
-    return CallReport(number, caller, call.inbound_uniqueid, answered, out)
+            line = (line_ids or {}).get(seen.target, "")
+            out.append(f"  dialled {seen.target:<40} {f'line {line}' if line else '':<22} {seen.status or '(no result)'}")
+            if seen.status == "ANSWER":
+                answered, by = True, line
+        out.append((f"answered by line {by}" if by else "answered") if answered else "not answered" + (f" ({call.cause})" if call.cause else ""))
+    return TestCallReport(number, caller, call.inbound_uniqueid, answered, out)
 
 
 def originate_refusal(response: Any) -> str | None:

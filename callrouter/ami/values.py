@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 _SAFE = re.compile(r"[^\r\n\x00]{0,256}\Z")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,63}\Z")
 _CALLER = re.compile(r"\+?[0-9]{3,20}\Z")
-_CONTEXT = re.compile(r"[A-Za-z0-9_\-]{1,79}\Z")
 
 
 def ami_value(value: str, what: str) -> str:
@@ -16,13 +16,15 @@ def ami_value(value: str, what: str) -> str:
     return value
 
 
+def ami_name(name: str) -> str:
+    """A header name: a word (a colon or a line break in it would forge another header)."""
+    if not _NAME.match(name):
+        raise ValueError(f"AMI header name {name[:40]!r}: letters, digits, '_' and '-'")
+    return name
+
+
 def caller_number(value: str) -> str:
     if not _CALLER.match(value):
         raise ValueError(f"--from {value[:40]!r}: a phone number, digits with an optional leading +")
     return value
 
-
-def context_name(value: str) -> str:
-    if not _CONTEXT.match(value):
-        raise ValueError(f"context {value[:40]!r}: letters, digits, '_' and '-'")
-    return value

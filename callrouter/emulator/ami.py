@@ -4,10 +4,12 @@ Written from Asterisk's documented behaviour (main/manager.c and the manager eve
 checked against a test call through a real Asterisk 22.10.1 (docs/asterisk-verification.md): the
 banner line, `Key: Value` packets ended by an empty line, Login answered `Authentication accepted` (then
 the connection gets events) or `Authentication failed` (then the connection is closed), `Permission
-denied` for actions before login, Originate with Async answered `Originate successfully queued` and later
-the OriginateResponse event, Logoff answered `Goodbye`. An Originate into `Local/<exten>@<context>` plays
+denied` for actions before login or beyond the user's write classes, Originate with Async answered
+`Originate successfully queued` and later the OriginateResponse event, Hangup answered `Channel Hungup` (or
+`No such channel`), Logoff answered `Goodbye`. An Originate into `Local/<exten>@<context>` plays
 the call for real: the inbound half runs the FastAGI emulator against the router, and the events
-(Newchannel, VarSet, DialBegin, DialEnd, Hangup) are those of what the AGI session actually did.
+(Newchannel, VarSet, DialBegin, DialEnd, Hangup) are those of what the AGI session actually did. The
+Originate's `Variable` headers are set on the `;1` half and copied to the `;2` half, as core_unreal does.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ class AmiPeer:
     contexts: frozenset[str] = frozenset({"from-pstn-400"})
     lines: Mapping[str, DialScript] = field(default_factory=dict)  # dial target -> behaviour
     default_line: DialScript = DialScript("NOANSWER", ring_seconds=1)
+    originate_permitted: bool = True  # False: the user lacks the `originate` write class
     received: list[dict[str, str]] = field(default_factory=list)  # every action packet, in order
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _server: asyncio.AbstractServer | None = None
+    _hangups: dict[str, asyncio.Event] = field(default_factory=dict)  # channel of a call in progress -> hang it up
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self._server = await asyncio.start_server(self._session, host, port)
@@ -86,6 +90,15 @@ class AmiPeer:
                     break
                 elif name == "ping":
                     writer.write(packet({"Response": "Success", **reply, "Ping": "Pong", "Timestamp": "1764000000.000000"}))
+                elif name == "hangup":
+                    hangup = self._hangups.get(action.get("channel", ""))
+                    if hangup is None:
+                        writer.write(packet({"Response": "Error", **reply, "Message": "No such channel"}))
+                    else:
+                        hangup.set()
+                        writer.write(packet({"Response": "Success", **reply, "Message": "Channel Hungup"}))
+                elif name == "originate" and not self.originate_permitted:
+                    writer.write(packet({"Response": "Error", **reply, "Message": "Permission denied"}))
                 elif name == "originate":
                     error = self._check_originate(action)
                     if error:
@@ -117,7 +130,8 @@ class AmiPeer:
                     return fields
                 continue
             key, _, value = text.partition(":")
-            fields[key.strip().lower()] = value.strip()
+            key, value = key.strip().lower(), value.strip()
+            fields[key] = f"{fields[key]},{value}" if key == "variable" and key in fields else value  # repeatable
 
     def _check_originate(self, action: Mapping[str, str]) -> str | None:
         if action.get("async", "").lower() != "true":
@@ -143,8 +157,11 @@ class AmiPeer:
                                  ("CallerIDNum", cid_num), ("CallerIDName", cid_name), ("Context", context), ("Exten", exten),
                                  ("Uniqueid", uniqueid), ("Linkedid", one), *extra.items()]))
 
+        set_vars = {name: value for name, _, value in (v.partition("=") for v in action.get("variable", "").split(",") if "=" in v)}
         event("Newchannel", f"{base};1", one)
         event("Newchannel", f"{base};2", two)
+        for name, value in set_vars.items():
+            event("VarSet", f"{base};1", one, Variable=name, Value=value)
         # The originate itself: a dial with no calling channel (as Asterisk 22 reports it).
         originate = [("DestChannel", f"{base};1"), ("DestUniqueid", one), ("DestLinkedid", one), ("DialString", f"{exten}@{context}")]
         writer.write(packet([("Event", "DialBegin"), ("Privilege", "call,all"), *originate]))
@@ -157,9 +174,28 @@ class AmiPeer:
             return
         event("VarSet", f"{base};2", two, Variable="CALLROUTER_RESULT")  # the dialplan's Set(CALLROUTER_RESULT=): no Value
         script = CallScript(callerid=cid_num, calleridname=cid_name or "unknown", dnid=exten, extension=exten, context=context,
-                            channel=f"{base};2", uniqueid=two, dial=dict(self.lines), default_dial=self.default_line)
+                            channel=f"{base};2", uniqueid=two, dial=dict(self.lines), default_dial=self.default_line,
+                            variables=set_vars)
+        hangup = self._hangups[f"{base};1"] = self._hangups[f"{base};2"] = asyncio.Event()
+        agi = asyncio.create_task(run_call(self.agi_host, self.agi_port, script, timeout=30))
+        stop = asyncio.create_task(hangup.wait())
         try:
-            t = await run_call(self.agi_host, self.agi_port, script, timeout=30)
+            done, _ = await asyncio.wait({agi, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not agi.done():
+                agi.cancel()  # hung up by a Hangup action (or the AMI session ended): the router sees the AGI close
+            del self._hangups[f"{base};1"], self._hangups[f"{base};2"]
+        if agi not in done:
+            await asyncio.wait({agi})
+            for channel, uniqueid in ((f"{base};2", two), (f"{base};1", one)):
+                event("Hangup", channel, uniqueid, Cause="16", **{"Cause-txt": "Normal Clearing"})
+            writer.write(packet({"Event": "OriginateResponse", "Privilege": "call,all", "ActionID": action_id, "Response": "Failure",
+                                 "Channel": action["channel"], "Context": context, "Exten": exten, "Reason": "1", "Uniqueid": one}))
+            await writer.drain()
+            return
+        try:
+            t = agi.result()
             variables = {"AGISTATUS": t.agi_status, **t.variables}
         except OSError:  # the router cannot be reached: AGI() fails, the dialplan falls back
             t, variables = None, {"AGISTATUS": "FAILURE"}
