@@ -19,6 +19,7 @@ from callrouter.exporter.cli import add_subcommand as add_exporter_subcommand
 from callrouter.packages.cli import add_subcommand as add_usage_subcommand
 from callrouter.prompts.cli import add_subcommand as add_prompts_subcommand
 from callrouter.prompts.inventory import check_prompts
+from callrouter.retention import add_subcommand as add_recordings_subcommand
 
 
 def _load(path: str) -> RoutingConfig | None:
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_subcommands(sub)
     add_prompts_subcommand(sub)
+    add_recordings_subcommand(sub)
     add_exporter_subcommand(sub)
     add_test_call_subcommand(sub)
     add_usage_subcommand(sub)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any, Awaitable, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -124,28 +124,6 @@ def cmd_blacklist(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-def cmd_recordings(args: argparse.Namespace) -> int:
-    from callrouter.retention import purge
-
-    async def body(engine: AsyncEngine, config: RoutingConfig) -> int:
-        settings = config.service.retention
-        now = datetime.now(timezone.utc)
-        cutoff = now - timedelta(days=args.days or settings.recordings_days)
-        report = await purge(engine, config.service.recordings_dir, cutoff, now, dry_run=args.dry_run, orphans=settings.orphans)
-        verb = "would delete" if args.dry_run else "deleted"
-        for name in report.deleted:
-            print(f"{verb} {name}")
-        for name in report.refused:
-            print(f"refused {name}", file=sys.stderr)
-        print(
-            f"{verb} {len(report.deleted)} recordings older than {cutoff:%Y-%m-%d} ({report.bytes:,} bytes, {len(report.orphans)} without a CDR); "
-            f"{report.already_gone} already gone; {len(report.refused)} refused" + ("; nothing was changed" if args.dry_run else "")
-        )
-        return 0
-
-    return _run(args, body)
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--url", help="database URL (default: store.url in the config, or CALLROUTER_DATABASE_URL)")
@@ -169,14 +147,6 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--timezone", help="report in this time zone instead of the plan's")
     p.set_defaults(func=cmd_stats)
-
-    p = sub.add_parser("recordings", help="recording retention")
-    rsub = p.add_subparsers(dest="recordings_command", required=True)
-    q = rsub.add_parser("purge", help="delete recordings older than retention.recordings_days, inside recordings_dir only")
-    _common(q)
-    q.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
-    q.add_argument("--days", type=int, help="override retention.recordings_days")
-    q.set_defaults(func=cmd_recordings)
 
     p = sub.add_parser("blacklist", help="runtime blacklist entries in the database (every router sees them)")
     bsub = p.add_subparsers(dest="action", required=True)

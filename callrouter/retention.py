@@ -4,39 +4,78 @@ Two passes. CDRs: every call with a recording, not yet purged, that started befo
 is deleted and the CDR marked `recording_purged_at` (also when the file was already gone). Orphans:
 files in the folder older than the cutoff (by modification time) that no CDR names, e.g. from calls
 whose CDR never reached this database. Nothing outside the folder is ever touched: a path with `..`,
-an absolute path elsewhere, or a symlink is refused and counted. Emptied date folders are removed.
+an absolute path elsewhere, or a symlink is refused and counted. Folders the purge emptied are removed
+(never a folder that was already empty: Asterisk may be about to record into it).
+
+Memory stays flat at millions of calls: CDRs are read in keyset pages, files are reported one by one
+to a callback instead of collected, and the file work of each page runs in a worker thread so the
+event loop (calls, in `serve`) never waits on the disk.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import errno
 import logging
 import os
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+import stat
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.loader import RoutingConfig
 from callrouter.store.schema import calls
-from callrouter.tasks import cancel_and_wait
+from callrouter.tasks import cancel_and_wait, within
 
 log = logging.getLogger(__name__)
 BATCH = 500
+ROUND_BUDGET = 3600.0  # seconds a scheduled purge may take before it is given up on (a hung database)
+
+
+class FolderMissing(ValueError):
+    """The recordings folder is not on this host: purging here would mark every CDR 'already gone'."""
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One thing the purge did (or, in a dry run, would do) to one file."""
+
+    action: str  # deleted | orphan | gone (already) | refused | failed
+    name: str  # relative to the folder; for `refused`, the path as the CDR named it (shortened)
+    why: str = ""
+    size: int = 0
 
 
 @dataclass
 class PurgeReport:
-    deleted: list[str] = field(default_factory=list)  # paths, relative to the folder
+    deleted: int = 0  # files deleted, orphans included (in a dry run: that would be)
+    orphans: int = 0
     bytes: int = 0
     already_gone: int = 0
-    refused: list[str] = field(default_factory=list)  # as named, with why
-    orphans: list[str] = field(default_factory=list)
-    marked: int = 0
+    refused: int = 0
+    failed: int = 0  # could not be deleted (permissions, I/O); tried again next time
+    marked: int = 0  # CDRs marked recording_purged_at
+    folders: int = 0  # emptied folders removed
+
+    def add(self, event: Seen) -> None:
+        if event.action in ("deleted", "orphan"):
+            self.deleted += 1
+            self.bytes += event.size
+            self.orphans += event.action == "orphan"
+        elif event.action == "gone":
+            self.already_gone += 1
+        elif event.action == "refused":
+            self.refused += 1
+        else:
+            self.failed += 1
 
 
 class RetentionMetrics:
@@ -72,77 +111,150 @@ def inside(root: Path, name: str, configured: str = "") -> tuple[Path | None, st
     return path, ""
 
 
-def _delete(path: Path, report: PurgeReport, root: Path, dry_run: bool) -> bool:
+def _delete(path: Path, root: Path, dry_run: bool, action: str = "deleted") -> Seen:
+    """Unlink one regular file (never through or of a symlink)."""
+    name = str(path.relative_to(root))
     try:
-        size = path.stat().st_size
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return Seen("refused", name, "a symlink")
+        if not stat.S_ISREG(st.st_mode):
+            return Seen("refused", name, "not a regular file")
         if not dry_run:
-            path.unlink()
+            os.unlink(path)
     except FileNotFoundError:
-        report.already_gone += 1
-        return True
+        return Seen("gone", name)
     except OSError as exc:
-        log.warning("retention: cannot delete %s: %s", path, exc.strerror)
-        return False
-    report.deleted.append(str(path.relative_to(root)))
-    report.bytes += size
-    return True
+        return Seen("failed", name, exc.strerror or str(exc))
+    return Seen(action, name, size=st.st_size)
 
 
-async def purge(engine: AsyncEngine, recordings_dir: str, cutoff: datetime, now: datetime, *, dry_run: bool, orphans: bool) -> PurgeReport:
+def _remove_if_emptied(folder: Path, root: Path) -> int:
+    """Remove `folder` and then its parents while the purge left them empty; how many were removed."""
+    removed = 0
+    while folder != root and root in folder.parents:
+        try:
+            os.rmdir(folder)  # atomic: fails on a folder that is not empty
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                log.warning("retention: cannot remove the folder %s: %s", folder, exc.strerror)
+            break
+        removed += 1
+        folder = folder.parent
+    return removed
+
+
+def _purge_page(root: Path, configured: str, rows: Sequence[tuple[int, str]], dry_run: bool) -> tuple[list[tuple[int, Seen]], int]:
+    """The file work of one page of CDRs (in a worker thread): what happened to each, folders removed."""
+    out: list[tuple[int, Seen]] = []
+    emptied: set[Path] = set()
+    for row_id, name in rows:
+        path, why = inside(root, name, configured)
+        if path is None:
+            out.append((row_id, Seen("refused", name[:200], why)))
+            continue
+        seen = _delete(path, root, dry_run)
+        out.append((row_id, seen))
+        if seen.action == "deleted":
+            emptied.add(path.parent)
+    folders = 0 if dry_run else sum(_remove_if_emptied(f, root) for f in sorted(emptied, reverse=True))
+    return out, folders
+
+
+async def purge(
+    engine: AsyncEngine,
+    recordings_dir: str,
+    cutoff: datetime,
+    now: datetime,
+    *,
+    dry_run: bool,
+    orphans: bool,
+    seen: Callable[[Seen], None] = lambda _: None,
+    batch: int = BATCH,
+) -> PurgeReport:
+    """Delete what the retention allows; `seen` hears of every file, on the event loop."""
+    if not os.path.isdir(recordings_dir):
+        raise FolderMissing(f"recordings_dir {recordings_dir} does not exist on this host; nothing was done")
     report = PurgeReport()
     root = Path(recordings_dir).resolve()
-    named: set[str] = set()
+    would_delete: set[str] = set()  # dry run only: those files are still there when the orphan pass looks
     after = 0
-    while True:  # keyset pages over the CDRs: memory stays flat at millions of calls
+    while True:  # keyset pages over the CDRs
         q = (
             select(calls.c.id, calls.c.recording_file)
             .where(calls.c.recording_file.is_not(None), calls.c.recording_purged_at.is_(None), calls.c.started_at < cutoff, calls.c.id > after)
             .order_by(calls.c.id)
-            .limit(BATCH)
+            .limit(batch)
         )
         async with engine.connect() as conn:
-            rows = (await conn.execute(q)).all()
+            rows = [(int(r[0]), str(r[1])) for r in (await conn.execute(q)).all()]
         if not rows:
             break
-        done: list[int] = []
-        for row_id, name in rows:
-            path, why = inside(root, name, recordings_dir)
-            if path is None:
-                report.refused.append(f"{name[:200]} ({why})")
-                log.warning("retention: refused to touch %r: %s", name[:200], why)
-                continue
-            named.add(str(path))
-            if _delete(path, report, root, dry_run):
-                done.append(row_id)
+        results, folders = await asyncio.to_thread(_purge_page, root, recordings_dir, rows, dry_run)
+        report.folders += folders
+        for _row_id, event in results:
+            report.add(event)
+            seen(event)
+            if event.action == "refused":
+                log.warning("retention: refused to touch %r: %s", event.name, event.why)
+            elif event.action == "failed":
+                log.warning("retention: cannot delete %s: %s", event.name, event.why)
+            elif dry_run and event.action == "deleted":
+                would_delete.add(event.name)
+        done = [row_id for row_id, event in results if event.action in ("deleted", "gone")]
         if done and not dry_run:
             async with engine.begin() as conn:
                 await conn.execute(update(calls).where(calls.c.id.in_(done)).values(recording_purged_at=now))
             report.marked += len(done)
         after = rows[-1][0]
     if orphans:
-        await asyncio.to_thread(_orphans, root, cutoff.timestamp(), named, report, dry_run)
+        await _orphans(root, cutoff.timestamp(), would_delete, report, dry_run, seen)
     return report
 
 
-def _orphans(root: Path, cutoff: float, named: set[str], report: PurgeReport, dry_run: bool) -> None:
-    for folder, _dirs, files in os.walk(root, topdown=False, followlinks=False):
-        here = Path(folder)
-        for name in files:
-            path = here / name
-            if path.is_symlink():
-                report.refused.append(f"{path.relative_to(root)} (a symlink)")
-                continue
-            if str(path) in named:
-                continue
-            try:
-                if path.stat().st_mtime >= cutoff:
-                    continue
-            except FileNotFoundError:
-                continue
-            if _delete(path, report, root, dry_run):
-                report.orphans.append(str(path.relative_to(root)))
-        if here != root and not dry_run and not any(here.iterdir()):
-            here.rmdir()  # a date folder emptied by the purge
+async def _orphans(root: Path, cutoff: float, would_delete: set[str], report: PurgeReport, dry_run: bool, seen: Callable[[Seen], None]) -> None:
+    """Old files no CDR named (the CDR pass has deleted every named one), one folder at a time, deepest first."""
+    walker: Iterator[tuple[str, list[str], list[str]]] = os.walk(root, topdown=False, followlinks=False)
+    emptied: set[Path] = set()  # folders where something was removed; bounded by the folders not yet visited
+    while (entry := await asyncio.to_thread(next, walker, None)) is not None:
+        folder = Path(entry[0])
+        events, removed_here = await asyncio.to_thread(_orphans_in, root, folder, entry[2], cutoff, would_delete, dry_run, folder in emptied)
+        emptied.discard(folder)
+        for event in events:
+            report.add(event)
+            seen(event)
+            if event.action == "failed":
+                log.warning("retention: cannot delete %s: %s", event.name, event.why)
+        if removed_here:
+            report.folders += 1
+            emptied.add(folder.parent)
+
+
+def _orphans_in(root: Path, folder: Path, files: list[str], cutoff: float, would_delete: set[str], dry_run: bool, child_removed: bool) -> tuple[list[Seen], bool]:
+    events: list[Seen] = []
+    for name in files:
+        path = folder / name
+        relative = str(path.relative_to(root))
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if st.st_mtime >= cutoff or relative in would_delete:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            events.append(Seen("refused", relative, "a symlink"))
+            continue
+        events.append(_delete(path, root, dry_run, action="orphan"))
+    touched = child_removed or any(e.action == "orphan" for e in events)
+    if dry_run or folder == root or not touched:
+        return events, False
+    try:
+        os.rmdir(folder)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            log.warning("retention: cannot remove the folder %s: %s", folder, exc.strerror)
+        return events, False
+    return events, True
 
 
 class RetentionPurger:
@@ -154,14 +266,24 @@ class RetentionPurger:
         self.metrics = RetentionMetrics(registry)
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._late: set[asyncio.Future[Any]] = set()  # a purge abandoned because the database hangs
         self._warned = False
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="recording-retention")
 
     async def close(self) -> None:
+        """Prompt even against a hung database: the round in progress is cancelled, not awaited."""
         await cancel_and_wait(self._task)
         self._task = None
+
+    def _count(self, event: Seen) -> None:
+        if event.action in ("deleted", "orphan"):
+            self.metrics.purged.inc()
+            self.metrics.bytes.inc(event.size)
+            log.debug("retention: deleted %s (%d bytes)", event.name, event.size)
+        elif event.action == "refused":
+            self.metrics.refused.inc()
 
     async def run_once(self) -> PurgeReport | None:
         config = self._config_source()
@@ -175,22 +297,74 @@ class RetentionPurger:
                 self._warned = True
             return None
         now = self._clock()
-        report = await purge(self.engine, folder, now - timedelta(days=settings.recordings_days), now, dry_run=False, orphans=settings.orphans)
-        self.metrics.purged.inc(len(report.deleted))
-        self.metrics.bytes.inc(report.bytes)
-        self.metrics.refused.inc(len(report.refused))
-        if report.deleted or report.refused or report.marked:
+        cutoff = now - timedelta(days=settings.recordings_days)
+        report = await purge(self.engine, folder, cutoff, now, dry_run=False, orphans=settings.orphans, seen=self._count)
+        if report.deleted or report.refused or report.marked or report.failed:
             log.info(
-                "retention: deleted %d recordings (%d bytes, %d orphans), %d already gone, %d refused",
-                len(report.deleted), report.bytes, len(report.orphans), report.already_gone, len(report.refused),
+                "retention: deleted %d recordings older than %s (%d bytes, %d without a CDR), %d already gone, %d refused, %d failed, %d folders removed",
+                report.deleted, f"{cutoff:%Y-%m-%d}", report.bytes, report.orphans, report.already_gone, report.refused, report.failed, report.folders,
             )
         return report
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self.run_once()
-            except Exception as exc:  # the database away: the next round purges what this one could not
+            interval = self._config_source().service.retention.purge_interval
+            round_ = asyncio.ensure_future(self.run_once())
+            try:  # a hung database is given up on after an hour; what was deleted meanwhile is marked next time
+                await within(round_, max(interval, ROUND_BUDGET), self._late)
+            except asyncio.CancelledError:  # closing: its rollback may hang, so it is not awaited
+                round_.cancel()
+                self._late.add(round_)
+                round_.add_done_callback(self._late.discard)
+                raise
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:  # the database away: the next round purges what this one could not
                 log.warning("retention purge failed: %s", exc)
-            await asyncio.sleep(self._config_source().service.retention.purge_interval)
+            except Exception:
+                log.exception("retention purge failed")
+            await asyncio.sleep(interval)
 
+
+# -- `callrouter recordings purge` -------------------------------------------------------------------
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from callrouter.cli_store import _run
+
+    async def body(engine: AsyncEngine, config: RoutingConfig) -> int:
+        settings = config.service.retention
+        now = datetime.now(timezone.utc)
+        cutoff = now - timedelta(days=args.days or settings.recordings_days)
+        verb = "would delete" if args.dry_run else "deleted"
+
+        def show(event: Seen) -> None:
+            if event.action in ("deleted", "orphan"):
+                print(f"{verb} {event.name}" + (" (no CDR)" if event.action == "orphan" else ""))
+            elif event.action in ("refused", "failed"):
+                print(f"{event.action} {event.name}: {event.why}", file=sys.stderr)
+
+        report = await purge(engine, config.service.recordings_dir, cutoff, now, dry_run=args.dry_run, orphans=settings.orphans, seen=show)
+        print(
+            f"{verb} {report.deleted} recordings older than {cutoff:%Y-%m-%d} ({report.bytes:,} bytes, {report.orphans} without a CDR); "
+            f"{report.already_gone} already gone; {report.refused} refused; {report.failed} failed"
+            + ("; nothing was changed" if args.dry_run else f"; {report.marked} CDRs marked; {report.folders} folders removed")
+        )
+        return 1 if report.failed else 0
+
+    return _run(args, body)
+
+
+def _days(text: str) -> int:
+    days = int(text)
+    if days < 1:
+        raise argparse.ArgumentTypeError("at least 1 day")
+    return days
+
+
+def add_subcommand(sub: "argparse._SubParsersAction[Any]") -> None:
+    p = sub.add_parser("recordings", help="recording retention")
+    rsub = p.add_subparsers(dest="recordings_command", required=True)
+    q = rsub.add_parser("purge", help="delete recordings older than retention.recordings_days, inside recordings_dir only")
+    q.add_argument("--config", default="config.yaml")
+    q.add_argument("--url", help="database URL (default: store.url in the config, or CALLROUTER_DATABASE_URL)")
+    q.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
+    q.add_argument("--days", type=_days, help="override retention.recordings_days")
+    q.set_defaults(func=cmd_purge)

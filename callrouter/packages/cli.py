@@ -69,7 +69,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 def cmd_size(args: argparse.Namespace) -> int:
     from callrouter.cli import _load
-    from callrouter.packages.rules import HEADROOM, size_package
+    from callrouter.packages.rules import HEADROOM, billed_per_call, size_package
 
     sizes: tuple[int, ...] = (500, 1000, 2000, 3000, 5000, 10_000, 20_000, 50_000, 100_000)
     if args.config:
@@ -84,7 +84,7 @@ def cmd_size(args: argparse.Namespace) -> int:
         print(f"callrouter usage size: {exc}", file=sys.stderr)
         return 2
     print(f"expected billed minutes a month: {s.billed_minutes_per_month:,} "
-          f"({args.calls_per_day:g} calls/day x {args.answer_rate:.0%} answered x ~{args.minutes_per_call + 0.5:g} billed min x {args.working_days} days)")
+          f"({args.calls_per_day:g} calls/day x {args.answer_rate:.0%} answered x ~{billed_per_call(args.minutes_per_call):g} billed min x {args.working_days} days)")
     print(f"with {HEADROOM - 1:.0%} headroom: {s.with_headroom:,}")
     print(f"recommended package: {s.package:,} minutes/month" if s.package else f"more than the largest package ({sizes[-1]:,}): ask the carrier for a custom one")
     print(f"busiest hour: {s.peak_hour_calls:.0f} calls = {s.traffic_erlangs:.1f} erlangs; "

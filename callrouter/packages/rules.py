@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from callrouter.config.package import Package
@@ -35,6 +35,11 @@ def month_bounds(today: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     start = datetime(today.year, today.month, 1, tzinfo=tz)
     end = datetime(today.year + (today.month == 12), today.month % 12 + 1, 1, tzinfo=tz)
     return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+
+
+def package_end(expires: date, tz: ZoneInfo) -> datetime:
+    """`expires` is the package's last day: it ends at the local midnight after it."""
+    return datetime.combine(expires + timedelta(days=1), time(), tzinfo=tz)
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.billing import billed_minutes_sql
 from callrouter.config.loader import RoutingConfig
 from callrouter.config.plan import NumberPlan
 from callrouter.notify.outbox import enqueue
-from callrouter.packages.rules import Usage, alert_messages, due_alerts, month_bounds
+from callrouter.packages.rules import Usage, alert_messages, due_alerts, month_bounds, package_end
 from callrouter.store.schema import calls
-from callrouter.tasks import cancel_and_wait
+from callrouter.tasks import cancel_and_wait, within
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +46,35 @@ class PackageMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.allowance = Gauge("callrouter_package_minutes_allowance", "Minutes per month in the number's package", ["number"], registry=registry)
         self.used = Gauge("callrouter_package_minutes_used", "Billed minutes used this month", ["number"], registry=registry)
-        self.expiry = Gauge("callrouter_package_expiry_timestamp_seconds", "When the number's package expires", ["number"], registry=registry)
+        self.expiry = Gauge("callrouter_package_expiry_timestamp_seconds", "When the number's package ends (midnight after its last day)", ["number"], registry=registry)
         self.alerts = Counter("callrouter_package_alerts", "Package warnings queued, by kind", ["number", "kind"], registry=registry)
         self.errors = Counter("callrouter_package_check_errors", "Package checks that failed (database away)", registry=registry)
+        self._numbers: set[str] = set()
+
+    def show(self, usages: list[Usage], ends: dict[str, datetime]) -> None:
+        """Set each package's gauges; drop those of numbers that no longer have one (after a reload)."""
+        numbers = {u.number for u in usages}
+        for gone in self._numbers - numbers:
+            for gauge in (self.allowance, self.used, self.expiry):
+                gauge.remove(gone)
+        self._numbers = numbers
+        for u in usages:
+            self.allowance.labels(number=u.number).set(u.allowance)
+            self.used.labels(number=u.number).set(u.used)
+            self.expiry.labels(number=u.number).set(ends[u.number].timestamp())
 
 
 async def check_packages(engine: AsyncEngine, config: RoutingConfig, now: datetime, metrics: PackageMetrics | None = None) -> list[Usage]:
     """Every package's usage; due warnings queued (each once, whatever runs this and how often)."""
     out = []
+    ends: dict[str, datetime] = {}
     notify = config.service.notify
     for plan in config.plans.values():
         if plan.package is None:
             continue
         usage = await usage_of(engine, plan, config.service.timezone, now)
         out.append(usage)
-        if metrics is not None:
-            metrics.allowance.labels(number=plan.number).set(usage.allowance)
-            metrics.used.labels(number=plan.number).set(usage.used)
-            expires = datetime(usage.expires.year, usage.expires.month, usage.expires.day, tzinfo=ZoneInfo(plan.timezone or config.service.timezone))
-            metrics.expiry.labels(number=plan.number).set(expires.timestamp())
+        ends[plan.number] = package_end(plan.package.expires, ZoneInfo(plan.timezone or config.service.timezone))
         if not notify.enabled:
             continue
         for alert in due_alerts(usage, plan.package, plan.notify.company or plan.name):
@@ -72,30 +83,51 @@ async def check_packages(engine: AsyncEngine, config: RoutingConfig, now: dateti
                 log.info("package %s: %s warning queued for %d recipient(s)", plan.number, alert.kind, queued)
                 if metrics is not None:
                     metrics.alerts.labels(number=plan.number, kind=alert.kind).inc()
+    if metrics is not None:
+        metrics.show(out, ends)
     return out
 
 
 class PackageWatcher:
+    """Checks every `packages.check_interval` seconds inside `serve`; a failed check is counted and
+    simply made again next round (the keys keep every warning once-only)."""
+
     def __init__(self, engine: AsyncEngine, config_source: Callable[[], RoutingConfig], registry: CollectorRegistry, clock: Callable[[], datetime]) -> None:
         self.engine = engine
         self._config_source = config_source
         self.metrics = PackageMetrics(registry)
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._late: set[asyncio.Future[Any]] = set()  # a check abandoned because the database hangs
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="package-watcher")
 
     async def close(self) -> None:
+        """Prompt even against a hung database: the check in progress is cancelled, not awaited."""
         await cancel_and_wait(self._task)
         self._task = None
 
+    async def run_once(self) -> list[Usage] | None:
+        """One check within its time budget (the interval); None when it failed (logged and counted)."""
+        config = self._config_source()
+        check = asyncio.ensure_future(check_packages(self.engine, config, self._clock(), self.metrics))
+        try:
+            return await within(check, config.service.packages.check_interval, self._late)
+        except asyncio.CancelledError:  # closing: its rollback may hang, so it is not awaited
+            check.cancel()
+            self._late.add(check)
+            check.add_done_callback(self._late.discard)
+            raise
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:  # the database away or hung: warnings are late, not lost
+            self.metrics.errors.inc()
+            log.warning("package check failed: %s", exc)
+        except Exception:
+            self.metrics.errors.inc()
+            log.exception("package check failed")
+        return None
+
     async def _run(self) -> None:
         while True:
-            config = self._config_source()
-            try:
-                await check_packages(self.engine, config, self._clock(), self.metrics)
-            except Exception as exc:  # the database away: warnings are late, not lost (checked again next round)
-                self.metrics.errors.inc()
-                log.warning("package check failed: %s", exc)
-            await asyncio.sleep(config.service.packages.check_interval)
+            await self.run_once()
+            await asyncio.sleep(self._config_source().service.packages.check_interval)
