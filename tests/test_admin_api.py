@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import dataclasses
 import io
@@ -12,9 +13,9 @@ import shutil
 import subprocess
 import sys
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -87,7 +88,9 @@ def _decode(r: aiohttp.ClientResponse, body: bytes) -> Any:
 
 
 @asynccontextmanager
-async def running_api(tmp_path: Path, db_url: str, token: str | None = TOKEN, **admin: Any) -> AsyncIterator[Api]:
+async def running_api(
+    tmp_path: Path, db_url: str, token: str | None = TOKEN, clock: Callable[[], datetime] = lambda: NOW, **admin: Any
+) -> AsyncIterator[Api]:
     cfg = workspace(tmp_path, db_url, **admin)
     config = load_config(str(cfg))
     metrics = RouterMetrics()
@@ -95,7 +98,7 @@ async def running_api(tmp_path: Path, db_url: str, token: str | None = TOKEN, **
     engine = open_engine(make_url(db_url))
     store = BlacklistStore(engine)
     follower = BlacklistFollower(store, metrics, lambda: NOW, 60)
-    deps = AdminDeps(holder, engine, store, follower.refresh, [registry_text(metrics.registry)], lambda: NOW)
+    deps = AdminDeps(holder, engine, store, follower.refresh, [registry_text(metrics.registry)], clock)
     server = AdminServer(build_admin_app(deps, config.service.admin, token))
     await server.start("127.0.0.1", 0, token)
     try:
@@ -131,6 +134,10 @@ def test_every_api_route_needs_the_token_and_health_does_not(db_url: str, tmp_pa
                     status, _ = await api.send(method, concrete, headers=None)
                     assert status == 401, f"{method} {path} answered {status} without a token"
             assert (await api.get("/api/plans"))[0] == 200
+            assert (await api.get("/api/plans", headers={"Authorization": f"bearer {TOKEN}"}))[0] == 200  # the scheme is case-insensitive
+            assert (await api.get("/api/plans", headers={"Authorization": TOKEN}))[0] == 401  # no scheme
+            assert (await api.get("/nothing-here", headers=None))[0] == 401  # only the named probes are public
+            assert (await api.get(URL(api.base + "/%61pi/plans", encoded=True), headers=None))[0] == 401
             assert (await api.get("/healthz", headers=None))[0] == 200
             assert (await api.get("/metrics", headers=None))[0] == 200
 
@@ -184,6 +191,18 @@ def test_search_filters_and_pages_through_every_call_once(db_url: str, tmp_path:
             assert len(page["calls"]) == 5
             _, page, _ = await api.get("/api/calls?from=2026-11-24T01:05Z&to=2026-11-24T01:10Z&disposition=answered,no_answer")
             assert len(page["calls"]) == 5
+            _, page, _ = await api.get("/api/calls?from=2026-11-24T01:05Z&to=2026-11-24T01:10Z&disposition=answered&disposition=no_answer")
+            assert len(page["calls"]) == 5
+
+            _, first, _ = await api.get("/api/calls?limit=3")
+            raw = base64.urlsafe_b64decode(first["next_cursor"] + "==")
+            mac, payload = raw[:12], raw[12:]
+            started, row_id = json.loads(payload)
+            edited = json.dumps([started, row_id + 5], separators=(",", ":")).encode()
+            for forged in (mac + edited, edited, mac + payload + b" "):
+                cursor = base64.urlsafe_b64encode(forged).decode().rstrip("=")
+                status, err, _ = await api.get(f"/api/calls?limit=3&cursor={cursor}")
+                assert status == 400 and err["error"].startswith("cursor"), forged
 
             for bad, where in [("cursor=bm9wZQ", "cursor"), ("limit=0", "limit"), ("limit=100000", "limit"), ("disposition=bogus", "disposition"),
                                ("from=yesterday", "from"), ("caller=abc", "caller"), ("number=12", "number"),
@@ -267,9 +286,15 @@ def test_recordings_download_with_range_and_never_leave_the_folder(db_url: str, 
             inside = dataclasses.replace(record(7), recording_file=f"{api.rec}/4008001234/2026-11-24/1764000000.1.wav")
             outside = dataclasses.replace(record(8), recording_file=str(tmp_path / "secret.txt"))
             unrecorded = record(9)
-            await write(db_url, [inside, outside, unrecorded])
+            relative = dataclasses.replace(record(10), recording_file="4008001234/2026-11-24/1764000000.1.wav")
+            climbing = dataclasses.replace(record(11), recording_file="4008001234/../../secret.txt")
+            await write(db_url, [inside, outside, unrecorded, relative, climbing])
             status, data, _ = await api.get(f"/api/calls/{inside.uniqueid}/recording", headers={**AUTH, "Range": "bytes=0-3"})
             assert status == 206 and data == audio[:4]
+            status, data, _ = await api.get(f"/api/calls/{relative.uniqueid}/recording")
+            assert status == 200 and data == audio
+            status, err, _ = await api.get(f"/api/calls/{climbing.uniqueid}/recording")
+            assert status == 400 and "TOPSECRET" not in json.dumps(err)
             status, err, _ = await api.get(f"/api/calls/{outside.uniqueid}/recording")
             assert status == 404 and "not in the configured recordings folder" in err["error"]
             assert (await api.get(f"/api/calls/{unrecorded.uniqueid}/recording"))[0] == 404
@@ -355,6 +380,12 @@ def test_statistics_plans_and_reload(db_url: str, tmp_path: Path) -> None:
             issue = refused["issues"][0]
             assert issue["file"].endswith("4008001234.yaml") and issue["line"] == good[: good.index("strategy: round_robin")].count("\n") + 1
             assert api.holder.current.plans["4008001234"].hunt_groups["sales"].strategy == "round_robin"
+            lines = good.splitlines(keepends=True)
+            plan_file.write_text("".join(lines[:5]) + "  broken: [unclosed\n" + "".join(lines[5:]))
+            status, refused = await api.send("POST", "/api/reload")
+            assert status == 422 and refused["issues"][0]["file"].endswith("4008001234.yaml")
+            assert isinstance(refused["issues"][0]["line"], int) and refused["issues"][0]["line"] >= 6
+            assert (await api.get("/api/plans"))[1]["plans"][0]["hunt_groups"]  # still serving the old plans
             plan_file.write_text(good)
             assert (await api.send("POST", "/api/reload"))[0] == 200
 

@@ -9,10 +9,10 @@ from aiohttp import web
 
 from callrouter.api import blacklist, calls, health, recordings, reports
 from callrouter.api.auth import auth_middleware, check_bind
-from callrouter.api.context import DEPS, PENDING, SETTINGS, AdminDeps
+from callrouter.api.context import CURSOR_KEY, DEPS, PENDING, SETTINGS, AdminDeps
 from callrouter.api.errors import ApiError, Handler, errors_middleware
 from callrouter.api.openapi import document
-from callrouter.api.params import check_query
+from callrouter.api.params import check_query, cursor_key
 from callrouter.config.service import Admin
 
 MAX_BODY = 64 * 1024
@@ -50,6 +50,7 @@ def build_admin_app(deps: AdminDeps, settings: Admin, token: str | None) -> web.
     app[DEPS] = deps
     app[SETTINGS] = settings
     app[PENDING] = set()
+    app[CURSOR_KEY] = cursor_key(token)
     spec = document()
 
     async def openapi(_: web.Request) -> web.Response:

@@ -1,4 +1,7 @@
-"""Bearer-token auth on /api: the token comes from config or CALLROUTER_ADMIN_TOKEN; none means loopback only."""
+"""Bearer-token auth: the token comes from config or CALLROUTER_ADMIN_TOKEN; none means loopback only.
+
+Every route needs the token except the few that probes and Prometheus call (PUBLIC): a route added
+later is protected unless someone decides otherwise here."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from callrouter.config.service import Admin
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "CALLROUTER_ADMIN_TOKEN"
+PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
 class AdminConfigError(Exception):
@@ -46,16 +50,24 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def auth_middleware(token: str | None) -> web.middleware:  # type: ignore[valid-type]
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and request.path.startswith("/api/"):
-            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-            if not hmac.compare_digest(given, expected):
+        if expected is not None and not _public(request):
+            header = request.headers.get("Authorization", "")
+            scheme, _, given = header.strip().partition(" ")
+            # the scheme is case-insensitive (RFC 9110); the token is compared in constant time
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
                 challenge = {"WWW-Authenticate": 'Bearer realm="callrouter"'}
-                reason = "missing bearer token" if not given else "wrong bearer token"
+                reason = "missing bearer token" if not header else "wrong bearer token"
                 return error_response(401, f"{reason}: send Authorization: Bearer <admin token>", challenge)
         return await handler(request)
 
     return middleware
+
+
+def _public(request: web.Request) -> bool:
+    """By the route matched, not the raw path: an unknown route (404) is not public either."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in PUBLIC

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -84,7 +85,7 @@ async def add_entry(request: web.Request) -> web.Response:
     if new.ttl_seconds is not None:
         expires = now + timedelta(seconds=new.ttl_seconds)
     elif new.expires_at is not None:
-        expires = params.when(new.expires_at, "expires_at", timezone.utc)
+        expires = params.when(new.expires_at, "expires_at", ZoneInfo(deps.holder.current.service.timezone))
         if expires <= now:
             raise ApiError(422, "expires_at: must be in the future")
     who = f"api:{request.remote or '?'}"[:80]
@@ -92,7 +93,7 @@ async def add_entry(request: web.Request) -> web.Response:
         entry = await deps.blacklist.add(new.scope, new.caller, new.reason, who, expires, now=now)
     except BlacklistInputError as exc:
         raise ApiError(422, str(exc)) from None
-    log.info("blacklist: %s added %s for %s (%s)", who, entry.caller[-4:].rjust(len(entry.caller), "*"), entry.scope, entry.reason[:60])
+    log.info("blacklist: %s added %s for %s (%r)", who, entry.caller[-4:].rjust(len(entry.caller), "*"), entry.scope, entry.reason[:60])
     await deps.refresh_blacklist()
     return web.json_response(entry_json(entry), status=201)
 
@@ -100,12 +101,14 @@ async def add_entry(request: web.Request) -> web.Response:
 async def remove_entry(request: web.Request) -> web.Response:
     deps, _ = deps_of(request)
     scope, caller = request.match_info["scope"], request.match_info["caller"]
+    if len(scope) > 20 or len(caller) > 40:
+        raise ApiError(400, "scope: at most 20 characters; caller: at most 40")
     try:
-        removed = await deps.blacklist.remove(scope[:40], caller[:40])
+        removed = await deps.blacklist.remove(scope, caller)
     except BlacklistInputError as exc:
         raise ApiError(400, str(exc)) from None
     if not removed:
         raise ApiError(404, "no such blacklist entry")
-    log.info("blacklist: api:%s removed an entry for %s", request.remote, scope)
+    log.info("blacklist: api:%s removed an entry for %s", request.remote, scope)  # scope is checked: '*' or digits
     await deps.refresh_blacklist()
     return web.Response(status=204)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from multidict import MultiMapping
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.api import params
-from callrouter.api.context import deps_of
+from callrouter.api.context import CURSOR_KEY, deps_of
 from callrouter.api.errors import ApiError
 from callrouter.store.schema import call_attempts, calls
 
+log = logging.getLogger(__name__)
+EXPORT_PAGE = 1000  # rows per query of a CSV export
 LIST_COLUMNS = (
     "id", "uniqueid", "number", "caller", "caller_raw", "caller_name", "started_at", "answered_at", "ended_at",
     "duration_seconds", "billable_seconds", "ring_seconds", "disposition", "reason", "ivr_path", "hunt_group",
@@ -49,7 +54,7 @@ class CallFilter:
         return clauses
 
 
-def parse_filter(query: Mapping[str, str], tz: ZoneInfo) -> CallFilter:
+def parse_filter(query: MultiMapping[str], tz: ZoneInfo) -> CallFilter:
     since = params.when(query["from"], "from", tz) if "from" in query else None
     until = params.when(query["to"], "to", tz) if "to" in query else None
     if since and until and until <= since:
@@ -59,7 +64,7 @@ def parse_filter(query: Mapping[str, str], tz: ZoneInfo) -> CallFilter:
         caller=params.caller(query["caller"]) if "caller" in query else None,
         since=since,
         until=until,
-        dispositions=tuple(params.dispositions(query["disposition"])) if "disposition" in query else (),
+        dispositions=tuple(params.dispositions(query.getall("disposition"))) if "disposition" in query else (),
     )
 
 
@@ -93,12 +98,13 @@ async def search(request: web.Request) -> web.Response:
     query = request.query
     f = parse_filter(query, ZoneInfo(deps.holder.current.service.timezone))
     limit = params.integer(query["limit"], "limit", 1, settings.max_page_size) if "limit" in query else settings.page_size
-    after = params.decode_cursor(query["cursor"]) if "cursor" in query else None
+    key = request.app[CURSOR_KEY]
+    after = params.decode_cursor(query["cursor"], key) if "cursor" in query else None
     async with deps.engine.connect() as conn:
         rows = [r._mapping for r in (await conn.execute(_page(f, limit + 1, after))).all()]
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = params.encode_cursor(_started(rows[-1]), rows[-1]["id"]) if more else None
+    next_cursor = params.encode_cursor(_started(rows[-1]), rows[-1]["id"], key) if more else None
     return web.json_response({"calls": [call_json(r) for r in rows], "next_cursor": next_cursor})
 
 
@@ -120,23 +126,38 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     )
     response.enable_chunked_encoding()
     await response.prepare(request)
+    try:
+        await _stream_rows(response, deps.engine, f)
+    except _ClientGone:  # nothing to answer and no failure of ours; aiohttp closes the connection
+        log.info("admin API: CSV export abandoned by the client %s", request.remote)
+        return response
+    await response.write_eof()
+    return response
+
+
+class _ClientGone(Exception):
+    """The client closed the connection during an export (told apart from a database connection reset)."""
+
+
+async def _stream_rows(response: web.StreamResponse, engine: AsyncEngine, f: CallFilter) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(LIST_COLUMNS)
     after: tuple[datetime, int] | None = None
     while True:  # keyset pages: memory stays flat whatever the export's size
-        async with deps.engine.connect() as conn:
-            rows = [r._mapping for r in (await conn.execute(_page(f, 1000, after))).all()]
+        async with engine.connect() as conn:
+            rows = [r._mapping for r in (await conn.execute(_page(f, EXPORT_PAGE, after))).all()]
         for row in rows:
             writer.writerow([csv_cell(row[name]) for name in LIST_COLUMNS])
-        await response.write(buffer.getvalue().encode("utf-8"))
+        try:
+            await response.write(buffer.getvalue().encode("utf-8"))
+        except ConnectionResetError:
+            raise _ClientGone from None
         buffer.seek(0)
         buffer.truncate()
-        if len(rows) < 1000:
-            break
+        if len(rows) < EXPORT_PAGE:
+            return
         after = (_started(rows[-1]), rows[-1]["id"])
-    await response.write_eof()
-    return response
 
 
 async def load_call(request: web.Request) -> dict[str, Any]:

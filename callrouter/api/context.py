@@ -32,6 +32,7 @@ class AdminDeps:
 DEPS = web.AppKey("deps", AdminDeps)
 SETTINGS = web.AppKey("settings", Admin)
 PENDING = web.AppKey("pending", set)  # probes abandoned past their budget, referenced until they end
+CURSOR_KEY = web.AppKey("cursor_key", bytes)  # signs page cursors (params.cursor_key)
 
 
 def deps_of(request: web.Request) -> tuple[AdminDeps, Admin]:

@@ -33,18 +33,30 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     request_id = uuid.uuid4().hex[:12]
     try:
         response = await handler(request)
-    except ApiError as exc:
-        response = error_response(exc.status, exc.message, **exc.extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        _not_begun(request, request_id, exc)
         headers = {k: exc.headers[k] for k in _KEEP_HEADERS if k in exc.headers}
         response = error_response(exc.status, _message(exc), headers)
-    except Exception:
+    except ApiError as exc:
+        _not_begun(request, request_id, exc)
+        response = error_response(exc.status, exc.message, **exc.extra)
+    except Exception as exc:
+        _not_begun(request, request_id, exc)
         log.exception("admin API: request %s %s failed (request id %s)", request.method, request.path[:200], request_id)
         response = error_response(500, f"internal error; the server log has the details under request id {request_id}")
     response.headers["X-Request-Id"] = request_id
     return response
+
+
+def _not_begun(request: web.Request, request_id: str, exc: Exception) -> None:
+    """A streamed response (CSV) that has begun cannot become an error response: one would be spliced into
+    the other. Re-raised instead, aiohttp cuts the connection, so the client sees an incomplete body."""
+    if request.writer.output_size > 0:
+        log.error("admin API: %s %s failed after its response began (request id %s); the connection is cut: %r",
+                  request.method, request.path[:200], request_id, exc)
+        raise exc
 
 
 def _message(exc: web.HTTPException) -> str:

@@ -26,7 +26,15 @@ _FILTERS = [
     _q("caller", "caller number; normalised like the router does (+86 139... = 139...)"),
     _q("from", "start, ISO 8601; without a zone: the service's time zone"),
     _q("to", "end (exclusive), ISO 8601"),
-    _q("disposition", "comma-separated: " + ", ".join(DISPOSITIONS)),
+    {
+        "name": "disposition",
+        "in": "query",
+        "required": False,
+        "description": "one or several: repeated, or comma-separated in one value",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "items": {"type": "string", "enum": list(DISPOSITIONS)}},
+    },
 ]
 
 CALL_PROPERTIES: dict[str, Any] = {
@@ -151,7 +159,7 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "search calls, newest first",
                     "parameters": _FILTERS
-                    + [_q("limit", "page size", {"type": "integer", "minimum": 1}), _q("cursor", "next_cursor of the previous page")],
+                    + [_q("limit", "page size", {"type": "integer", "minimum": 1}), _q("cursor", "next_cursor of the previous page (opaque and signed: an edited cursor gets 400)")],
                     "responses": {"200": _json("CallPage", "a page of calls"), "400": _ERR, **_AUTH},
                 }
             },

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import re
 from datetime import date, datetime, timezone, tzinfo
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from callrouter.api.errors import ApiError
 from callrouter.phone import normalize_number
@@ -68,24 +70,38 @@ def integer(value: str, name: str, low: int, high: int) -> int:
     return n
 
 
-def dispositions(value: str) -> list[str]:
-    wanted = [d.strip() for d in value.split(",") if d.strip()]
+def dispositions(values: Sequence[str]) -> list[str]:
+    """Comma-separated, the parameter given once or several times."""
+    wanted = [d.strip() for value in values for d in value.split(",") if d.strip()]
     unknown = [d for d in wanted if d not in DISPOSITIONS]
     if unknown or not wanted:
         raise ApiError(400, f"disposition: one or more of {', '.join(DISPOSITIONS)} (comma-separated)")
     return wanted
 
 
-def encode_cursor(started_at: datetime, row_id: int) -> str:
-    raw = json.dumps([started_at.astimezone(timezone.utc).isoformat(), row_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def cursor_key(token: str | None) -> bytes:
+    """The key that signs cursors: the same on every instance sharing the token, so a cursor survives a
+    restart or another instance behind a load balancer; a changed token only asks clients to start again."""
+    return hashlib.sha256(b"callrouter admin cursor\0" + (token or "").encode()).digest()
 
 
-def decode_cursor(value: str) -> tuple[datetime, int]:
-    """The position after the last row of the previous page; anything else is refused."""
+def _mac(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, payload, hashlib.sha256).digest()[:12]
+
+
+def encode_cursor(started_at: datetime, row_id: int, key: bytes) -> str:
+    payload = json.dumps([started_at.astimezone(timezone.utc).isoformat(), row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(_mac(key, payload) + payload).decode().rstrip("=")
+
+
+def decode_cursor(value: str, key: bytes) -> tuple[datetime, int]:
+    """The position after the last row of the previous page; a cursor this API did not sign is refused."""
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        started, row_id = json.loads(raw)
+        mac, payload = raw[:12], raw[12:]
+        if len(mac) < 12 or not hmac.compare_digest(mac, _mac(key, payload)):
+            raise ValueError
+        started, row_id = json.loads(payload)
         at = datetime.fromisoformat(started)
         if at.tzinfo is None or not isinstance(row_id, int) or isinstance(row_id, bool) or row_id < 0:
             raise ValueError

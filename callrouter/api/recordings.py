@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+import os
 from pathlib import Path, PurePosixPath
 
 from aiohttp import web
@@ -61,7 +62,18 @@ async def by_call(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "this call was not recorded")
     if call.get("recording_purged_at"):
         raise ApiError(410, "the recording was deleted by the retention policy")
-    root = deps.holder.current.service.recordings_dir.rstrip("/") + "/"
-    if not stored.startswith(root):
+    root = deps.holder.current.service.recordings_dir
+    relative = stored_relative(stored, root)
+    if relative is None:
         raise ApiError(404, "the recording is not in the configured recordings folder")
-    return file_response(confined(root, stored[len(root):]))
+    return file_response(confined(root, relative))
+
+
+def stored_relative(stored: str, root: str) -> str | None:
+    """A CDR's recording_file relative to the folder, or None when it lies elsewhere. The router writes it
+    absolute under recordings_dir as configured (the resolved folder is accepted too); a relative one is
+    relative to the folder. confined() still checks what is left."""
+    for prefix in {root.rstrip("/"), os.path.realpath(root)}:
+        if stored.startswith(prefix + "/"):
+            return stored[len(prefix) + 1:]
+    return None if stored.startswith("/") else stored
