@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -148,6 +149,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await engine.dispose()
         proc.terminate()
         await proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
             await admin(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
     return result
