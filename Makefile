@@ -28,14 +28,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check callrouter tests bench
 	$(BIN)/mypy callrouter
 
+# Sizes and other options pass through, e.g. `make bench-cdr BENCH_ARGS="--stats-rows 1000000"` (`--help` lists them).
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 bench-cdr: $(STAMP)
-	$(BIN)/python bench/cdr.py
+	$(BIN)/python bench/cdr.py $(BENCH_ARGS)
 
 bench-exporter: $(STAMP)
-	$(BIN)/python bench/exporter.py
+	$(BIN)/python bench/exporter.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

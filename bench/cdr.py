@@ -1,8 +1,10 @@
 """Benchmarks of the CDR store on Postgres: ingest rate (batched writer vs one INSERT per row) and the
 statistics query over 10 million calls.
 
-Run with `make bench-cdr` (options: `--help`). Uses a database of its own (`callrouter_bench`, created
-and dropped on the server of CALLROUTER_BENCH_PG, default postgresql://postgres@127.0.0.1:5432/test).
+Run with `make bench-cdr` (options: `--help`; `--calls`, `--naive-calls` and `--stats-rows` set the sizes).
+Uses databases of its own (`--db-name`, default `callrouter_bench` for the statistics and `<name>_ingest`
+for the ingest), created and dropped on the server of CALLROUTER_BENCH_PG (default
+postgresql://postgres@127.0.0.1:5432/test); `--keep` keeps the statistics database for `--reuse`.
 Figures go to stdout and bench/cdr-results.json; docs/benchmarks.md quotes them.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,9 +41,14 @@ from callrouter.store.spool import Spool  # noqa: E402
 from callrouter.store.stats import number_report  # noqa: E402
 
 SERVER = os.environ.get("CALLROUTER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-DB = "callrouter_bench"  # the 10-million-call statistics database (kept for --reuse)
-INGEST_DB = "callrouter_bench_ingest"
+DB = "callrouter_bench"  # the 10-million-call statistics database (kept with --keep, for --reuse)
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+YEAR_SECONDS = 365 * 86400
+WRITER_STALL_TIMEOUT = 30.0  # seconds without the writer's backlog shrinking before the ingest gives up
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot produce figures; the message says why."""
 
 
 def db_url(name: str = DB) -> str:
@@ -79,9 +87,32 @@ def record(i: int) -> CallRecord:
     )
 
 
-async def ingest(n: int, naive_n: int, batch: int) -> dict[str, object]:
-    await fresh_db(INGEST_DB)
-    url = make_url(db_url(INGEST_DB))
+async def drop_db(name: str) -> None:
+    await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def drain(writer: CdrWriter, stall: float = WRITER_STALL_TIMEOUT) -> None:
+    """Wait until the writer has stored everything; give up if its backlog stops shrinking."""
+    least, since = writer.backlog, time.monotonic()
+    while writer.backlog:
+        if writer.backlog < least:
+            least, since = writer.backlog, time.monotonic()
+        elif time.monotonic() - since > stall:
+            raise BenchError(f"the CDR writer stored nothing for {stall:.0f} s with {writer.backlog} calls still in its backlog")
+        await asyncio.sleep(0.01)
+
+
+async def ingest(n: int, naive_n: int, batch: int, name: str) -> dict[str, object]:
+    """Ingest rates into a database of its own, `name`, dropped afterwards whatever happens."""
+    try:
+        return await _ingest(n, naive_n, batch, name)
+    finally:
+        await drop_db(name)
+
+
+async def _ingest(n: int, naive_n: int, batch: int, name: str) -> dict[str, object]:
+    await fresh_db(name)
+    url = make_url(db_url(name))
     # The writer as the router runs it: spool with fsync, batches of --batch-size, parsed in memory.
     with tempfile.TemporaryDirectory() as spool_dir:
         engine = open_engine(url)
@@ -92,13 +123,14 @@ async def ingest(n: int, naive_n: int, batch: int) -> dict[str, object]:
         for start in range(0, n, 1000):  # 1,000 calls ending together, as at a busy moment
             await asyncio.gather(*(writer.submit(r) for r in records[start : start + 1000]))
         spooled = time.perf_counter() - t0
-        while writer.backlog:
-            await asyncio.sleep(0.01)
-        total = time.perf_counter() - t0
-        await writer.close()
-        await engine.dispose()
+        try:
+            await drain(writer)
+            total = time.perf_counter() - t0
+        finally:
+            await writer.close()
+            await engine.dispose()
     # The store alone (what the database takes, without the spool), same batches.
-    await fresh_db(INGEST_DB)
+    await fresh_db(name)
     engine = open_engine(url)
     store = CdrStore(engine)
     batches = [[rows_from_spooled(spool_entry(record(i))[0]) for i in range(s, min(s + batch, n))] for s in range(0, n, batch)]
@@ -119,10 +151,11 @@ async def ingest(n: int, naive_n: int, batch: int) -> dict[str, object]:
     async with engine.connect() as conn:
         stored = (await conn.execute(select(func.count()).select_from(calls))).scalar_one()
     await engine.dispose()
-    await admin(f'DROP DATABASE IF EXISTS "{INGEST_DB}" WITH (FORCE)')
-    assert stored == n + naive_n, stored
+    if stored != n + naive_n:
+        raise BenchError(f"{stored} calls in the ingest database, expected {n} + {naive_n}")
     return {
         "calls": n,
+        "calls_stored": stored,
         "batch_size": batch,
         "writer_calls_per_s": round(n / total),
         "writer_rows_per_s": round(n * 3 / total),  # a call row plus its two attempt rows
@@ -145,9 +178,15 @@ SELECT 'gen.' || g,
        ts, CASE WHEN g % 10 < 7 THEN ts + interval '10 seconds' END, ts + interval '90 seconds',
        90, CASE WHEN g % 10 < 7 THEN 80 ELSE 0 END, (g % 20), CASE WHEN g % 10 < 7 THEN 'answered' WHEN g % 10 < 9 THEN 'no_answer' ELSE 'busy' END,
        'generated', 'main:1', 'sales', 'round_robin', CASE WHEN g % 10 < 7 THEN 'l' || (g % 5) END, NULL, NULL, 0.3, ''
-FROM (SELECT g, timestamptz '2026-01-01 00:00+00' + (g * interval '1 second') * 3.1536 AS ts
+FROM (SELECT g, timestamptz '2026-01-01 00:00+00' + (g * interval '1 second') * {step} AS ts
       FROM generate_series(1, {n}) AS g) s
 """
+
+
+def generate_sql(n: int) -> str:
+    """n calls spread evenly over 2026 (3.1536 s apart for 10 million), whatever n, so that a small
+    run still has calls in every month the statistics query."""
+    return GENERATE.format(n=int(n), step=YEAR_SECONDS / int(n))
 
 ROLLUP = """
 INSERT INTO call_stats (number, bucket, disposition, calls, billable_seconds, rung_calls, ring_seconds)
@@ -170,19 +209,35 @@ FROM calls WHERE number = :number AND started_at >= :lo AND started_at < :hi GRO
 """
 
 
-async def stats(n: int, reuse: bool, repeats: int) -> dict[str, object]:
-    url = make_url(db_url())
+async def stats(n: int, reuse: bool, repeats: int, name: str, keep: bool) -> dict[str, object]:
+    """The statistics queries over n generated calls in the database `name`, dropped afterwards unless `keep`."""
+    try:
+        return await _stats(n, reuse, repeats, name)
+    finally:
+        if not keep:
+            await drop_db(name)
+
+
+async def _stats(n: int, reuse: bool, repeats: int, name: str) -> dict[str, object]:
+    url = make_url(db_url(name))
     if not reuse:
-        await fresh_db()
+        await fresh_db(name)
         t0 = time.perf_counter()
         conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
         try:  # plain asyncpg: these statements run for minutes, past the router's own statement timeout
-            for sql in (GENERATE.format(n=int(n)), ROLLUP, LINE_ROLLUP, "VACUUM ANALYZE"):
+            for sql in (generate_sql(n), ROLLUP, LINE_ROLLUP, "VACUUM ANALYZE"):
                 await conn.execute(sql, timeout=None)
         finally:
             await conn.close()
         print(f"  generated {n:,} calls and their statistics sums in {time.perf_counter() - t0:.0f} s", flush=True)
     engine = open_engine(url)
+    try:
+        return await _queries(engine, repeats)
+    finally:
+        await engine.dispose()
+
+
+async def _queries(engine: AsyncEngine, repeats: int) -> dict[str, object]:
     async with engine.connect() as conn:
         rows = (await conn.execute(select(func.count()).select_from(calls))).scalar_one()
     timings: dict[str, list[float]] = {"month": [], "year": [], "raw_month": [], "raw_year": []}
@@ -191,14 +246,14 @@ async def stats(n: int, reuse: bool, repeats: int) -> dict[str, object]:
             t0 = time.perf_counter()
             report = await number_report(engine, "4008000042", first, last, "Asia/Shanghai")
             timings[label].append((time.perf_counter() - t0) * 1000)
-            assert report.total.calls > 0
+            if report.total.calls <= 0:
+                raise BenchError(f"no calls for 4008000042 from {first} to {last} among {rows:,}: too few --stats-rows?")
         for label, lo, days in (("raw_month", datetime(2026, 6, 1, tzinfo=timezone(timedelta(hours=8))), 30),
                                 ("raw_year", datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=8))), 365)):
             t0 = time.perf_counter()
             async with engine.connect() as conn:
                 await conn.execute(text(RAW_MONTH), {"number": "4008000042", "lo": lo, "hi": lo + timedelta(days=days)})
             timings[label].append((time.perf_counter() - t0) * 1000)
-    await engine.dispose()
     return {
         "calls_in_table": rows,
         "report_month_ms_median": round(statistics.median(timings["month"]), 1),
@@ -215,8 +270,10 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=50_000, help="calls for the ingest benchmark")
     parser.add_argument("--naive-calls", type=int, default=3_000)
     parser.add_argument("--batch-size", type=int, default=1000, help="the writer's cdr.batch_size")
-    parser.add_argument("--stats-rows", type=int, default=10_000_000)
-    parser.add_argument("--reuse", action="store_true", help="reuse the generated statistics database of a previous run")
+    parser.add_argument("--stats-rows", type=int, default=10_000_000, help="calls generated for the statistics queries")
+    parser.add_argument("--db-name", default=DB, help="the statistics database; the ingest uses <name>_ingest (both dropped at the end)")
+    parser.add_argument("--keep", action="store_true", help="keep the statistics database for a later --reuse")
+    parser.add_argument("--reuse", action="store_true", help="reuse the statistics database a previous --keep run left")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-stats", action="store_true")
@@ -228,13 +285,15 @@ async def main() -> None:
     }
     if not args.skip_ingest:
         print("CDR ingest into Postgres ...", flush=True)
-        result["ingest"] = r = await ingest(args.calls, args.naive_calls, args.batch_size)
+        result["ingest"] = r = await ingest(args.calls, args.naive_calls, args.batch_size, f"{args.db_name}_ingest")
+        print(f"  stored {r['calls_stored']:,} calls ({r['calls']:,} batched + {r['naive_calls']:,} naive)")
         print(f"  writer (spool fsync + batches of {r['batch_size']}): {r['writer_calls_per_s']:,} calls/s = {r['writer_rows_per_s']:,} rows/s")
         print(f"  store alone, batches of {r['batch_size']}: {r['store_only_calls_per_s']:,} calls/s = {r['store_only_rows_per_s']:,} rows/s")
         print(f"  naive, one INSERT per row: {r['naive_calls_per_s']:,} calls/s = {r['naive_rows_per_s']:,} rows/s")
     if not args.skip_stats:
         print(f"statistics over {args.stats_rows:,} calls ...", flush=True)
-        result["stats"] = s = await stats(args.stats_rows, args.reuse, args.repeats)
+        result["stats"] = s = await stats(args.stats_rows, args.reuse, args.repeats, args.db_name, args.keep)
+        print(f"  calls in the table: {s['calls_in_table']:,}")
         print(f"  one number, a month by day and hour: median {s['report_month_ms_median']} ms (max {s['report_month_ms_max']})")
         print(f"  one number, a year: median {s['report_year_ms_median']} ms (max {s['report_year_ms_max']})")
         print(f"  daily counts straight from the calls table (no sums): month {s['raw_scan_month_ms_median']} ms, year {s['raw_scan_year_ms_median']} ms")
@@ -248,4 +307,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)

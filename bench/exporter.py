@@ -1,10 +1,11 @@
 """Benchmark of the CDR exporter on Postgres with 10 million calls: start-up (baseline) time, scrape time
 over real HTTP, rows followed per second while CDRs are being written, and memory.
 
-Run with `make bench-exporter` (options: `--help`). The exporter runs as a real `callrouter exporter`
-process; the calls are generated with set-based SQL into a database of its own (`callrouter_bench_exporter`
-on CALLROUTER_BENCH_PG, default postgresql://postgres@127.0.0.1:5432/test), dropped at the end unless
-`--keep`. Figures go to stdout and bench/exporter-results.json; docs/benchmarks.md quotes them.
+Run with `make bench-exporter` (options: `--help`; `--calls`, `--scrapes` and `--follow` set the sizes).
+The exporter runs as a real `callrouter exporter` process; the calls are generated with set-based SQL into
+a database of its own (`--db-name`, default `callrouter_bench_exporter`, on CALLROUTER_BENCH_PG, default
+postgresql://postgres@127.0.0.1:5432/test), dropped at the end unless `--keep`. Figures go to stdout and
+bench/exporter-results.json; docs/benchmarks.md quotes them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import aiohttp
@@ -31,29 +33,85 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cdr import GENERATE, LINE_ROLLUP, ROLLUP, SERVER, admin, record  # noqa: E402
+from cdr import LINE_ROLLUP, ROLLUP, SERVER, BenchError, admin, generate_sql, record  # noqa: E402
 
 from callrouter.store.cdr_rows import rows_from_spooled, spool_entry  # noqa: E402
 from callrouter.store.cdr_store import CdrStore  # noqa: E402
 from callrouter.store.db import open_engine, upgrade  # noqa: E402
 
 DB = "callrouter_bench_exporter"
+READY_TIMEOUT = 600.0  # seconds for the exporter to load its baseline (about 5 s for 10 million calls)
+FOLLOW_STALL_TIMEOUT = 30.0  # seconds without the exporter counting one more row before the bench gives up
 
 
-def url() -> str:
-    return make_url(SERVER).set(drivername="postgresql+asyncpg", database=DB).render_as_string(hide_password=False)
+def url(name: str) -> str:
+    return make_url(SERVER).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
 
 
-async def generate(n: int) -> float:
-    await admin(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    await admin(f'CREATE DATABASE "{DB}"')
-    engine = open_engine(make_url(url()))
+class ExporterLog:
+    """The exporter's stderr: read until its baseline is loaded, then drained (so the pipe never fills
+    up) and kept, its last lines, so that a failure shows what the exporter said."""
+
+    def __init__(self, stream: asyncio.StreamReader, keep: int = 200) -> None:
+        self.stream = stream
+        self.lines: deque[str] = deque(maxlen=keep)
+        self._drain: asyncio.Task[None] | None = None
+
+    async def line(self) -> str | None:
+        raw = await self.stream.readline()
+        if not raw:
+            return None
+        text = raw.decode(errors="replace").rstrip("\n")
+        self.lines.append(text)
+        return text
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> tuple[int, float]:
+        """The exporter's HTTP port and how long its baseline took, once it has logged both."""
+        try:
+            return await asyncio.wait_for(self._wait_ready(), timeout)
+        except asyncio.TimeoutError:
+            raise BenchError(f"the exporter had not loaded its baseline after {timeout:.0f} s" + self.tail()) from None
+
+    async def _wait_ready(self) -> tuple[int, float]:
+        port = 0
+        while (line := await self.line()) is not None:
+            if m := re.search(r"serving /metrics on [^\s:]+:(\d+)", line):
+                port = int(m.group(1))
+            if m := re.search(r"totals loaded up to call id \d+ in ([\d.]+) s", line):
+                if not port:
+                    raise BenchError("the exporter loaded its baseline but logged no port" + self.tail())
+                return port, float(m.group(1))
+        raise BenchError("the exporter stopped before it was ready" + self.tail())
+
+    def start_draining(self) -> None:
+        async def drain() -> None:
+            while await self.line() is not None:
+                continue
+
+        self._drain = asyncio.create_task(drain())
+
+    async def stop(self) -> None:
+        """After the exporter has exited: keep its last lines."""
+        if self._drain is not None:
+            try:
+                await asyncio.wait_for(self._drain, 5)
+            except asyncio.TimeoutError:
+                self.lines.append("(log not closed 5 s after the exporter exited)")
+
+    def tail(self) -> str:
+        return "\n--- exporter log (last lines) ---\n" + ("\n".join(self.lines) or "(nothing)")
+
+
+async def generate(n: int, name: str) -> float:
+    await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin(f'CREATE DATABASE "{name}"')
+    engine = open_engine(make_url(url(name)))
     await upgrade(engine)
     await engine.dispose()
     t0 = time.perf_counter()
-    conn = await asyncpg.connect(make_url(url()).set(drivername="postgresql").render_as_string(hide_password=False))
+    conn = await asyncpg.connect(make_url(url(name)).set(drivername="postgresql").render_as_string(hide_password=False))
     try:
-        for sql in (GENERATE.format(n=int(n)), ROLLUP, LINE_ROLLUP, "VACUUM ANALYZE"):
+        for sql in (generate_sql(n), ROLLUP, LINE_ROLLUP, "VACUUM ANALYZE"):
             await conn.execute(sql, timeout=None)
     finally:
         await conn.close()
@@ -80,13 +138,27 @@ def rows_read(text: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+def calls_counted(text: str) -> int:
+    """All calls the exposition counts (callrouter_cdr_calls_total over every number and disposition)."""
+    return int(sum(float(v) for v in re.findall(r"^callrouter_cdr_calls_total\{[^}]*\} (\S+)$", text, re.M)))
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    if not args.reuse:
-        print(f"generating {args.calls:,} calls ...", flush=True)
-        print(f"  done in {await generate(args.calls):.0f} s", flush=True)
+    """Generate (unless --reuse), measure, and drop the database at the end (unless --keep), whatever happens."""
+    try:
+        if not args.reuse:
+            print(f"generating {args.calls:,} calls ...", flush=True)
+            print(f"  done in {await generate(args.calls, args.db_name):.0f} s", flush=True)
+        return await measure(args)
+    finally:
+        if not args.keep:
+            await admin(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)')
+
+
+async def measure(args: argparse.Namespace) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="callrouter-bench-exporter-"))
     doc = yaml.safe_load((ROOT / "config.yaml").read_text())
-    doc["store"]["url"] = url()
+    doc["store"]["url"] = url(args.db_name)
     doc["dialplans_dir"] = str(ROOT / "dialplans")
     doc["exporter"] = {"port": 0, "poll_interval": 0.2}
     (work / "config.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
@@ -97,29 +169,23 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         stderr=asyncio.subprocess.PIPE, env=env,
     )
     assert proc.stderr is not None
+    log = ExporterLog(proc.stderr)
     started = time.perf_counter()
-    port = 0
-    baseline = 0.0
-    while not baseline:
-        line = (await proc.stderr.readline()).decode()
-        if not line:
-            raise SystemExit("the exporter stopped: " + line)
-        if m := re.search(r"serving /metrics on 127\.0\.0\.1:(\d+)", line):
-            port = int(m.group(1))
-        if m := re.search(r"totals loaded up to call id \d+ in ([\d.]+) s", line):
-            baseline = float(m.group(1))
-    ready_after = time.perf_counter() - started
-    base = f"http://127.0.0.1:{port}"
-    result: dict[str, object] = {"calls_in_table": args.calls, "baseline_s": baseline, "process_start_to_ready_s": round(ready_after, 2)}
-    engine = open_engine(make_url(url()))
+    engine = open_engine(make_url(url(args.db_name)))
     try:
+        port, baseline = await log.wait_ready()
+        log.start_draining()
+        ready_after = time.perf_counter() - started
+        base = f"http://127.0.0.1:{port}"
+        result: dict[str, object] = {"calls_in_table": args.calls, "baseline_s": baseline, "process_start_to_ready_s": round(ready_after, 2)}
         async with aiohttp.ClientSession() as http:
             await scrape(http, base)
             times = [(await scrape(http, base))[0] for _ in range(args.scrapes)]
             _, text = await scrape(http, base)
             result.update(
+                calls_counted_at_start=calls_counted(text),
                 scrape_ms_median=round(statistics.median(times), 2),
-                scrape_ms_p99=round(sorted(times)[int(len(times) * 0.99) - 1], 2),
+                scrape_ms_p99=round(sorted(times)[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))], 2),
                 scrape_ms_max=round(max(times), 2),
                 exposition_bytes=len(text),
                 series=sum(1 for line in text.splitlines() if line and not line.startswith("#")),
@@ -134,10 +200,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 await store.write([rows_from_spooled(spool_entry(record(20_000_000 + i))[0]) for i in range(start, min(start + 1000, args.follow))])
                 during.append((await scrape(http, base))[0])
             written = time.perf_counter() - t0
-            while rows_read((await scrape(http, base))[1]) < before + args.follow:
-                await asyncio.sleep(0.01)
+            text = await follow_until(http, base, before + args.follow, proc, log)
             followed = time.perf_counter() - t0
             result.update(
+                calls_counted_after_follow=calls_counted(text),
                 follow_calls=args.follow,
                 write_calls_per_s=round(args.follow / written),
                 followed_within_s_of_last_write=round(followed - written, 2),
@@ -145,26 +211,52 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 scrape_ms_median_while_writing=round(statistics.median(during), 2),
                 rss_mb_after_follow=round(rss_mb(proc.pid), 1),
             )
+    except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:  # the exporter went away or hung: with its side
+        raise BenchError(f"{type(exc).__name__}: {exc}" + log.tail()) from exc
     finally:
         await engine.dispose()
-        proc.terminate()
-        await proc.wait()
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await log.stop()
         shutil.rmtree(work, ignore_errors=True)
-        if not args.keep:
-            await admin(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
     return result
+
+
+async def follow_until(http: aiohttp.ClientSession, base: str, rows: float, proc: asyncio.subprocess.Process, log: ExporterLog,
+                       stall: float = FOLLOW_STALL_TIMEOUT) -> str:
+    """Scrape until the exporter has counted `rows` rows; give up when it died or stopped counting."""
+    seen, since = -1.0, time.monotonic()
+    while (now := rows_read(text := (await scrape(http, base))[1])) < rows:
+        if proc.returncode is not None:
+            raise BenchError(f"the exporter exited ({proc.returncode}) having counted {now:.0f} of {rows:.0f} rows" + log.tail())
+        if now > seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since > stall:
+            raise BenchError(f"the exporter counted {now:.0f} of {rows:.0f} rows and nothing more for {stall:.0f} s" + log.tail())
+        await asyncio.sleep(0.01)
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=10_000_000)
-    parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument("--calls", type=int, default=10_000_000, help="calls generated before the exporter starts")
+    parser.add_argument("--scrapes", type=int, default=200, help="scrapes timed after the baseline")
     parser.add_argument("--follow", type=int, default=50_000, help="new calls written while the exporter follows")
     parser.add_argument("--reuse", action="store_true", help="use the database a previous --keep run left")
     parser.add_argument("--keep", action="store_true", help="keep the generated database for --reuse")
+    parser.add_argument("--db-name", default=DB, help="the database generated (and dropped at the end unless --keep)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "exporter-results.json"))
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    try:
+        result = asyncio.run(run(args))
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     print(json.dumps(result, indent=2))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

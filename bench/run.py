@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,6 +37,69 @@ from callrouter.store.db import open_engine  # noqa: E402
 from callrouter.store.schema import calls as calls_table  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+# The admin API logs its own "listening on" line before the FastAGI server does: only this one counts.
+FASTAGI_LINE = re.compile(r"FastAGI listening on [^\s:]+:(\d+)")
+READY_LINE = "callrouter ready"
+STARTUP_TIMEOUT = 60.0  # seconds for the server to say it is ready (store, plans, admin API)
+CDR_STALL_TIMEOUT = 20.0  # seconds without one more CDR arriving before the bench gives up
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot produce figures; the message carries the server's log so the cause is visible."""
+
+
+class ServerLog:
+    """The server's stderr: read until it is ready, then drained (so the pipe never fills up) and kept,
+    its last lines, so that a failure shows what the server said instead of a bare timeout."""
+
+    def __init__(self, stream: asyncio.StreamReader, keep: int = 200) -> None:
+        self.stream = stream
+        self.lines: deque[str] = deque(maxlen=keep)
+        self._drain: asyncio.Task[None] | None = None
+
+    async def _line(self) -> str | None:
+        raw = await self.stream.readline()
+        if not raw:
+            return None
+        line = raw.decode(errors="replace").rstrip("\n")
+        self.lines.append(line)
+        return line
+
+    async def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> int:
+        """The FastAGI port, once the server has logged that it is ready."""
+        try:
+            return await asyncio.wait_for(self._wait_ready(), timeout)
+        except asyncio.TimeoutError:
+            raise BenchError(f"the server was not ready within {timeout:.0f} s" + self.tail()) from None
+
+    async def _wait_ready(self) -> int:
+        port: int | None = None
+        while (line := await self._line()) is not None:
+            if m := FASTAGI_LINE.search(line):
+                port = int(m.group(1))
+            if READY_LINE in line:
+                if port is None:
+                    raise BenchError("the server said it was ready but logged no FastAGI port" + self.tail())
+                return port
+        raise BenchError("the server stopped before it was ready" + self.tail())
+
+    def start_draining(self) -> None:
+        async def drain() -> None:
+            while await self._line() is not None:
+                continue
+
+        self._drain = asyncio.create_task(drain())
+
+    async def stop(self) -> None:
+        """After the server has exited: keep what it said last (its shutdown lines)."""
+        if self._drain is not None:
+            try:
+                await asyncio.wait_for(self._drain, 5)
+            except asyncio.TimeoutError:
+                self.lines.append("(log not closed 5 s after the server exited)")
+
+    def tail(self) -> str:
+        return "\n--- server log (last lines) ---\n" + ("\n".join(self.lines) or "(nothing)")
 
 
 class CountingEvent(asyncio.Event):
@@ -73,8 +137,10 @@ def workspace(tmp: Path, fsync: bool = True, database: str | None = None) -> Pat
     if not fsync:
         cfg = cfg.replace("  batch_age: 0.5\n", "  batch_age: 0.5\n  fsync: false\n")
     (tmp / "config.yaml").write_text(cfg)
-    subprocess.run([sys.executable, "-m", "callrouter", "db", "upgrade", "--config", str(tmp / "config.yaml")], check=True,
-                   capture_output=True, env=server_env(database))
+    done = subprocess.run([sys.executable, "-m", "callrouter", "db", "upgrade", "--config", str(tmp / "config.yaml")],
+                          capture_output=True, text=True, env=server_env(database))
+    if done.returncode:
+        raise BenchError(f"`callrouter db upgrade` failed ({done.returncode}):\n{done.stdout}{done.stderr}")
     return tmp / "config.yaml"
 
 
@@ -97,10 +163,18 @@ async def router_ms(url: str, prefix: str) -> list[float]:
         await engine.dispose()
 
 
-async def wait_for_cdrs(url: str, prefix: str, n: int, timeout: float = 60) -> list[float]:
-    """The CDR writer batches in the background; the figures need all of them in the database."""
-    deadline = time.monotonic() + timeout
-    while len(values := await router_ms(url, prefix)) < n and time.monotonic() < deadline:
+async def wait_for_cdrs(url: str, prefix: str, n: int, proc: asyncio.subprocess.Process, log: ServerLog,
+                        stall: float = CDR_STALL_TIMEOUT) -> list[float]:
+    """The CDR writer batches in the background; the figures need all of them in the database. Gives up
+    (with the server's log) when the server has died or no further CDR arrived for `stall` seconds."""
+    seen, last_progress = -1, time.monotonic()
+    while len(values := await router_ms(url, prefix)) < n:
+        if proc.returncode is not None:
+            raise BenchError(f"the server exited ({proc.returncode}) with {len(values)} of {n} '{prefix}' CDRs written" + log.tail())
+        if len(values) > seen:
+            seen, last_progress = len(values), time.monotonic()
+        elif time.monotonic() - last_progress > stall:
+            raise BenchError(f"only {len(values)} of {n} '{prefix}' CDRs reached the database (none more for {stall:.0f} s)" + log.tail())
         await asyncio.sleep(0.2)
     return values
 
@@ -137,7 +211,10 @@ async def calls(port: int, n: int, concurrency: int, prefix: str) -> tuple[float
 async def held(port: int, pid: int, n: int) -> dict[str, float]:
     """n calls parked in an answered Dial at once; the server's memory then and after release."""
     hold = CountingEvent()
-    script = lambda i: CallScript(uniqueid=f"held.{i}", dtmf=("1",), default_dial=DialScript("ANSWER", 1, 0, hold=hold))  # noqa: E731
+
+    def script(i: int) -> CallScript:
+        return CallScript(uniqueid=f"held.{i}", dtmf=("1",), default_dial=DialScript("ANSWER", 1, 0, hold=hold))
+
     before = server_mem(pid)["VmRSS"]
     tasks = []
     for start in range(0, n, 500):
@@ -169,63 +246,25 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="callrouter-bench-"))
-    cfg = workspace(tmp, fsync=not args.no_fsync, database=args.database)
+    try:
+        cfg = workspace(tmp, fsync=not args.no_fsync, database=args.database)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     db = args.database or f"sqlite+aiosqlite:///{tmp}/var/callrouter.db"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0", "--event-loop", args.event_loop,
         stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(args.database),
     )
-    log_reader: asyncio.Task[bytes] | None = None
+    assert proc.stderr is not None
+    log = ServerLog(proc.stderr)
     try:
-        assert proc.stderr is not None
-        while not (m := re.search(rb"listening on 127\.0\.0\.1:(\d+)", await asyncio.wait_for(proc.stderr.readline(), 30))):
-            pass
-        port = int(m.group(1))
-        log_reader = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
-        pinned = False
-        if len(os.sched_getaffinity(0)) >= 2:
-            os.sched_setaffinity(proc.pid, {0})
-            os.sched_setaffinity(0, {1})
-            pinned = True
-        await calls(port, 300, 8, "warm")
-
-        cpu0 = server_cpu(proc.pid)
-        wall, times, failures = await calls(port, args.calls, args.concurrency, "tput")
-        cpu = server_cpu(proc.pid) - cpu0
-        throughput = {
-            "calls": args.calls, "concurrency": args.concurrency, "failures": failures, "wall_s": wall,
-            "calls_per_s": (args.calls - failures) / wall,
-            "server_cpu_ms_per_call": cpu / args.calls * 1000,
-            "server_cpu_utilisation": cpu / wall,
-            "server_calls_per_cpu_second": args.calls / cpu if cpu else float("inf"),
-            "call_ms_p50": percentile(times, 50) * 1000, "call_ms_p99": percentile(times, 99) * 1000,
-        }
-        server_ms = await wait_for_cdrs(db, "tput", args.calls)
-        throughput.update(router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99))
-        cpu0 = server_cpu(proc.pid)
-        lwall, ltimes, lfail = await calls(port, args.latency_calls, 1, "lat")
-        lcpu = server_cpu(proc.pid) - cpu0
-        latency = {
-            "calls": args.latency_calls, "failures": lfail,
-            "call_ms_p50": percentile(ltimes, 50) * 1000, "call_ms_p90": percentile(ltimes, 90) * 1000,
-            "call_ms_p99": percentile(ltimes, 99) * 1000, "call_ms_max": max(ltimes) * 1000,
-            "call_ms_mean": statistics.fmean(ltimes) * 1000,
-            "server_cpu_ms_per_call": lcpu / args.latency_calls * 1000,
-        }
-        await asyncio.sleep(0.5)
-        server_ms = await wait_for_cdrs(db, "lat", args.latency_calls)
-        latency.update(router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99), router_ms_max=max(server_ms))
-        memory = await held(port, proc.pid, args.held) if args.held else {}
-        return {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {
-                "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "?"),
-                "cores": os.cpu_count(), "python": platform.python_version(), "pinned_server_to_one_core": pinned,
-                "server_event_loop": args.event_loop,
-            },
-            "scenario": "sample plan, open; caller presses 1; first round-robin line answers (9 AGI commands per call)",
-            "throughput": throughput, "latency_concurrency_1": latency, "held_calls": memory,
-        }
+        port = await log.wait_ready()
+        log.start_draining()
+        try:
+            return await measure(args, proc, port, db, log)
+        except (OSError, asyncio.TimeoutError) as exc:  # a call could not connect or hung: say why, with the server's side
+            raise BenchError(f"{type(exc).__name__}: {exc}" + log.tail()) from exc
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -234,20 +273,70 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
-        if log_reader is not None:
-            log_reader.cancel()
+        await log.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def measure(args: argparse.Namespace, proc: asyncio.subprocess.Process, port: int, db: str, log: ServerLog) -> dict[str, object]:
+    """The passes against a running server; every figure comes from here."""
+    pinned = False
+    if len(os.sched_getaffinity(0)) >= 2:
+        os.sched_setaffinity(proc.pid, {0})
+        os.sched_setaffinity(0, {1})
+        pinned = True
+    _, _, warm_failures = await calls(port, args.warmup, 8, "warm")
+    if warm_failures:
+        raise BenchError(f"{warm_failures} of {args.warmup} warm-up calls were not routed (is port {port} the FastAGI server?)" + log.tail())
+
+    cpu0 = server_cpu(proc.pid)
+    wall, times, failures = await calls(port, args.calls, args.concurrency, "tput")
+    cpu = server_cpu(proc.pid) - cpu0
+    throughput = {
+        "calls": args.calls, "concurrency": args.concurrency, "failures": failures, "wall_s": wall,
+        "calls_per_s": (args.calls - failures) / wall,
+        "server_cpu_ms_per_call": cpu / args.calls * 1000,
+        "server_cpu_utilisation": cpu / wall,
+        "server_calls_per_cpu_second": args.calls / cpu if cpu else float("inf"),
+        "call_ms_p50": percentile(times, 50) * 1000, "call_ms_p99": percentile(times, 99) * 1000,
+    }
+    server_ms = await wait_for_cdrs(db, "tput", args.calls, proc, log)
+    throughput.update(completed=args.calls - failures, cdrs=len(server_ms), router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99))
+    cpu0 = server_cpu(proc.pid)
+    lwall, ltimes, lfail = await calls(port, args.latency_calls, 1, "lat")
+    lcpu = server_cpu(proc.pid) - cpu0
+    latency = {
+        "calls": args.latency_calls, "failures": lfail,
+        "call_ms_p50": percentile(ltimes, 50) * 1000, "call_ms_p90": percentile(ltimes, 90) * 1000,
+        "call_ms_p99": percentile(ltimes, 99) * 1000, "call_ms_max": max(ltimes) * 1000,
+        "call_ms_mean": statistics.fmean(ltimes) * 1000,
+        "server_cpu_ms_per_call": lcpu / args.latency_calls * 1000,
+    }
+    await asyncio.sleep(0.5)
+    server_ms = await wait_for_cdrs(db, "lat", args.latency_calls, proc, log)
+    latency.update(completed=args.latency_calls - lfail, cdrs=len(server_ms), router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99), router_ms_max=max(server_ms))
+    memory = await held(port, proc.pid, args.held) if args.held else {}
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "?"),
+            "cores": os.cpu_count(), "python": platform.python_version(), "pinned_server_to_one_core": pinned,
+            "server_event_loop": args.event_loop,
+        },
+        "scenario": "sample plan, open; caller presses 1; first round-robin line answers (9 AGI commands per call)",
+        "throughput": throughput, "latency_concurrency_1": latency, "held_calls": memory,
+    }
 
 
 def report(r: dict) -> None:  # type: ignore[type-arg]
     t, lat, mem = r["throughput"], r["latency_concurrency_1"], r["held_calls"]
     print(f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, Python {r['machine']['python']}, server pinned to one core: {r['machine']['pinned_server_to_one_core']}")
     print(f"scenario: {r['scenario']}")
-    print(f"throughput ({t['calls']} calls, {t['concurrency']} at once): {t['calls_per_s']:.0f} routed calls/s, failures {t['failures']}")
+    print(f"throughput ({t['calls']} calls, {t['concurrency']} at once): {t['calls_per_s']:.0f} routed calls/s, completed {t['completed']}, failures {t['failures']}, CDRs {t['cdrs']}")
     print(f"  server CPU {t['server_cpu_ms_per_call']:.3f} ms/call -> {t['server_calls_per_cpu_second']:.0f} calls per CPU-second; server core busy {t['server_cpu_utilisation']:.0%}")
     print(f"  call time seen by Asterisk p50 {t['call_ms_p50']:.2f} ms, p99 {t['call_ms_p99']:.2f} ms (queueing included)")
     print(f"  router's own time per call p50 {t['router_ms_p50']:.3f} ms, p99 {t['router_ms_p99']:.3f} ms")
-    print(f"one call at a time ({lat['calls']} calls): seen by Asterisk p50 {lat['call_ms_p50']:.3f} ms, p99 {lat['call_ms_p99']:.3f} ms, max {lat['call_ms_max']:.1f} ms; server CPU {lat['server_cpu_ms_per_call']:.3f} ms/call")
+    print(f"one call at a time ({lat['calls']} calls): completed {lat['completed']}, failures {lat['failures']}, CDRs {lat['cdrs']}")
+    print(f"  seen by Asterisk p50 {lat['call_ms_p50']:.3f} ms, p99 {lat['call_ms_p99']:.3f} ms, max {lat['call_ms_max']:.1f} ms; server CPU {lat['server_cpu_ms_per_call']:.3f} ms/call")
     print(f"  router's own time per call p50 {lat['router_ms_p50']:.3f} ms, p99 {lat['router_ms_p99']:.3f} ms, max {lat['router_ms_max']:.3f} ms")
     if mem:
         print(f"held calls: {mem['held_calls']:.0f} in Dial at once: server RSS {mem['rss_held_mb']:.0f} MB (before {mem['rss_before_mb']:.0f} MB, {mem['kb_per_held_call']:.1f} kB per call, peak {mem['rss_peak_mb']:.0f} MB); {mem['completed_ok_after_release']:.0f} completed after release")
@@ -255,16 +344,21 @@ def report(r: dict) -> None:  # type: ignore[type-arg]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--calls", type=int, default=20000, help="calls of the throughput pass")
+    parser.add_argument("--warmup", type=int, default=300, help="calls before the measured passes (any failure stops the bench)")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--latency-calls", type=int, default=2000)
+    parser.add_argument("--latency-calls", type=int, default=2000, help="calls of the one-at-a-time pass")
     parser.add_argument("--held", type=int, default=10000, help="calls held open in Dial (0 to skip)")
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="the server's event loop")
     parser.add_argument("--no-fsync", action="store_true", help="cdr.fsync false: to see what durable spooling costs")
     parser.add_argument("--database", help="an empty Postgres database URL: CDRs there and routing state shared through it")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
-    results = asyncio.run(main(args))
+    try:
+        results = asyncio.run(main(args))
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)
     report(results)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {args.out}")
