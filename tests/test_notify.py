@@ -55,7 +55,7 @@ class Gateway:
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
-        self.mode = "ok"  # ok | error500 | garbage | refuse200 | slow
+        self.mode = "ok"  # ok | error500 | garbage | refuse200 | slow | deep | hugeint
         self.release = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -68,6 +68,10 @@ class Gateway:
             return web.Response(status=500, text="internal error")
         if self.mode == "garbage":
             return web.Response(status=502, body=b"\x00\xff<html>")
+        if self.mode == "deep":  # a reply that would exhaust a recursive parser
+            return web.Response(body=b'{"Code": ' + b"[" * 30000 + b"]" * 30000 + b"}", content_type="application/json")
+        if self.mode == "hugeint":
+            return web.Response(body=b'{"Code": ' + b"9" * 5000 + b"}", content_type="application/json")
         if self.mode == "refuse200":
             return web.json_response({"Code": "isv.BUSINESS_LIMIT_CONTROL"})
         return web.json_response({"Code": "OK"})
@@ -256,7 +260,7 @@ def test_a_gateway_outage_delays_messages_and_loses_none(db_url: str) -> None:
     arun(body())
 
 
-@pytest.mark.parametrize("mode", ["error500", "garbage", "refuse200", "slow"])
+@pytest.mark.parametrize("mode", ["error500", "garbage", "refuse200", "slow", "deep", "hugeint"])
 def test_a_failing_gateway_is_retried_then_given_up_on_with_the_reason(mode: str, tmp_path: Any) -> None:
     url_db = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     from tests.databases import fresh_sqlite
@@ -276,7 +280,10 @@ def test_a_failing_gateway_is_retried_then_given_up_on_with_the_reason(mode: str
                 assert await sender.round() == 0
             (row,) = await outbox_rows(url_db)
             assert row["status"] == "failed" and row["attempts"] == 3
-            expected = {"error500": "HTTP 500", "garbage": "HTTP 502", "refuse200": "BUSINESS_LIMIT", "slow": "Timeout"}[mode]
+            expected = {
+                "error500": "HTTP 500", "garbage": "HTTP 502", "refuse200": "BUSINESS_LIMIT", "slow": "Timeout",
+                "deep": "deeper than", "hugeint": "digits",
+            }[mode]
             assert expected in row["last_error"], row["last_error"]
 
     arun(body())

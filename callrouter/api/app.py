@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from callrouter.api import blacklist, calls, health, recordings, reports
-from callrouter.api.auth import auth_middleware, check_bind
+from callrouter.api.auth import auth_middleware, browser_guard, check_bind
 from callrouter.api.context import CURSOR_KEY, DEPS, PENDING, SETTINGS, AdminDeps
-from callrouter.api.errors import ApiError, Handler, errors_middleware
+from callrouter.api.errors import ApiError, Handler, error_response, errors_middleware
 from callrouter.api.openapi import document
 from callrouter.api.params import check_query, cursor_key
 from callrouter.config.service import Admin
 
+log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
 
 ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
@@ -36,6 +38,28 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
 
 
 @web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """MAX_BODY on every route, before its handler runs: aiohttp's client_max_size only bites when a handler
+    reads the body, so a route that ignores it (reload) would act on a 2 MB request. A declared length over
+    the cap is refused unread; a chunked body is read (counted as it arrives) and kept for the handler."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _too_large(request)
+    if request.body_exists:
+        try:
+            await request.read()  # cached: the handler's read() gets these bytes
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(request)
+    return await handler(request)
+
+
+def _too_large(request: web.Request) -> web.StreamResponse:
+    log.warning("admin API: refused %s %s: body over %d bytes", request.method, request.path[:200], MAX_BODY)
+    response = error_response(413, f"request body too large (at most {MAX_BODY // 1024} KiB)")
+    response.force_close()  # the rest of the body is drained, not parsed as a next request
+    return response
+
+
+@web.middleware
 async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         query = request.query
@@ -46,7 +70,8 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def build_admin_app(deps: AdminDeps, settings: Admin, token: str | None) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware(token), limits_middleware], client_max_size=MAX_BODY)
+    middlewares = [errors_middleware, browser_guard(token, settings.host), auth_middleware(token), body_limit_middleware, limits_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[DEPS] = deps
     app[SETTINGS] = settings
     app[PENDING] = set()

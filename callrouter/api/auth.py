@@ -1,16 +1,22 @@
 """Bearer-token auth: the token comes from config or CALLROUTER_ADMIN_TOKEN; none means loopback only.
 
 Every route needs the token except the few that probes and Prometheus call (PUBLIC): a route added
-later is protected unless someone decides otherwise here."""
+later is protected unless someone decides otherwise here.
+
+Without a token, "loopback only" is not enough: a page the operator's browser visits can reach loopback
+too, by DNS rebinding (its own name pointed at 127.0.0.1: the Host header gives it away) or by a plain
+cross-site form POST (the Origin header gives it away). So a token-less API serves only requests
+addressed to a loopback name and not sent from a foreign page (browser_guard)."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
 import logging
+import re
 from typing import Mapping
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from callrouter.api.errors import Handler, error_response
 from callrouter.config.service import Admin
@@ -18,6 +24,7 @@ from callrouter.config.service import Admin
 log = logging.getLogger(__name__)
 TOKEN_ENV = "CALLROUTER_ADMIN_TOKEN"
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+_AUTHORITY = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[^\[\]:/@\s]+))(?::(?P<port>[0-9]{1,5}))?")
 
 
 class AdminConfigError(Exception):
@@ -47,6 +54,58 @@ def check_bind(host: str, token: str | None) -> None:
         )
     if token is None:
         log.warning("admin API: no token configured; /api is open to anyone who can reach %s (loopback)", host)
+
+
+def _authority(value: str, default_port: int) -> tuple[str, int] | None:
+    """(host, port) of a Host header or an Origin's authority, lower-cased and unbracketed; None if malformed."""
+    match = _AUTHORITY.fullmatch(value.strip().lower())
+    if match is None:
+        return None
+    host = match.group("v6") or match.group("name")
+    return host, int(match.group("port")) if match.group("port") else default_port
+
+
+def _origin_authority(origin: str) -> tuple[str, int] | None:
+    """The (host, port) a browser page came from: `scheme://host[:port]` and nothing else; `null` is None."""
+    scheme, sep, rest = origin.strip().lower().partition("://")
+    ports = {"http": 80, "https": 443}
+    if not sep or scheme not in ports or "/" in rest or "@" in rest:
+        return None
+    return _authority(rest, ports[scheme])
+
+
+def browser_guard(token: str | None, listen_host: str) -> web.middleware:  # type: ignore[valid-type]
+    """Without a token: 403 for a non-loopback Host (DNS rebinding) and for an Origin other than the
+    address itself (a page elsewhere posting a form or a fetch). With a token the token protects, and a
+    reverse proxy may use any name."""
+    own = listen_host.strip("[]").lower()
+
+    def allowed_host(host: str) -> bool:
+        return is_loopback(host) or host == own
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token is not None:
+            return await handler(request)
+        raw_host = request.headers.get(hdrs.HOST)
+        target = _authority(raw_host, 80) if raw_host is not None else None
+        if raw_host is not None and (target is None or not allowed_host(target[0])):
+            log.warning("admin API: refused %s %s: Host %r is not a loopback name (no token; DNS rebinding?)",
+                        request.method, request.path[:200], raw_host[:100])
+            return error_response(403, "Host is not a loopback name: without an admin token the API answers only "
+                                       "requests to localhost, 127.0.0.0/8 or [::1] (set admin.token to serve other names)")
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None:
+            source = _origin_authority(origin)
+            same = source is not None and allowed_host(source[0]) and (target is None or source == target)
+            if not same:
+                log.warning("admin API: refused %s %s: Origin %r is a foreign page (no token; cross-site request?)",
+                            request.method, request.path[:200], origin[:100])
+                return error_response(403, "Origin is a foreign page: without an admin token the API refuses requests "
+                                           "that browser pages from other origins send")
+        return await handler(request)
+
+    return middleware
 
 
 def auth_middleware(token: str | None) -> web.middleware:  # type: ignore[valid-type]

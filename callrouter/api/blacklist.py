@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +10,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from callrouter import safejson
 from callrouter.api import params
 from callrouter.api.context import deps_of
 from callrouter.api.errors import ApiError
@@ -48,12 +48,13 @@ def entry_json(entry: BlacklistEntry) -> dict[str, Any]:
 
 
 async def read_json(request: web.Request) -> Any:
+    """The body as JSON; malformed, too deeply nested or with absurd numbers it is a 400, never a 500."""
     if request.content_type != "application/json":
         raise ApiError(415, "send the body as JSON (Content-Type: application/json)")
     try:
-        return json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON: {exc}") from None
+        return safejson.loads(await request.read())
+    except safejson.JsonRefused as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def validation_message(exc: ValidationError) -> str:

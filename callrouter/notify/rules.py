@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
+from callrouter import safejson
 from callrouter.config.notify import MissedCallNotify, Notify
 from callrouter.config.plan import NumberPlan
 from callrouter.config.service import ServiceConfig
@@ -115,10 +115,13 @@ def accepted(settings_field: str | None, settings_value: str | None, body: bytes
     if settings_field is None:
         return None
     try:
-        value: Any = json.loads(body)
+        value: Any = safejson.loads(body)
+    except safejson.JsonRefused as exc:  # deep nesting or a huge number must be a retry, not a crash
+        return f"response is not usable JSON ({exc}): {body[:120]!r}"
+    try:
         for part in settings_field.split("."):
             value = value[part]
-    except (ValueError, KeyError, TypeError, IndexError):
+    except (KeyError, TypeError, IndexError):
         return f"response has no {settings_field}: {body[:120]!r}"
     if str(value) != (settings_value or ""):
         return f"gateway refused: {settings_field}={str(value)[:60]!r}"
