@@ -12,6 +12,8 @@ SESSION_OUTCOMES = (
     "routed", "health", "unknown_script", "no_plan", "rejected_busy", "closed_early", "protocol_error", "timeout", "error"
 )
 
+CONNECTION_REFUSALS = ("not_allowed", "too_many_pending")
+
 
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -27,6 +29,16 @@ class RouterMetrics:
         )
         self.dial_attempts = Counter(
             "callrouter_dial_attempts_total", "Hunt attempts by resulting DIALSTATUS", ["status"], registry=r
+        )
+        self.pending_headers = Gauge(
+            "callrouter_agi_pending_headers", "FastAGI connections still sending their AGI header (not yet calls)", registry=r
+        )
+        self.connections_refused = Counter(
+            "callrouter_agi_connections_refused",
+            "FastAGI connections closed before a byte was read: not_allowed (not in listen.allow), "
+            "too_many_pending (max_pending_headers reached)",
+            ["reason"],
+            registry=r,
         )
         self.protocol_errors = Counter(
             "callrouter_protocol_errors_total", "AGI protocol errors by kind", ["kind"], registry=r
@@ -76,6 +88,8 @@ class RouterMetrics:
             self.store_errors.labels(operation=operation)
         for result in ("success", "failure"):
             self.config_reloads.labels(result=result)
+        for reason in CONNECTION_REFUSALS:
+            self.connections_refused.labels(reason=reason)
 
     def observe_command(self, verb: str, seconds: float) -> None:
         """Per-command reply time; the labelled child is cached, this runs for every AGI command."""

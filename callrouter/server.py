@@ -1,22 +1,95 @@
 """The FastAGI server: accepts Asterisk's connections and runs one CallSession per call.
 
-Bounded everywhere: a cap on concurrent sessions (beyond it the call is handed straight back to the
-dialplan's fallback), a timeout for the AGI header and for each reply, and a bounded drain on shutdown.
+Bounded everywhere: only the Asterisk servers in `listen.allow` may connect (anyone else is closed on
+before a byte is read or sent); connections still in their AGI header have their own limit
+(`max_pending_headers`), so silent sockets cannot take the places of calls; a cap on concurrent calls
+(`max_sessions`, beyond it the call is handed straight back to the dialplan's fallback); a timeout for
+the AGI header and for each reply, and a bounded drain on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any, Callable, Sequence, cast
 
 from callrouter.agi.channel import AgiChannel, AgiTimeout, ChannelHungUp
 from callrouter.agi.errors import AgiProtocolError
+from callrouter.config.service import IpNetwork
 from callrouter.holder import ConfigHolder
 from callrouter.session import RESULT_VAR, CallSession, SessionDeps
 
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 0.1  # how late a timeout may fire; one pass over the sessions each time
+REFUSAL_LOG_WINDOW = 60.0  # at most one warning per source (or per reason) this often
+REFUSAL_LOG_SOURCES = 4096  # sources remembered for that; a scan of more stays quiet until they age out
+
+
+def peer_address(peername: Any) -> IPv4Address | IPv6Address | None:
+    """The peer's IP from `get_extra_info("peername")`; an IPv4-mapped IPv6 address (dual-stack socket) as IPv4."""
+    if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+        return None
+    try:
+        address = ip_address(peername[0])
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def peer_allowed(peername: Any, allow: Sequence[IpNetwork]) -> bool:
+    """Whether `listen.allow` admits this peer; an unknown peer is refused."""
+    address = peer_address(peername)
+    if address is None:
+        return False
+    if isinstance(address, IPv6Address) and address.scope_id:
+        address = IPv6Address(str(address).split("%", 1)[0])  # fe80::1%eth0 is in fe80::/10
+    return any(address.version == net.version and address in net for net in allow)
+
+
+class RefusalLog:
+    """Decides which refusals get a WARNING: one per source per window, with a bounded table, so a scan
+    (or a flood from many addresses) can neither fill the log nor grow the process."""
+
+    def __init__(self, window: float = REFUSAL_LOG_WINDOW, max_sources: int = REFUSAL_LOG_SOURCES) -> None:
+        self.window = window
+        self.max_sources = max_sources
+        self._warned: OrderedDict[str, float] = OrderedDict()  # source -> when it was last warned about; oldest first
+
+    def should_warn(self, source: str, now: float) -> bool:
+        while self._warned:
+            oldest, when = next(iter(self._warned.items()))
+            if now - when < self.window:
+                break
+            del self._warned[oldest]
+        if source in self._warned or len(self._warned) >= self.max_sources:
+            return False
+        self._warned[source] = now
+        return True
+
+
+class GatedChannel(AgiChannel):
+    """An AgiChannel that asks the server whether to take the connection before anything is read or sent.
+
+    It also keeps the peer's address (`peer`, e.g. "10.0.0.5", or "" when unknown), for the session's use."""
+
+    def __init__(self, *, admit: Callable[["GatedChannel", asyncio.BaseTransport], bool], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._admit = admit
+        self.peer = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        address = peer_address(transport.get_extra_info("peername"))
+        self.peer = "" if address is None else str(address)
+        if not self._admit(self, transport):
+            cast(asyncio.Transport, transport).abort()  # at once: nothing read, nothing sent, nothing buffered
+            return
+        super().connection_made(transport)
 
 
 class AgiServer:
@@ -27,11 +100,18 @@ class AgiServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._channels: set[AgiChannel] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._active = 0
+        self._active = 0  # calls: sessions whose AGI environment has been read
+        self._pending: set[AgiChannel] = set()  # connections still in their AGI header
+        self._refusals = RefusalLog()
 
     @property
     def active(self) -> int:
         return self._active
+
+    @property
+    def pending(self) -> int:
+        """Connections admitted that have not yet sent their whole AGI header."""
+        return len(self._pending)
 
     @property
     def port(self) -> int:
@@ -47,16 +127,48 @@ class AgiServer:
     def _new_channel(self) -> AgiChannel:
         config = self.holder.current
         metrics = self.deps.metrics
-        return AgiChannel(
+        return GatedChannel(
+            admit=self._admit,
             command_timeout=config.service.timeouts.command,
             observer=lambda verb, secs, reply: metrics.observe_command(verb, secs),
             on_open=self._accept,
         )
 
+    def _admit(self, channel: GatedChannel, transport: asyncio.BaseTransport) -> bool:
+        """At connection time, before any byte: only `listen.allow`, and only while the pending-header limit allows."""
+        service = self.holder.current.service
+        peername = transport.get_extra_info("peername")
+        if not peer_allowed(peername, service.listen.allow):
+            source = channel.peer or "an unknown address"
+            self._refuse("not_allowed", source, "refused a FastAGI connection from %s: not in listen.allow "
+                         "(further refusals from it are not logged for %.0f s)", source, REFUSAL_LOG_WINDOW)
+            return False
+        limit = service.pending_header_limit
+        if len(self._pending) >= limit:
+            self._refuse("too_many_pending", "too_many_pending", "refused a FastAGI connection from %s: %d connections "
+                         "are still sending their AGI header (max_pending_headers; not logged again for %.0f s)",
+                         channel.peer, limit, REFUSAL_LOG_WINDOW)
+            return False
+        self._pending.add(channel)
+        self.deps.metrics.pending_headers.inc()
+        return True
+
+    def _refuse(self, reason: str, log_key: str, message: str, *args: object) -> None:
+        self.deps.metrics.connections_refused.labels(reason=reason).inc()
+        if self._refusals.should_warn(log_key, time.monotonic()):
+            log.warning(message, *args)
+
+    def _header_done(self, channel: AgiChannel) -> None:
+        """The connection left the header phase (environment read, failed, or task gone); idempotent."""
+        if channel in self._pending:
+            self._pending.discard(channel)
+            self.deps.metrics.pending_headers.dec()
+
     def _accept(self, channel: AgiChannel) -> None:
         task = asyncio.get_running_loop().create_task(self._handle(channel))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: self._header_done(channel))  # also when cancelled before it ran
 
     async def _sweep(self) -> None:
         """One periodic check of every session's deadline instead of a timer per AGI command."""
@@ -71,12 +183,17 @@ class AgiServer:
         config = self.holder.current
         metrics = self.deps.metrics
         self._channels.add(channel)
-        self._active += 1
         metrics.sessions_started.inc()
-        metrics.active_sessions.inc()
+        counted = False
         outcome = "error"
         try:
-            env = await channel.read_environment(config.service.timeouts.environment)
+            try:
+                env = await channel.read_environment(config.service.timeouts.environment)
+            finally:
+                self._header_done(channel)
+            self._active += 1  # a call from here on: only calls count against max_sessions
+            metrics.active_sessions.inc()
+            counted = True
             if self._active > config.service.max_sessions:
                 log.warning("session cap of %d reached: handing the call back to the dialplan", config.service.max_sessions)
                 await channel.set_variable(RESULT_VAR, "BUSY")
@@ -105,8 +222,9 @@ class AgiServer:
             outcome = "error"
         finally:
             self._channels.discard(channel)
-            self._active -= 1
-            metrics.active_sessions.dec()
+            if counted:
+                self._active -= 1
+                metrics.active_sessions.dec()
             metrics.sessions_ended.labels(outcome=outcome).inc()
             channel.close()
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from contextlib import asynccontextmanager
+from pathlib import Path
 import time
 from typing import Any, AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
 
+from callrouter.config.loader import load_config
 from callrouter.config.service import Crm
 from callrouter.crm.cache import TtlCache
 from callrouter.crm.client import CrmClient, crm_url, within_budget
@@ -66,6 +69,18 @@ class FakeCrm:
         self.gate: asyncio.Event | None = None  # when set: answers wait for it
         self.chunks: list[bytes] = []  # what /streamed/ sends, one write each
         self.cut_off = False
+        self.names: dict[tuple[str, str], str] = {}  # (400 number, caller) -> name, for /companies/
+
+    async def per_company(self, request: web.Request) -> web.StreamResponse:
+        """A CRM shared by several companies: who a caller is depends on the number they called."""
+        number, phone = request.match_info["number"], request.match_info["phone"]
+        self.requests.append(f"{number}/{phone}")
+        if self.gate is not None:
+            await self.gate.wait()
+        name = self.names.get((number, phone))
+        if name is None:
+            return web.Response(status=404)
+        return web.Response(body=json.dumps({"name": name}).encode(), content_type="application/json")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         phone = request.match_info["phone"]
@@ -96,6 +111,7 @@ async def crm_client(metrics: RouterMetrics, monotonic: Callable[[], float] = ti
     app = web.Application()
     app.router.add_get("/customers/{phone}", fake.handle)
     app.router.add_get("/streamed/{phone}", fake.streamed)
+    app.router.add_get("/companies/{number}/customers/{phone}", fake.per_company)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -154,11 +170,11 @@ def test_a_slow_crm_costs_the_call_its_budget_only_and_the_late_answer_fills_the
             assert t.variables["CALLROUTER_RESULT"] == "ROUTED" and t.dials[0].status == "ANSWER"
             assert caller_name_sets(t) == [["SET", "VARIABLE", "CALLERID(name)", "NETWORK NAME"]]
             assert router.sample("callrouter_crm_lookups_total", result="over_budget") == 1
-            assert fake.requests == [CALLER] and CALLER in client._inflight  # the call ended with the CRM still silent
+            assert fake.requests == [CALLER] and client.request_key(CALLER, "4008001234") in client._inflight  # the call ended with the CRM still silent
             await router.settle(1)
             assert router.sink.records[0].caller_name == "NETWORK NAME" and router.sink.records[0].trace[-1] == "CRM: no name (timeout)"
             fake.gate.set()
-            while client.cache.get(CALLER, client._now()) is None:
+            while client.cache.get(client.request_key(CALLER, "4008001234"), client._now()) is None:
                 await asyncio.sleep(0.01)
             t = await run_call("127.0.0.1", router.port, answered_call("s.2"))
             assert caller_name_sets(t) == [["SET", "VARIABLE", "CALLERID(name)", "Wang"]]
@@ -302,5 +318,74 @@ def test_a_call_waiting_when_the_client_closes_gets_no_name_not_an_exception() -
             await client.close()
             assert (await within_budget(answer, 1.0)) == CrmResult("error")
             assert client.lookup(CALLER, "4008001234").result() == CrmResult("skipped")
+
+    arun(body())
+
+
+# -- one CRM for several companies -----------------------------------------------------------------
+
+A_NUMBER, B_NUMBER = "4008001234", "4009990000"
+PER_COMPANY = "http://127.0.0.1:{port}/companies/{number}/customers/{caller}"
+
+
+def test_one_caller_to_two_companies_gets_each_companys_name_and_each_is_cached() -> None:
+    async def body() -> None:
+        async with crm_client(RouterMetrics(), url=PER_COMPANY) as (fake, client):
+            fake.names = {(A_NUMBER, CALLER): "甲公司的张三", (B_NUMBER, CALLER): "乙公司的张总"}
+            assert (await client.lookup(CALLER, A_NUMBER)) == CrmResult("hit", "甲公司的张三")
+            assert (await client.lookup(CALLER, B_NUMBER)) == CrmResult("hit", "乙公司的张总")
+            assert client.lookup(CALLER, A_NUMBER).result() == CrmResult("cached", "甲公司的张三")
+            assert client.lookup(CALLER, B_NUMBER).result() == CrmResult("cached", "乙公司的张总")
+            assert fake.requests == [f"{A_NUMBER}/{CALLER}", f"{B_NUMBER}/{CALLER}"]
+
+    arun(body())
+
+
+def test_requests_in_flight_are_shared_only_when_they_are_the_same_request() -> None:
+    async def body() -> None:
+        async with crm_client(RouterMetrics(), url=PER_COMPANY) as (fake, client):
+            fake.names = {(A_NUMBER, CALLER): "A", (B_NUMBER, CALLER): "B"}
+            fake.gate = asyncio.Event()
+            to_a, to_b, again_a = client.lookup(CALLER, A_NUMBER), client.lookup(CALLER, B_NUMBER), client.lookup(CALLER, A_NUMBER)
+            assert to_a is again_a and to_b is not to_a
+            fake.gate.set()
+            assert ((await to_a).name, (await to_b).name) == ("A", "B")
+        async with crm_client(RouterMetrics()) as (fake, client):  # the URL does not name the number: one request serves both
+            fake.answers[CALLER] = (200, b'{"name": "Zhou"}')
+            assert (await client.lookup(CALLER, A_NUMBER)).source == "hit"
+            assert client.lookup(CALLER, B_NUMBER).result() == CrmResult("cached", "Zhou")
+            assert fake.requests == [CALLER]
+
+    arun(body())
+
+
+def test_calls_to_two_companies_show_and_store_each_companys_name(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(root / "dialplans", tmp_path / "dialplans")
+    plan_a = (tmp_path / "dialplans" / f"{A_NUMBER}.yaml").read_text()
+    (tmp_path / "dialplans" / f"{B_NUMBER}.yaml").write_text(plan_a.replace(f'number: "{A_NUMBER}"', f'number: "{B_NUMBER}"'))
+    two_companies = load_config(str(tmp_path / "config.yaml"))
+    assert set(two_companies.plans) == {A_NUMBER, B_NUMBER}
+
+    def call_to(number: str, uniqueid: str) -> CallScript:
+        return CallScript(callerid=CALLER, calleridname="NETWORK NAME", uniqueid=uniqueid, dnid=number, extension=number,
+                          dtmf=("1",), default_dial=DialScript("ANSWER", 2, 10))
+
+    async def body() -> None:
+        metrics = RouterMetrics()
+        async with crm_client(metrics, url=PER_COMPANY) as (fake, client), running_router(two_companies, crm=client, metrics=metrics) as router:
+            fake.names = {(A_NUMBER, CALLER): "甲公司的张三", (B_NUMBER, CALLER): "乙公司的张总"}
+            a = await run_call("127.0.0.1", router.port, call_to(A_NUMBER, "m.1"))
+            b = await run_call("127.0.0.1", router.port, call_to(B_NUMBER, "m.2"))
+            again = await run_call("127.0.0.1", router.port, call_to(A_NUMBER, "m.3"))
+            assert caller_name_sets(a) == [["SET", "VARIABLE", "CALLERID(name)", "甲公司的张三"]]
+            assert caller_name_sets(b) == [["SET", "VARIABLE", "CALLERID(name)", "乙公司的张总"]]
+            assert caller_name_sets(again) == [["SET", "VARIABLE", "CALLERID(name)", "甲公司的张三"]]
+            await router.settle(3)
+            names = {r.uniqueid: r.caller_name for r in router.sink.records}
+            assert names == {"m.1": "甲公司的张三", "m.2": "乙公司的张总", "m.3": "甲公司的张三"}
+            assert fake.requests == [f"{A_NUMBER}/{CALLER}", f"{B_NUMBER}/{CALLER}"]  # the second call to A: from the cache
+            assert router.sample("callrouter_crm_lookups_total", result="cached") == 1
 
     arun(body())

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PlainSerializer, PlainValidator, field_validator
 
 from callrouter.config.notify import Notify, check_headers
 from callrouter.config.package import Packages
@@ -14,9 +15,42 @@ from callrouter.config.types import Frozen
 from callrouter.config.types import TimeZoneName
 
 
+IpNetwork = IPv4Network | IPv6Network
+
+
+def _network(value: object) -> IpNetwork:
+    """An address (a /32 or /128) or a CIDR network; host bits set are refused as the likely typo they are."""
+    if isinstance(value, (IPv4Network, IPv6Network)):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not an IP address or network (write it as text, e.g. \"10.0.0.5\" or \"10.0.0.0/24\")")
+    try:
+        return ip_network(value.strip())
+    except ValueError:
+        pass
+    try:
+        loose = ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24, 2001:db8::/64)") from None
+    raise ValueError(f"{value!r} has host bits set; the network is {loose}")
+
+
+AllowedNetwork = Annotated[IpNetwork, PlainValidator(_network), PlainSerializer(str)]
+
+
 class Listen(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=4573, ge=0, le=65535)
+    # Who may connect: the Asterisk servers' addresses or networks. Anyone else is closed on before a byte
+    # is read or sent: FastAGI carries the agents' numbers and takes CDRs, so it is never open to the world.
+    allow: tuple[AllowedNetwork, ...] = (ip_network("127.0.0.0/8"), ip_network("::1"))
+
+    @field_validator("allow")
+    @classmethod
+    def _not_empty(cls, value: tuple[IpNetwork, ...]) -> tuple[IpNetwork, ...]:
+        if not value:
+            raise ValueError("list the Asterisk servers' addresses; an empty list would refuse every call")
+        return value
 
 
 class Timeouts(Frozen):
@@ -160,6 +194,9 @@ class Retention(Frozen):
 class ServiceConfig(Frozen):
     listen: Listen = Listen()
     max_sessions: int = Field(default=2000, ge=1, le=100_000)
+    # Connections still sending their AGI header (not yet calls, so not counted in max_sessions); beyond
+    # this, new connections are closed at once. None: max(16, max_sessions // 4).
+    max_pending_headers: int | None = Field(default=None, ge=1, le=100_000)
     timezone: TimeZoneName = "Asia/Shanghai"
     dialplans_dir: str = "dialplans"
     prompts_dir: str = "ivr_prompts"  # our copy of the prompts (checked by `callrouter check`)
@@ -179,3 +216,10 @@ class ServiceConfig(Frozen):
     packages: Packages = Packages()
     retention: Retention = Retention()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @property
+    def pending_header_limit(self) -> int:
+        """`max_pending_headers`, or its default from `max_sessions`: silent sockets must never crowd out calls."""
+        if self.max_pending_headers is not None:
+            return self.max_pending_headers
+        return max(16, self.max_sessions // 4)

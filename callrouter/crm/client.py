@@ -2,8 +2,13 @@
 
 Requests belong to the client, not to a call: a call waits for an answer only within its budget and
 then goes on, while the request runs to its own (longer) timeout and fills the cache for the next call
-from that number. Concurrent calls from one number share one request; at most `max_concurrency`
+from that number. Concurrent calls that make the same request share it; at most `max_concurrency`
 requests are open at once.
+
+The cache and the requests in flight are keyed by the rendered URL, i.e. by everything the answer
+depends on (the headers are the same for every request): with `{number}` in the URL, one CRM serving
+several companies may know a caller differently for each, and a name asked for on company A's number
+must never be shown on company B's phone or stored in B's CDR.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ class CrmClient:
             await self._http.close()
             self._http = None
 
+    def request_key(self, caller: str, number: str) -> str:
+        """What the cache and the requests in flight are keyed by: the URL asked, everything the answer depends on."""
+        return crm_url(self.settings.url or "", caller, number)
+
     def lookup(self, caller: str, number: str) -> asyncio.Future[CrmResult]:
         """A future with the answer (from the cache at once, or from the CRM); it never fails."""
         loop = asyncio.get_running_loop()
@@ -62,24 +71,25 @@ class CrmClient:
         if not caller or self._http is None:
             ready.set_result(CrmResult("skipped"))
             return ready
-        cached = self.cache.get(caller, self._now())
+        url = self.request_key(caller, number)
+        cached = self.cache.get(url, self._now())
         if cached is not None:
             self.metrics.crm_lookups.labels(result="cached").inc()
             ready.set_result(CrmResult("cached", cached.name, cached.tags))
             return ready
-        task = self._inflight.get(caller)
+        task = self._inflight.get(url)
         if task is None:
             if len(self._inflight) >= self.settings.max_concurrency:
                 self.metrics.crm_lookups.labels(result="busy").inc()
                 ready.set_result(CrmResult("busy"))
                 return ready
-            task = self._inflight[caller] = loop.create_task(self._ask(caller, number))
-            task.add_done_callback(lambda _t: self._inflight.pop(caller, None))
+            task = self._inflight[url] = loop.create_task(self._ask(url, caller))
+            task.add_done_callback(lambda _t: self._inflight.pop(url, None))
         return task
 
-    async def _ask(self, caller: str, number: str) -> CrmResult:
+    async def _ask(self, url: str, caller: str) -> CrmResult:
+        """`caller` only names the caller in logs (last four digits); the request is `url`."""
         assert self._http is not None
-        url = crm_url(self.settings.url or "", caller, number)
         started = time.perf_counter()
         try:
             timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
@@ -105,7 +115,7 @@ class CrmClient:
             result = CrmResult("error")
         self.metrics.crm_lookups.labels(result=result.source).inc()
         self.metrics.crm_seconds.observe(time.perf_counter() - started)
-        self.cache.put(caller, result, self._now())
+        self.cache.put(url, result, self._now())
         return result
 
 
