@@ -30,6 +30,12 @@ class RouterMetrics:
         self.dial_attempts = Counter(
             "callrouter_dial_attempts_total", "Hunt attempts by resulting DIALSTATUS", ["status"], registry=r
         )
+        self.dial_timing = Counter(
+            "callrouter_dial_timing_total",
+            "Dials by whose clock timed them: asterisk (the dialplan's b()/U() stamps) or router (stamps missing)",
+            ["clock"],
+            registry=r,
+        )
         self.pending_headers = Gauge(
             "callrouter_agi_pending_headers", "FastAGI connections still sending their AGI header (not yet calls)", registry=r
         )
@@ -68,6 +74,22 @@ class RouterMetrics:
         self.cdr_rejected = Counter(
             "callrouter_cdr_rejected_total", "Spooled call records set aside as invalid (see rejected.jsonl)", registry=r
         )
+        self.cdr_spool_write_errors = Counter(
+            "callrouter_cdr_spool_write_errors",
+            "CDR spool appends that failed (disk full, I/O error); their records are held in memory and retried",
+            registry=r,
+        )
+        self.cdr_held = Gauge(
+            "callrouter_cdr_held_records", "Call records not yet durable: their spool write failed, held in memory until spooled or stored", registry=r
+        )
+        self.cdr_log_only = Counter(
+            "callrouter_cdr_log_only",
+            "Call records neither spooled nor stored (memory cap, or still held at stop): written only to the log, at ERROR",
+            registry=r,
+        )
+        self.cdr_task_restarts = Counter(
+            "callrouter_cdr_task_restarts", "CDR writer tasks that died on a bug and were restarted, by task", ["task"], registry=r
+        )
         self.blacklist_entries = Gauge("callrouter_runtime_blacklist_entries", "Runtime blacklist entries loaded", registry=r)
         self.config_reloads = Counter(
             "callrouter_config_reloads_total", "Configuration reloads by result", ["result"], registry=r
@@ -86,6 +108,8 @@ class RouterMetrics:
             self.sessions_ended.labels(outcome=outcome)
         for operation in ("cdr_write", "state", "blacklist"):
             self.store_errors.labels(operation=operation)
+        for task in ("cdr-spool", "cdr-db"):
+            self.cdr_task_restarts.labels(task=task)
         for result in ("success", "failure"):
             self.config_reloads.labels(result=result)
         for reason in CONNECTION_REFUSALS:

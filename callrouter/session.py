@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from callrouter.agi.channel import AgiChannel, AgiCommandError, AgiTimeout, ChannelHungUp
+from callrouter.agi.dialtiming import ANSWERED_CONTEXT, DIALING_CONTEXT, normal_status, whole_seconds
 from callrouter.agi.errors import AgiProtocolError
 from callrouter.agi.protocol import Environment
 from callrouter.config.loader import RoutingConfig
@@ -57,6 +59,21 @@ MIN_VOICEMAIL_SAMPLES = 8000  # one second at 8 kHz: less is an empty message
 def display_name(text: str) -> str:
     """Caller-ID name for a phone's display: control characters removed, bounded. Quoting does the rest."""
     return clean_text(text, 64)
+
+
+_ENTITY_ID = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
+
+
+def call_source(env: Environment, peer: str) -> str:
+    """Which Asterisk sent the call: uniqueids are only unique per Asterisk, so the CDR key includes this.
+
+    The dialplan passes `${ENTITYID}` as the second AGI argument (asterisk/extensions.conf); without it
+    (an older dialplan) the connection's address stands in.
+    """
+    eid = env.args[1].strip().lower() if len(env.args) > 1 else ""
+    if _ENTITY_ID.match(eid):
+        return f"eid:{eid}"
+    return f"ip:{peer}"[:80] if peer else ""
 
 
 def dialled_number(env: Environment) -> str:
@@ -219,21 +236,34 @@ class CallSession:
             targets = [effect.legs[i].target for i in reserved]
             timeouts = self.config.service.timeouts
             before = self.deps.clock()
-            result = await self.channel.dial(targets, effect.timeout, effect.options, reply_timeout=timeouts.max_call)
+            result = await self.channel.dial(
+                targets, effect.timeout, effect.options, reply_timeout=timeouts.max_call,
+                timing_hooks=self.config.service.dialing.timing_hooks,
+            )
         finally:
             for i in reserved:
                 await self.release(effect.legs[i].key)
-        status = result.status or "CHANUNAVAIL"
+        status = normal_status(result.status)
+        if status == "OTHER":
+            log.warning("call %s: Dial returned an undocumented DIALSTATUS %r", self.env.uniqueid[:32], result.status[:32])
+        timing = result.timing
         answered_leg = None
         if status == "ANSWER":
             answered_leg = next((i for i in reserved if effect.legs[i].target == result.answered_target), reserved[0])
-        ring = max(0, result.dialed_seconds - result.answered_seconds) if result.dialed_seconds else int(result.elapsed)
-        if status == "ANSWER":
-            self.answered_at = before + timedelta(seconds=ring)
+            self.answered_at = before + timedelta(seconds=timing.ring_seconds)
+            if timing.timed_by != "asterisk":
+                log.warning(
+                    "call %s: no answer stamp from the dialplan (contexts %s/%s missing?): talk time includes ringing",
+                    self.env.uniqueid[:32], DIALING_CONTEXT, ANSWERED_CONTEXT,
+                )
             if answered_leg is not None and effect.remember_answer:
                 await self.deps.state.mark_used(effect.legs[answered_leg].key, self.deps.clock().timestamp())
-        self.deps.metrics.dial_attempts.labels(status=status if status in _KNOWN_STATUSES else "OTHER").inc()
-        return DialOutcome(status, answered_leg, ring, result.answered_seconds, tuple(full))
+        self.deps.metrics.dial_attempts.labels(status=status).inc()
+        self.deps.metrics.dial_timing.labels(clock=timing.timed_by).inc()
+        return DialOutcome(
+            status, answered_leg, whole_seconds(timing.ring_seconds), whole_seconds(timing.talk_seconds), tuple(full),
+            timed_by=timing.timed_by,
+        )
 
     async def show_caller_name(self, plan: NumberPlan) -> None:
         """Show the caller's name on the answering phone, once, cleaned of control characters."""
@@ -288,6 +318,7 @@ class CallSession:
             caller_raw=caller.raw,
             caller_name=crm.name or caller.name,
             channel=self.env.channel[:128],
+            source=call_source(self.env, self.channel.peer),
             started_at=self.started_at,
             ended_at=ended,
             answered_at=self.answered_at,
@@ -313,5 +344,3 @@ class CallSession:
             log.exception("call %s: the record sink failed", record.uniqueid)
             self.deps.metrics.sink_errors.inc()
 
-
-_KNOWN_STATUSES = frozenset({"ANSWER", "BUSY", "NOANSWER", "CANCEL", "CONGESTION", "CHANUNAVAIL", "DONTCALL", "TORTURE", "INVALIDARGS"})

@@ -167,7 +167,7 @@ def test_simulate_places_calls_against_a_running_server(tmp_path: Path) -> None:
             code, out = await simulate(port, "--digits", "1", "--target", "Local/13800138001@callrouter-lines=BUSY",
                                        "--target", "Local/13800138002@callrouter-lines=ANSWER:4:30")
             assert code == 0, out
-            assert '>> EXEC "Dial" "Local/13800138001@callrouter-lines,20,"' in out
+            assert '>> EXEC "Dial" "Local/13800138001@callrouter-lines,20,b(callrouter-dialing^s^1(' in out
             assert "dial Local/13800138001@callrouter-lines (20s): BUSY" in out
             assert "dial Local/13800138002@callrouter-lines (20s): ANSWER, answered by Local/13800138002@callrouter-lines" in out
             assert "CALLROUTER_RESULT=ROUTED" in out

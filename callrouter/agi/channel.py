@@ -17,6 +17,7 @@ from typing import Callable, cast
 
 from callrouter.agi import commands
 from callrouter.agi.commands import Command
+from callrouter.agi.dialtiming import SUMMARY_EXPRESSION, DialTiming, hook_options, parse_summary
 from callrouter.agi.errors import AgiProtocolError
 from callrouter.agi.protocol import NEED_DATA, AgiConnection, ConnectionClosed, Environment, HangupNotice, Reply, State
 
@@ -40,21 +41,13 @@ class AgiTimeout(Exception):
 
 @dataclass(frozen=True)
 class DialResult:
-    status: str  # DIALSTATUS
+    status: str  # DIALSTATUS as Asterisk set it
     answered_target: str  # the dialled target that answered ("" when nobody answered)
-    dialed_seconds: int  # DIALEDTIME: ringing plus talk
-    answered_seconds: int  # ANSWEREDTIME: talk
+    timing: DialTiming  # ring and talk time of the bound line (agi/dialtiming.py)
     elapsed: float  # our own measure of how long Dial took
 
 
 CommandObserver = Callable[[str, float, Reply | None], None]
-
-
-def _int(text: str | None) -> int:
-    try:
-        return max(0, int(text or "0"))
-    except ValueError:
-        return 0
 
 
 class AgiChannel(asyncio.Protocol):
@@ -86,6 +79,9 @@ class AgiChannel(asyncio.Protocol):
         self.dead = False  # the channel is known to be gone (notice, 511, or a -1 that means hangup)
         self.waiting_seconds = 0.0  # time spent waiting for Asterisk; the rest of a session is ours
         self.received_bytes = 0  # 0 at the end: a port check that connected and left, not a broken peer
+        self.peer = ""  # the Asterisk's address; the server's gate fills it in (server.GatedChannel)
+        self._dials = 0  # Dials sent in this session: tags the timing stamps of each (agi/dialtiming.py)
+        self._last_sent = 0.0  # monotonic time the last command was written
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -169,7 +165,7 @@ class AgiChannel(asyncio.Protocol):
             self.dead = True
             raise ChannelHungUp("connection already closed")
         self._transport.write(self._conn.send(command))
-        started = time.monotonic()
+        started = self._last_sent = time.monotonic()
         reply: Reply | None = None
         try:
             while reply is None:
@@ -205,6 +201,22 @@ class AgiChannel(asyncio.Protocol):
             else:
                 return
 
+    async def _still_there(self, what: str) -> None:
+        """After a `result=-1` that means either "caller gone" or "file missing": find out which.
+
+        Asterisk 22 writes the reply and its `HANGUP` line separately, so the notice may not have come
+        yet. CHANNEL STATUS is not dead-safe: 511 (or the notice) means the caller hung up, and that is
+        an abandoned call, not a missing prompt. Raises ChannelHungUp then.
+        """
+        if self.hangup_notified:
+            raise self._failed(what)
+        try:
+            await self.command(commands.channel_status())
+        except ChannelHungUp:
+            raise self._failed(what) from None
+        if self.hangup_notified:
+            raise self._failed(what)
+
     def _failed(self, what: str) -> ChannelHungUp:
         self.dead = True
         return ChannelHungUp(f"{what} failed: the caller hung up")
@@ -219,9 +231,9 @@ class AgiChannel(asyncio.Protocol):
         reply = await self.command(commands.stream_file(name, escape_digits))
         code = reply.result_int
         if code == -1:
-            if self.hangup_notified:
-                raise self._failed("STREAM FILE")
-            return None  # missing or unplayable file: Asterisk logged it; the call goes on
+            await self._still_there("STREAM FILE")
+            log.warning("prompt %s could not be played; the call goes on", name)
+            return None  # missing or unplayable file: Asterisk logged it too
         return chr(code) if code else None
 
     async def get_data(self, name: str, timeout_ms: int, max_digits: int) -> tuple[str, bool]:
@@ -234,8 +246,7 @@ class AgiChannel(asyncio.Protocol):
         reply = await self.command(commands.get_data(name, timeout_ms, max_digits), timeout=self._command_timeout + timeout_ms / 1000)
         if reply.result != "-1":
             return (reply.result or ""), reply.timed_out
-        if self.hangup_notified:
-            raise self._failed("GET DATA")
+        await self._still_there("GET DATA")
         log.warning("prompt %s could not be played; collecting digits without it", name)
         digits = ""
         while len(digits) < max_digits:
@@ -266,16 +277,26 @@ class AgiChannel(asyncio.Protocol):
         reply = await self.command(commands.exec_app(app, options), timeout=timeout)
         return reply.result_int if reply.result_int is not None else -1
 
-    async def dial(self, targets: list[str], ring_timeout: int, options: str, reply_timeout: float | None) -> DialResult:
-        """EXEC Dial, then read what happened in one dead-safe round trip."""
+    async def dial(
+        self, targets: list[str], ring_timeout: int, options: str, reply_timeout: float | None, *, timing_hooks: bool = True
+    ) -> DialResult:
+        """EXEC Dial, then read what happened, and when, in one dead-safe round trip.
+
+        With `timing_hooks` the Dial carries the b()/U() options that stamp Asterisk's clock when each
+        line is called and when one answers (agi/dialtiming.py says why Dial's own variables cannot).
+        """
+        self._dials += 1
+        caller = self.environment.channel if self.environment is not None else ""
+        hooks = hook_options(caller, self._dials) if timing_hooks else ""
         started = time.monotonic()
-        await self.exec("Dial", f"{'&'.join(targets)},{ring_timeout},{options}", timeout=reply_timeout)
-        elapsed = time.monotonic() - started
-        summary = await self.get_full_variable("${DIALSTATUS}|${ANSWEREDTIME}|${DIALEDTIME}|${DIALEDPEERNUMBER}") or ""
-        status, answered, dialed, peer = (summary.split("|") + ["", "", "", ""])[:4]
+        await self.exec("Dial", f"{'&'.join(targets)},{ring_timeout},{options}{hooks}", timeout=reply_timeout)
+        replied = time.monotonic()
+        summary = await self.get_full_variable(SUMMARY_EXPRESSION) or ""
+        timing = parse_summary(summary, self._dials, replied - started, self._last_sent - replied)
         # DIALEDPEERNUMBER is the dial string without its technology: "138...@ctx/n" for "Local/138...@ctx/n".
+        peer = timing.peer
         target = next((t for t in targets if t == peer or t.split("/", 1)[-1] == peer), "")
-        return DialResult(status, target, _int(dialed), _int(answered), elapsed)
+        return DialResult(timing.status, target, timing, replied - started)
 
     async def record_file(self, path: str, fmt: str, max_seconds: int, silence_s: int | None, beep: bool) -> int:
         """Record until '#', silence or the limit; returns the samples recorded (endpos)."""

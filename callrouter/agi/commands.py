@@ -111,6 +111,11 @@ def wait_for_digit(timeout_ms: int) -> Command:
     return Command("WAIT FOR DIGIT", (_count("timeout", timeout_ms),))
 
 
+def channel_status() -> Command:
+    """CHANNEL STATUS: `200 result=<state>` on a live channel and, not being dead-safe, 511 once it hung up."""
+    return Command("CHANNEL STATUS")
+
+
 def get_variable(name: str) -> Command:
     return Command("GET VARIABLE", (name,))
 

@@ -66,6 +66,10 @@ class Dialing(Frozen):
     """How a line's `number` becomes a Dial target (through the dialplan context in asterisk/)."""
 
     template: str = "Local/{number}@callrouter-lines"
+    # Dial b()/U() hooks that stamp Asterisk's clock when a line is called and when it answers, so ring
+    # and talk time are the line's own (contexts callrouter-dialing and callrouter-answered in
+    # asterisk/extensions.conf). Off only for a dialplan without them: talk time then includes ringing.
+    timing_hooks: bool = True
 
     @field_validator("template")
     @classmethod

@@ -84,12 +84,16 @@ class _Call:
         self.dtmf = deque(script.dtmf)
         self.dead = False
         self.notice_after_next = False  # HANGUP is owed after the next reply (an answered Dial ended)
+        self.notice_before_next = False  # HANGUP is owed before the next reply (the caller hung up mid-command)
+        self.now = script.start_epoch  # virtual time; the channel was created at start_epoch
+        self.answered_at: float | None = None
         self.counts: Counter[str] = Counter()
         self.handlers: dict[str, Callable[[list[str]], Awaitable[None]]] = {
             "ANSWER": self.answer, "HANGUP": self.hangup, "STREAM FILE": self.stream_file, "GET DATA": self.get_data,
             "GET VARIABLE": self.get_variable, "GET FULL VARIABLE": self.get_full_variable,
             "SET VARIABLE": self.set_variable, "EXEC": self.exec, "RECORD FILE": self.record_file,
             "VERBOSE": self.verbose, "NOOP": self.noop, "WAIT FOR DIGIT": self.wait_for_digit,
+            "CHANNEL STATUS": self.channel_status,
         }
 
     # -- output ---------------------------------------------------------------------------------
@@ -154,7 +158,11 @@ class _Call:
         self.t.commands.append(argv)
         words = [w.upper() for w in argv]
         verb = next((v for v in VERBS if words[: len(v.split())] == v.split()), None)
-        if verb is None:
+        if self.notice_before_next:
+            # run_agi noticed the hangup before it read this command: the notice goes out first.
+            self.notice_before_next = False
+            self.send("HANGUP")
+        if verb is None or verb not in self.handlers:
             self.send("510 Invalid or unknown command")
             return
         if self.notice_after_next:
@@ -173,7 +181,8 @@ class _Call:
             return
         if hit and hangup is not None and hangup.mode == "during":
             self.failure_reply(verb, argv)
-            self.hang_up_now()
+            self.dead = self.t.hung_up = True
+            self.notice_before_next = True  # a separate write, after the router's next command
             return
         await self.handlers[verb](argv[len(verb.split()):])
         if hit:
@@ -196,8 +205,11 @@ class _Call:
             self.t.record_files.append(argv[2] if len(argv) > 2 else "")
             self.send(f"200 result=-1 (hangup) endpos={ENDPOS * 3}")  # handle_recordfile: -1, samples so far
         elif verb == "EXEC" and len(argv) > 1 and argv[1].upper() == "DIAL":
-            targets = (argv[2] if len(argv) > 2 else "").split(",")[0].split("&")
-            self.vars.update(DIALSTATUS="CANCEL", ANSWEREDTIME="", DIALEDTIME="4")
+            parts = (argv[2] if len(argv) > 2 else "").split(",", 2)
+            targets = parts[0].split("&")
+            self.start_dial(parts[2] if len(parts) > 2 else "")
+            self.now += 4  # the caller gave up after 4 s of ringing
+            self.vars.update(DIALSTATUS="CANCEL")
             self.t.dials.append(DialRecord(targets, None, "", "CANCEL", None, 4, 0))
             self.send("200 result=-1")
         elif verb in ("GET DATA", "ANSWER", "WAIT FOR DIGIT"):
@@ -209,7 +221,12 @@ class _Call:
 
     async def answer(self, args: list[str]) -> None:
         self.t.answered = True
+        if self.answered_at is None:
+            self.answered_at = self.now
         self.send("200 result=0")
+
+    async def channel_status(self, args: list[str]) -> None:
+        self.send(f"200 result={6 if self.answered_at is not None else 4}")  # AST_STATE_UP / AST_STATE_RING
 
     async def hangup(self, args: list[str]) -> None:
         if args and args[0] != self.script.channel:
@@ -227,6 +244,7 @@ class _Call:
         self.t.played.append(args[0])
         if args[0] in self.script.missing_files:
             return self.send(f"200 result=-1 endpos={args[2] if len(args) > 2 else 0}")
+        self.now += self.script.prompt_seconds
         if args[1]:
             pressed = self.next_dtmf()
             if pressed and pressed[0] in args[1]:
@@ -241,13 +259,23 @@ class _Call:
             return self.send("200 result=-1")  # Asterisk 22: the prompt cannot be opened; the channel lives on
         max_digits = int(args[2]) if len(args) > 2 and args[2].isdigit() else 1024
         entry = self.next_dtmf()
+        self.pass_time(entry, args[1] if len(args) > 1 else "", prompt=True)
         if "#" in entry:
             return self.send(f"200 result={entry.split('#', 1)[0][:max_digits]}")
         digits = entry[:max_digits]
         self.send(f"200 result={digits}" if len(digits) >= max_digits else f"200 result={digits} (timeout)")
 
+    def pass_time(self, entry: str, timeout_ms: str, *, prompt: bool) -> None:
+        """Virtual time for a prompt and the caller's answer to it (or the wait for one)."""
+        self.now += self.script.prompt_seconds if prompt else 0.0
+        if entry:
+            self.now += self.script.press_seconds
+        elif timeout_ms.lstrip("-").isdigit() and int(timeout_ms) > 0:
+            self.now += int(timeout_ms) / 1000
+
     async def wait_for_digit(self, args: list[str]) -> None:
         pressed = self.next_dtmf()
+        self.pass_time(pressed, args[0] if args else "", prompt=False)
         self.send(f"200 result={ord(pressed[0]) if pressed else 0}")
 
     async def get_variable(self, args: list[str]) -> None:
@@ -262,7 +290,18 @@ class _Call:
         self.send(f"200 result=1 ({self.substitute(args[0])})")
 
     def substitute(self, text: str) -> str:
-        return re.sub(r"\$\{([^{}]*)\}", lambda m: self.vars.get(m.group(1), ""), text)
+        """${NAME}, and the two functions the router reads: SHARED(NAME) and STRFTIME(,,%s.%3q)."""
+        return re.sub(r"\$\{([^{}]*)\}", lambda m: self.expand(m.group(1)), text)
+
+    def expand(self, name: str) -> str:
+        if name.startswith("STRFTIME(") and name.endswith(")"):
+            epoch, _, rest = name[len("STRFTIME("):-1].partition(",")
+            _, _, fmt = rest.partition(",")
+            if epoch == "" and fmt == "%s.%3q":
+                return f"{self.now:.3f}"
+            self.t.error = f"STRFTIME form the emulator does not know: {name[:60]!r}"
+            return ""
+        return self.vars.get(name, "")
 
     async def set_variable(self, args: list[str]) -> None:
         if len(args) != 2:
@@ -280,6 +319,7 @@ class _Call:
         if len(args) < 4:
             return self.usage("RECORD FILE")
         self.t.record_files.append(args[0])
+        self.now += 4.0
         folder = args[0].rsplit("/", 1)[0] if "/" in args[0] else "."
         if self.script.existing_dirs is not None and folder not in self.script.existing_dirs:
             return self.send("200 result=-1 (writefile)")  # ast_writefile() does not create folders
@@ -317,12 +357,24 @@ class _Call:
         legs = [(t, self.script.dial.get(t, self.script.default_dial)) for t in targets]
         limit = timeout if timeout is not None else 10**6
         answering = sorted((d.ring_seconds, i) for i, (_, d) in enumerate(legs) if d.status == "ANSWER" and d.ring_seconds <= limit)
+        hooks = self.start_dial(flags)
         if answering:
             ring, i = answering[0]
             target, leg = legs[i]
+            self.now += ring
+            if self.answered_at is None:
+                self.answered_at = self.now  # Dial answers a caller nobody answered before, as the line does
+            self.t.answered = True
+            if "U" in hooks:
+                self.run_hook(hooks["U"])
+            self.now += leg.talk_seconds
+            # end_bridge_callback: both from the CALLING channel: its up time and its age (app_dial.c).
+            up_ms = int((self.now - (self.answered_at if self.answered_at is not None else self.now)) * 1000)
+            age_ms = int((self.now - self.script.start_epoch) * 1000)
             # app_dial sets DIALEDPEERNUMBER to the dial string without its technology.
-            self.vars.update(DIALSTATUS="ANSWER", ANSWEREDTIME=str(leg.talk_seconds),
-                             DIALEDTIME=str(ring + leg.talk_seconds), DIALEDPEERNUMBER=target.split("/", 1)[-1])
+            self.vars.update(DIALSTATUS="ANSWER", ANSWEREDTIME=str(up_ms // 1000), ANSWEREDTIME_MS=str(up_ms),
+                             DIALEDTIME=str(age_ms // 1000), DIALEDTIME_MS=str(age_ms),
+                             DIALEDPEERNUMBER=target.split("/", 1)[-1])
             self.t.dials.append(DialRecord(targets, timeout, flags, "ANSWER", target, ring, leg.talk_seconds))
             if leg.hold is not None:
                 await leg.hold.wait()
@@ -338,10 +390,41 @@ class _Call:
         else:
             status = next(s for s in _FAILURE_RANK if s in statuses)
             ring = min(d.ring_seconds for _, d in legs)
-        self.vars.update(DIALSTATUS=status, ANSWEREDTIME="", DIALEDTIME=str(ring))
+        self.now += ring
+        self.vars.update(DIALSTATUS=status)
         self.vars.pop("DIALEDPEERNUMBER", None)
         self.t.dials.append(DialRecord(targets, timeout, flags, status, None, ring, 0))
         self.send("200 result=0")
+
+    def start_dial(self, flags: str) -> dict[str, str]:
+        """What app_dial does before calling: clear the time variables, run b() on the new channels.
+
+        Returns the b()/U() arguments found in the options (U() runs later, when a line answers).
+        """
+        for name in ("ANSWEREDTIME", "ANSWEREDTIME_MS", "DIALEDTIME", "DIALEDTIME_MS"):
+            self.vars[name] = ""  # app_dial.c sets them empty at the start of every Dial
+        hooks = {m.group(1): m.group(2) for m in re.finditer(r"([bU])\(((?:[^()]|\([^()]*\))*)\)", flags)}
+        if "b" in hooks:
+            self.run_hook(hooks["b"])
+        return hooks
+
+    def run_hook(self, location: str) -> None:
+        """A b() or U() Gosub: what asterisk/extensions.conf's hook contexts do, if they are loaded.
+
+        `b(ctx^s^1(arg1^arg2))` and `U(ctx^arg1^arg2)`; each context writes `<arg2>:<now>` into
+        SHARED(<var>,<arg1>). A missing context is a failed Gosub: Asterisk logs it and the Dial goes on.
+        """
+        if "(" in location:
+            head, _, rest = location.partition("(")
+            context, args = head.split("^", 1)[0], rest.rstrip(")").split("^")
+        else:
+            context, *args = location.split("^")
+        var = {"callrouter-dialing": "CALLROUTER_DIALING", "callrouter-answered": "CALLROUTER_ANSWERED"}.get(context)
+        self.t.hooks.append(location)
+        if not self.script.timing_hooks or var is None or len(args) < 2:
+            return
+        if args[0] == self.script.channel:  # SHARED() on another channel's name writes nothing here
+            self.vars[f"SHARED({var})"] = f"{args[1]}:{self.now:.3f}"
 
 
 async def run_call(host: str, port: int, script: CallScript, *, timeout: float = 10.0) -> CallTranscript:

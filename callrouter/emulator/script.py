@@ -23,8 +23,8 @@ class DialScript:
     """
 
     status: str = "ANSWER"
-    ring_seconds: int = 3
-    talk_seconds: int = 30
+    ring_seconds: float = 3
+    talk_seconds: float = 30
     hold: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
@@ -40,7 +40,9 @@ class HangupAt:
     "STREAM FILE", "EXEC DIAL", "ANSWER".
     occurrence: which occurrence of that command (1-based).
     mode: "during" - the caller hangs up while the command runs: the command's failure reply (for Dial:
-    DIALSTATUS=CANCEL, result -1), then "HANGUP" right behind it, as Asterisk 22.10 does;
+    DIALSTATUS=CANCEL, result -1) in one write, then "HANGUP" in a separate one, as Asterisk 22.10 does;
+    the emulator holds the notice back until the router's next command has arrived (the order a router
+    sees when it is quicker than Asterisk's run_agi loop), then that command gets 511;
     "notice_first" - the same, with "HANGUP" before the reply (../shared/AGI.md: it may come at any moment);
     "after" - the command completes normally, then "HANGUP" is sent while no command is pending.
     """
@@ -79,6 +81,15 @@ class CallScript:
     variables: Mapping[str, str] = field(default_factory=dict)
     # Extra raw environment lines to send instead of the generated ones (protocol-abuse tests).
     raw_environment: bytes | None = None
+    # Virtual time (nothing sleeps): the caller's channel is created at `start_epoch`; each prompt plays
+    # for `prompt_seconds`, a caller presses digits `press_seconds` after a prompt ends (no input waits the
+    # command's timeout), a Dial takes its lines' ring and talk seconds.
+    start_epoch: float = 1_700_000_000.0
+    prompt_seconds: float = 2.0
+    press_seconds: float = 1.0
+    # asterisk/extensions.conf's [callrouter-dialing] and [callrouter-answered] are loaded: Dial's b()/U()
+    # hooks stamp the clock onto the caller. False plays an older dialplan without them.
+    timing_hooks: bool = True
 
 
 @dataclass
@@ -90,8 +101,8 @@ class DialRecord:
     options: str
     status: str
     answered_target: str | None
-    ring_seconds: int
-    talk_seconds: int
+    ring_seconds: float
+    talk_seconds: float
 
 
 @dataclass
@@ -106,6 +117,7 @@ class CallTranscript:
     played: list[str] = field(default_factory=list)  # files streamed (STREAM FILE, GET DATA, EXEC Playback)
     mixmonitor: list[str] = field(default_factory=list)  # EXEC MixMonitor options (first is the file)
     record_files: list[str] = field(default_factory=list)  # RECORD FILE paths
+    hooks: list[str] = field(default_factory=list)  # Dial b()/U() Gosub locations run, in order
     answered: bool = False
     hung_up: bool = False  # the caller's channel hung up (scripted, or the bridged call ended)
     agi_status: str = ""  # SUCCESS, HANGUP or FAILURE, as AGISTATUS would read after AGI() returns

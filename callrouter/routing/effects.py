@@ -85,6 +85,7 @@ class DialOutcome:
     ring_seconds: int
     talk_seconds: int
     full: tuple[int, ...] = ()  # indexes of legs skipped at their limit
+    timed_by: str = "asterisk"  # whose clock the ring and talk seconds come from (agi/dialtiming.py)
 
 
 @dataclass(frozen=True)

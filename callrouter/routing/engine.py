@@ -41,7 +41,7 @@ from callrouter.routing.record import Attempt, RouteResult
 
 MAX_STEPS = 40  # menus entered, menu rounds and actions taken; a caller cannot loop us forever
 MIN_RING_SECONDS = 3  # a remaining ring budget below this is not worth a dial attempt
-_BROKEN = frozenset({"INVALIDARGS", "DONTCALL", "TORTURE", ""})  # treated like CHANUNAVAIL for failover
+_BROKEN = frozenset({"INVALIDARGS", "DONTCALL", "TORTURE", "OTHER", ""})  # treated like CHANUNAVAIL for failover
 HANGUP_ACTION = Action(kind="hangup")
 _NO_BLACKLIST = Blacklist()
 
@@ -326,7 +326,9 @@ class CallFlow:
                 continue
             budget -= out.ring_seconds
             self.attempts.append(Attempt(line.id, leg.target, out.status, out.ring_seconds, out.talk_seconds))
-            self.note(f"line {line.id} ({leg.target}, {timeout}s): {out.status} after {out.ring_seconds}s ringing")
+            clock = "" if out.timed_by == "asterisk" else " (router's clock: the dialplan's timing hooks are missing)"
+            talked = f", talked {out.talk_seconds}s" if out.status == "ANSWER" else ""
+            self.note(f"line {line.id} ({leg.target}, {timeout}s): {out.status} after {out.ring_seconds}s ringing{talked}{clock}")
             if out.status == "ANSWER":
                 return self.finish("answered", f"answered by {line.id}", answered_line=line.id, talk_seconds=out.talk_seconds)
             if out.status == "CANCEL":
