@@ -74,6 +74,7 @@ class CallRecord:
     recording_file: str | None
     voicemail_file: str | None
     instance: str = ""
+    source: str = ""  # which Asterisk the call came from (entity id, else peer address): uniqueids are unique per Asterisk only
     router_ms: float = 0.0  # time the router itself spent on the call (not waiting for Asterisk)
     trace: tuple[str, ...] = field(default=(), compare=False)
 
