@@ -258,6 +258,23 @@ def test_one_call_has_its_attempts_and_trace(db_url: str, tmp_path: Path) -> Non
     arun(body())
 
 
+def test_a_uniqueid_two_asterisks_share_is_told_apart_by_source_else_the_newest(db_url: str, tmp_path: Path) -> None:
+    older = dataclasses.replace(record(1), source="ast-a")
+    newer = dataclasses.replace(record(1), source="ast-b", reason="later", started_at=record(1).started_at + timedelta(hours=1), ended_at=record(1).ended_at + timedelta(hours=1))
+
+    async def body() -> None:
+        await write(db_url, [older, newer])
+        async with running_api(tmp_path, db_url) as api:
+            status, call, _ = await api.get(f"/api/calls/{record(1).uniqueid}")
+            assert status == 200 and (call["source"], call["reason"]) == ("ast-b", "later") and len(call["attempts"]) == 2
+            status, call, _ = await api.get(f"/api/calls/{record(1).uniqueid}?source=ast-a")
+            assert status == 200 and call["source"] == "ast-a" and len(call["attempts"]) == 2
+            status, err, _ = await api.get(f"/api/calls/{record(1).uniqueid}?source=ast-c")
+            assert status == 404 and "ast-c" in err["error"]
+
+    arun(body())
+
+
 # -- recordings ------------------------------------------------------------------------------------
 
 def test_recordings_download_with_range_and_never_leave_the_folder(db_url: str, tmp_path: Path) -> None:

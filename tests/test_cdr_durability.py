@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -172,3 +173,103 @@ def test_a_hung_postgres_neither_stops_calls_nor_the_router_and_loses_no_cdr(pg_
         assert (n_calls, n_counted) == (25, 25)
 
     arun(body(), 120)
+
+
+# A writer in a process whose files may not grow past `limit` bytes until the first write fails (a full
+# disk that an operator then frees): prints which submits succeeded and which raised.
+_DISK_FULL_CHILD = r"""
+import asyncio, json, os, resource, signal, sys
+from sqlalchemy.engine import make_url
+from callrouter.metrics import RouterMetrics
+from callrouter.store.cdr_store import CdrStore
+from callrouter.store.cdr_writer import CdrWriter, WriterSettings
+from callrouter.store.db import open_engine
+from callrouter.store.spool import Spool
+from tests.cdrs import record
+
+url, spool_dir, limit, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+async def main() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so that write() fails with EFBIG instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    engine = open_engine(make_url(url), connect_timeout=1)
+    metrics = RouterMetrics()
+    settings = WriterSettings(batch_size=500, batch_age=0.05, memory_records=0, retry_min=0.05, retry_max=0.2)
+    w = CdrWriter(Spool(spool_dir, fsync=False, segment_bytes=limit), CdrStore(engine), metrics, settings)
+    await w.start()
+    ok, failed = [], []
+    for i in range(12):
+        try:
+            await w.submit(record(i))
+            ok.append(i)
+        except OSError:
+            failed.append(i)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # room again
+    errors = metrics.registry.get_sample_value("callrouter_cdr_spool_write_errors_total")
+    print(json.dumps({"ok": ok, "failed": failed, "errors": errors}), flush=True)
+    if mode == "killed":
+        await asyncio.sleep(0.3)
+        os._exit(0)  # as kill -9: whatever the database does not have yet stays in the spool
+    await w.close(10)
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+async def stored_ids(url: str) -> set[str]:
+    engine = open_engine(make_url(url))
+    try:
+        async with engine.connect() as conn:
+            return set((await conn.execute(select(calls.c.uniqueid))).scalars())
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("mode", ["stored", "killed"])
+def test_a_failed_spool_write_loses_no_acknowledged_record_and_stores_none_twice(pg_url: str, tmp_path: Path, mode: str) -> None:
+    """Disk full in the middle of a record: the segment is left as it was, the record is kept in memory
+    and retried; every record whose submit() returned is stored once, also after a restart replay."""
+    import json
+
+    from callrouter.metrics import RouterMetrics
+    from callrouter.store.cdr_store import CdrStore
+    from callrouter.store.cdr_writer import CdrWriter, WriterSettings
+    from callrouter.store.spool import Spool
+
+    spool_dir = tmp_path / "spool"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.run(
+        [sys.executable, "-c", _DISK_FULL_CHILD, pg_url, str(spool_dir), "4000", mode],
+        capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=60,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    seen = json.loads(child.stdout.splitlines()[-1])
+    assert seen["failed"] and seen["errors"] and seen["errors"] >= 1, seen  # the write failure did happen, and is counted
+    acknowledged = {f"1764000000.{i}" for i in seen["ok"]}
+    raised = {f"1764000000.{i}" for i in seen["failed"]}
+
+    async def check(after_replay: bool) -> None:
+        ids = await stored_ids(pg_url)
+        assert acknowledged <= ids, f"acknowledged but never stored: {sorted(acknowledged - ids)}"
+        if mode == "stored" or after_replay:  # kept in memory, respooled once the disk had room: stored too
+            assert ids == acknowledged | raised
+        n_calls, n_attempts, n_counted = await counts(pg_url)
+        assert (n_attempts, n_counted) == (2 * n_calls, n_calls)  # each call once, with its attempts, counted once
+
+    async def body() -> None:
+        if mode == "stored":
+            await check(False)
+        engine = open_engine(make_url(pg_url))
+        w = CdrWriter(Spool(str(spool_dir), fsync=False), CdrStore(engine), RouterMetrics(), WriterSettings(batch_age=0.05))
+        await w.start()  # the restart: replays what the spool holds
+        for _ in range(200):
+            if w.backlog == 0:
+                break
+            await asyncio.sleep(0.05)
+        await w.close()
+        await engine.dispose()
+        await check(True)
+
+    arun(body(), 60)
+    assert not (spool_dir / "rejected.jsonl").exists()  # no torn or shifted line was ever read back

@@ -250,3 +250,205 @@ def test_stopping_while_postgres_hangs_keeps_the_records_and_does_not_hang(pg_ur
         assert (await counts(pg_url))[0] == 40
 
     arun(body(), 60)
+
+
+# -- one bad line never stops the flow (issue 11 B) -------------------------------------------------
+
+def _spooled(i: int, **changes: object) -> bytes:
+    """Record i as spooled, with some fields replaced."""
+    data = spool_entry(record(i))[0]
+    data.update(changes, uniqueid=f"bad.{i}")
+    return json.dumps(data).encode() + b"\n"
+
+
+BAD_LINES = {
+    "overflow date": _spooled(11, started_at="0001-01-01T00:00:00+01:00"),  # OverflowError in astimezone()
+    "deep nesting": b"[" * 5000 + b"]" * 5000 + b"\n",  # RecursionError in json.loads
+    "huge integer": _spooled(12, ring_seconds=10**400, router_ms=10**400),  # OverflowError in math.isfinite
+    "wrong types": _spooled(13, attempts=[{"line_id": ["x"], "target": {}, "status": 3, "ring_seconds": "2"}], ivr_path="1>2"),
+}
+
+
+def test_each_bad_line_is_set_aside_once_and_the_good_records_around_it_are_stored(db_url: str, tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    lines = [spool_entry(record(0))[1]]
+    for n, bad in enumerate(BAD_LINES.values(), start=1):
+        lines += [bad, spool_entry(record(n))[1]]
+    (spool_dir / "000000000001.spool").write_bytes(b"".join(lines))
+
+    async def body() -> None:
+        w = writer_for(db_url, spool_dir)
+        await w.start()
+        assert w.backlog == 9
+        await until(lambda: w.backlog == 0, 10)
+        await stop(w)
+        assert await counts(db_url) == (5, 10, 5)
+        assert (w.stored, w.rejected) == (5, 4)
+
+    arun(body())
+    rejected = [json.loads(line) for line in (spool_dir / "rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 4
+    assert [r["spooled"].encode() + b"\n" for r in rejected] == list(BAD_LINES.values())
+
+
+def test_a_record_that_cannot_become_rows_does_not_stop_submit_or_the_flow(db_url: str, tmp_path: Path) -> None:
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    ancient = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    bad = replace(record(5), started_at=ancient, ended_at=ancient)
+
+    async def body() -> None:
+        w = writer_for(db_url, tmp_path / "spool")
+        await w.start()
+        await asyncio.wait_for(asyncio.gather(*(w.submit(bad if i == 5 else record(i)) for i in range(10))), 5)
+        await w.submit(record(10))  # the spool task still runs
+        await until(lambda: w.backlog == 0, 10)
+        await stop(w)
+        assert await counts(db_url) == (10, 20, 10) and w.rejected == 1
+
+    arun(body())
+
+
+def test_a_bad_line_is_set_aside_once_however_long_the_database_is_away_and_across_a_restart(db_url: str, tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    (spool_dir / "000000000001.spool").write_bytes(spool_entry(record(0))[1] + b"not json\n" + BAD_LINES["overflow date"] + spool_entry(record(1))[1])
+
+    async def body() -> None:
+        dead = writer_for("sqlite+aiosqlite:////nonexistent/dir/x.db" if db_url.startswith("sqlite") else DEAD_PG, spool_dir)
+        await dead.start()
+        await asyncio.sleep(1.0)  # retries every 0.05-0.2 s meanwhile
+        await stop(dead, timeout=0.3)
+        w = writer_for(db_url, spool_dir)
+        await w.start()
+        await until(lambda: w.backlog == 0, 10)
+        await stop(w)
+        assert await counts(db_url) == (2, 4, 2)
+
+    arun(body(), 60)
+    rejected = [json.loads(line) for line in (spool_dir / "rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 2 and rejected[0]["spooled"] == "not json"
+    assert rejected[1]["spooled"].encode() + b"\n" == BAD_LINES["overflow date"]
+
+
+def test_a_bug_in_the_database_task_is_logged_counted_and_the_task_restarted(db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def body() -> None:
+        w = writer_for(db_url, tmp_path / "spool")
+        real = w._next_items
+        bugs = [RuntimeError("injected bug")]
+
+        async def buggy(limit: int) -> list:  # type: ignore[type-arg]
+            if bugs:
+                raise bugs.pop()
+            return await real(limit)
+
+        w._next_items = buggy  # type: ignore[method-assign]
+        await w.start()
+        await asyncio.gather(*(w.submit(record(i)) for i in range(10)))
+        await until(lambda: w.backlog == 0, 10)
+        restarts = w.metrics.registry.get_sample_value("callrouter_cdr_task_restarts_total", {"task": "cdr-db"})
+        await stop(w)
+        assert await counts(db_url) == (10, 20, 10)
+        assert restarts == 1
+
+    with caplog.at_level("ERROR"):
+        arun(body())
+    died = [r for r in caplog.records if r.exc_info and "cdr-db" in r.getMessage()]
+    assert len(died) == 1 and "injected bug" in str(died[0].exc_info[1])
+
+
+def test_close_with_a_dead_task_still_closes_the_spool_and_keeps_the_records(db_url: str, tmp_path: Path) -> None:
+    async def body() -> None:
+        w = writer_for(db_url, tmp_path / "spool")
+
+        async def broken(limit: int) -> list:  # type: ignore[type-arg]
+            raise RuntimeError("injected bug")
+
+        w._next_items = broken  # type: ignore[method-assign]
+        await w.start()
+        await asyncio.gather(*(w.submit(record(i)) for i in range(10)))
+        await asyncio.sleep(0.2)
+        await stop(w, timeout=0.5)  # no exception, and the spool's folder lock is released
+        again = writer_for(db_url, tmp_path / "spool")
+        await again.start()
+        await until(lambda: again.backlog == 0, 10)
+        await stop(again)
+        assert await counts(db_url) == (10, 20, 10)
+
+    arun(body())
+
+
+# -- one uniqueid on several Asterisk servers (issue 11 C) --------------------------------------------
+
+def test_the_same_uniqueid_from_two_asterisks_is_two_calls_and_a_replay_adds_nothing(db_url: str, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from sqlalchemy import select
+
+    from callrouter.routing.record import Attempt
+    from callrouter.store.schema import call_attempts, calls
+
+    east = replace(record(1), source="asterisk-east", attempts=(Attempt("zhang", "Local/1@l", "BUSY", 2), Attempt("li", "Local/2@l", "ANSWER", 6, 40)))
+    west = replace(record(1), source="10.0.0.7", number="4008005678", attempts=(Attempt("wang", "Local/3@l", "NOANSWER", 20),))
+    assert east.to_json()["source"] == "asterisk-east"
+
+    async def body() -> None:
+        w = writer_for(db_url, tmp_path / "spool", WriterSettings(batch_size=10, batch_age=0.05))
+        await w.start()
+        await asyncio.gather(w.submit(east), w.submit(west))
+        await until(lambda: w.backlog == 0)
+        await asyncio.gather(w.submit(east), w.submit(west), w.submit(record(1)))  # replays, and a third source ('')
+        await until(lambda: w.backlog == 0)
+        await stop(w)
+        assert (w.stored, w.duplicates) == (3, 2)
+        engine = open_engine(make_url(db_url))
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(calls.c.source, calls.c.uniqueid, calls.c.number).order_by(calls.c.source))).all()
+            attempts = (
+                await conn.execute(
+                    select(call_attempts.c.call_source, call_attempts.c.line_id).order_by(call_attempts.c.call_source, call_attempts.c.seq)
+                )
+            ).all()
+        await engine.dispose()
+        assert [tuple(r) for r in rows] == [("", "1764000000.1", "4008001234"), ("10.0.0.7", "1764000000.1", "4008005678"), ("asterisk-east", "1764000000.1", "4008001234")]
+        assert [tuple(a) for a in attempts] == [("", "zhang"), ("", "li"), ("10.0.0.7", "wang"), ("asterisk-east", "zhang"), ("asterisk-east", "li")]
+        assert await counts(db_url) == (3, 5, 3)
+
+    arun(body())
+
+
+def test_a_call_is_found_by_uniqueid_alone_newest_first_or_by_its_source(db_url: str) -> None:
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from callrouter.store.cdr_store import find_call
+
+    older = replace(record(1), source="a")
+    newer = replace(record(1), source="b", started_at=record(1).started_at + timedelta(hours=1), ended_at=record(1).ended_at + timedelta(hours=1))
+
+    async def body() -> None:
+        engine = open_engine(make_url(db_url))
+        try:
+            await CdrStore(engine).write([rows_from_spooled(spool_entry(r)[0]) for r in (older, newer)])
+            async with engine.connect() as conn:
+                found = await find_call(conn, "1764000000.1")
+                assert found is not None and found[0]["source"] == "b" and len(found[1]) == 2
+                found = await find_call(conn, "1764000000.1", source="a")
+                assert found is not None and found[0]["source"] == "a"
+                assert await find_call(conn, "1764000000.1", source="c") is None
+                assert await find_call(conn, "nope") is None
+        finally:
+            await engine.dispose()
+
+    arun(body())
+
+
+def test_missed_call_keys_tell_two_asterisks_apart_and_keep_the_old_key_without_a_source() -> None:
+    from callrouter.notify.rules import call_key
+
+    assert call_key({"uniqueid": "1.1", "source": ""}) == call_key({"uniqueid": "1.1"}) == "1.1"  # as before 0003
+    assert call_key({"uniqueid": "1.1", "source": "a"}) != call_key({"uniqueid": "1.1", "source": "b"})
+    longest = call_key({"uniqueid": "9" * 64, "source": "x" * 80})
+    assert len(f"missed:{longest}:sms:") + 64 <= 200  # within outbox.dedupe_key, whatever the recipient

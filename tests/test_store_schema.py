@@ -85,3 +85,56 @@ def test_bad_urls_are_clear_errors_and_the_environment_wins(tmp_path: object, mo
     assert resolve_url(None, str(tmp_path)).database == f"{tmp_path}/var/callrouter.db"
     monkeypatch.setenv("CALLROUTER_DATABASE_URL", "postgresql://u@envhost/db")
     assert resolve_url("postgresql://u@filehost/db", ".").host == "envhost"
+
+
+def test_upgrade_from_0002_keeps_existing_calls_and_their_attempts_and_lets_two_asterisks_share_a_uniqueid(empty_db_url: str) -> None:
+    """0003: calls get a `source` ('' for the rows already there), the unique key becomes (uniqueid, source)
+    and attempts point at their call by both."""
+    t = "'2026-11-24 01:00:00+00:00'"
+    call_columns = (
+        "uniqueid, number, caller, caller_raw, caller_name, channel, instance, started_at, ended_at, duration_seconds,"
+        " billable_seconds, ring_seconds, disposition, reason, ivr_path, router_ms, trace"
+    )
+
+    def call_values(uniqueid: str) -> str:
+        return f"'{uniqueid}', '4008001234', '139', '139', '', 'PJSIP/x', 'r1', {t}, {t}, 50, 40, 8, 'answered', '', '', 1.0, ''"
+
+    async def body() -> None:
+        engine = open_engine(make_url(empty_db_url))
+        try:
+            assert (await upgrade(engine, "0002")).current == "0002"
+            async with engine.begin() as conn:
+                for uid in ("u.1", "u.2"):
+                    await conn.execute(text(f"INSERT INTO calls ({call_columns}) VALUES ({call_values(uid)})"))
+                    for seq in (1, 2):
+                        await conn.execute(
+                            text(
+                                "INSERT INTO call_attempts (call_uniqueid, seq, line_id, target, status, ring_seconds, talk_seconds)"
+                                f" VALUES ('{uid}', {seq}, 'l{seq}', 't', 'BUSY', 2, 0)"
+                            )
+                        )
+            assert (await upgrade(engine)).current == head_revision()
+            async with engine.begin() as conn:
+                rows = (await conn.execute(text("SELECT source, uniqueid FROM calls ORDER BY uniqueid"))).all()
+                assert [tuple(r) for r in rows] == [("", "u.1"), ("", "u.2")]
+                attempts = (await conn.execute(text("SELECT call_source, call_uniqueid, seq FROM call_attempts ORDER BY 2, 3"))).all()
+                assert [tuple(a) for a in attempts] == [("", "u.1", 1), ("", "u.1", 2), ("", "u.2", 1), ("", "u.2", 2)]
+                # The same uniqueid from another Asterisk is another call, with attempts of its own.
+                await conn.execute(text(f"INSERT INTO calls (source, {call_columns}) VALUES ('b', {call_values('u.1')})"))
+                await conn.execute(
+                    text(
+                        "INSERT INTO call_attempts (call_source, call_uniqueid, seq, line_id, target, status, ring_seconds, talk_seconds)"
+                        " VALUES ('b', 'u.1', 1, 'l9', 't', 'BUSY', 2, 0)"
+                    )
+                )
+            with pytest.raises(Exception, match="(?i)unique"):  # the same source twice is still refused
+                async with engine.begin() as conn:
+                    await conn.execute(text(f"INSERT INTO calls (source, {call_columns}) VALUES ('b', {call_values('u.1')})"))
+            async with engine.begin() as conn:  # deleting a call deletes its attempts, and only its own
+                await conn.execute(text("DELETE FROM calls WHERE source = '' AND uniqueid = 'u.1'"))
+                left = (await conn.execute(text("SELECT call_source, call_uniqueid FROM call_attempts ORDER BY 1, 2"))).all()
+                assert [tuple(a) for a in left] == [("", "u.2"), ("", "u.2"), ("b", "u.1")]
+        finally:
+            await engine.dispose()
+
+    arun(body())

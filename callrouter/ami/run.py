@@ -9,7 +9,6 @@ import os
 import uuid
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from callrouter.ami.client import AmiOriginateRefused, AmiSession, AmiTimeout, AmiUnreachable
@@ -18,7 +17,7 @@ from callrouter.ami.values import caller_number
 from callrouter.config.loader import RoutingConfig
 from callrouter.routing.engine import dial_target
 from callrouter.store.db import StoreError, open_engine, resolve_url
-from callrouter.store.schema import call_attempts, calls
+from callrouter.store.cdr_store import find_call
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +143,9 @@ async def fetch_cdr(config: RoutingConfig, uniqueid: str) -> tuple[Mapping[str, 
         deadline = loop.time() + CDR_WAIT
         while True:
             async with engine.connect() as conn:
-                row = (await conn.execute(select(calls).where(calls.c.uniqueid == uniqueid))).first()
-                if row is not None:
-                    rows = await conn.execute(
-                        select(call_attempts).where(call_attempts.c.call_uniqueid == uniqueid).order_by(call_attempts.c.seq)
-                    )
-                    return dict(row._mapping), [dict(a._mapping) for a in rows.all()], ""
+                found = await find_call(conn, uniqueid)  # the newest, if another Asterisk used the uniqueid too
+                if found is not None:
+                    return dict(found[0]), [dict(a) for a in found[1]], ""
             if loop.time() > deadline:
                 return None, [], f"not in the database after {CDR_WAIT:g} s (is this the router's database?)"
             await asyncio.sleep(0.2)

@@ -18,12 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callrouter.api import params
 from callrouter.api.context import CURSOR_KEY, deps_of
 from callrouter.api.errors import ApiError
-from callrouter.store.schema import call_attempts, calls
+from callrouter.store.cdr_store import find_call
+from callrouter.store.schema import calls
 
 log = logging.getLogger(__name__)
 EXPORT_PAGE = 1000  # rows per query of a CSV export
 LIST_COLUMNS = (
-    "id", "uniqueid", "number", "caller", "caller_raw", "caller_name", "started_at", "answered_at", "ended_at",
+    "id", "uniqueid", "source", "number", "caller", "caller_raw", "caller_name", "started_at", "answered_at", "ended_at",
     "duration_seconds", "billable_seconds", "ring_seconds", "disposition", "reason", "ivr_path", "hunt_group",
     "strategy", "answered_line", "recording_file", "recording_purged_at", "voicemail_file", "instance", "router_ms",
 )
@@ -161,22 +162,22 @@ async def _stream_rows(response: web.StreamResponse, engine: AsyncEngine, f: Cal
 
 
 async def load_call(request: web.Request) -> dict[str, Any]:
+    """By uniqueid; `?source=` picks the Asterisk when two share a uniqueid, else the newest call is taken."""
     deps, _ = deps_of(request)
     uniqueid = request.match_info["uniqueid"]
     if len(uniqueid) > 64:
         raise ApiError(400, "uniqueid: at most 64 characters")
+    source = request.query.get("source")
+    if source is not None and len(source) > 80:
+        raise ApiError(400, "source: at most 80 characters")
     async with deps.engine.connect() as conn:
-        row = (await conn.execute(select(calls).where(calls.c.uniqueid == uniqueid))).first()
-        if row is None:
-            raise ApiError(404, f"no call with uniqueid {uniqueid[:64]!r}")
-        attempts = (
-            await conn.execute(select(call_attempts).where(call_attempts.c.call_uniqueid == uniqueid).order_by(call_attempts.c.seq))
-        ).all()
-    out = call_json(row._mapping)
-    out["trace"] = row._mapping["trace"].split("\n") if row._mapping["trace"] else []
-    out["attempts"] = [
-        {k: a._mapping[k] for k in ("seq", "line_id", "target", "status", "ring_seconds", "talk_seconds")} for a in attempts
-    ]
+        found = await find_call(conn, uniqueid, source)
+    if found is None:
+        raise ApiError(404, f"no call with uniqueid {uniqueid[:64]!r}" + (f" from source {source[:80]!r}" if source is not None else ""))
+    row, attempts = found
+    out = call_json(row)
+    out["trace"] = row["trace"].split("\n") if row["trace"] else []
+    out["attempts"] = [{k: a[k] for k in ("seq", "line_id", "target", "status", "ring_seconds", "talk_seconds")} for a in attempts]
     return out
 
 

@@ -37,9 +37,12 @@ _FILTERS = [
     },
 ]
 
+_SOURCE = _q("source", "which Asterisk, when two share the uniqueid; without it the newest such call", {"type": "string", "maxLength": 80})
+
 CALL_PROPERTIES: dict[str, Any] = {
     "id": {"type": "integer"},
     "uniqueid": {"type": "string"},
+    "source": {"type": "string", "description": "which Asterisk the call came from ('' if not known)"},
     "number": {"type": "string"},
     "caller": {"type": "string"},
     "caller_raw": {"type": "string"},
@@ -178,14 +181,14 @@ def document() -> dict[str, Any]:
             "/api/calls/{uniqueid}": {
                 "get": {
                     "summary": "one call with its attempts and decision trace",
-                    "parameters": [_p("uniqueid", "Asterisk's uniqueid")],
+                    "parameters": [_p("uniqueid", "Asterisk's uniqueid"), _SOURCE],
                     "responses": {"200": _json("CallDetail", "the call"), "404": _ERR, **_AUTH},
                 }
             },
             "/api/calls/{uniqueid}/recording": {
                 "get": {
                     "summary": "the call's recording (HTTP Range supported)",
-                    "parameters": [_p("uniqueid", "Asterisk's uniqueid")],
+                    "parameters": [_p("uniqueid", "Asterisk's uniqueid"), _SOURCE],
                     "responses": {
                         "200": {"description": "audio"},
                         "206": {"description": "the requested range"},

@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, case, func, select, true
+from sqlalchemy import ColumnElement, and_, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callrouter.billing import billed_minutes_sql
@@ -128,7 +128,9 @@ async def read_attempts(engine: AsyncEngine, ids: Sequence[int]) -> list[tuple[i
             chunk = list(ids[start : start + 1000])
             q = (
                 select(calls.c.id, calls.c.number, call_attempts.c.status)
-                .select_from(call_attempts.join(calls, calls.c.uniqueid == call_attempts.c.call_uniqueid))
+                .select_from(
+                    call_attempts.join(calls, and_(calls.c.uniqueid == call_attempts.c.call_uniqueid, calls.c.source == call_attempts.c.call_source))
+                )
                 .where(calls.c.id.in_(chunk))
             )
             out.extend((int(i), number, status) for i, number, status in await conn.execute(q))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from datetime import datetime, time, timedelta, timezone
@@ -47,6 +48,17 @@ def is_missed(row: Mapping[str, Any], rules: MissedCallNotify) -> bool:
     return disposition != "abandoned" or int(row["ring_seconds"]) > 0
 
 
+def call_key(row: Mapping[str, Any]) -> str:
+    """The call in outbox keys: its uniqueid, and which Asterisk when known (two can share a uniqueid).
+    A call with no source keeps the key it always had, so a replay of an old record sends nothing twice."""
+    source = row.get("source") or ""
+    if not source:
+        return str(row["uniqueid"])
+    if len(source) > 40:  # keys stay within outbox.dedupe_key's 200 characters
+        source = hashlib.sha256(source.encode("utf-8", "replace")).hexdigest()[:20]
+    return f"{row['uniqueid']}@{source}"
+
+
 def missed_call_messages(rows: Sequence[Mapping[str, Any]], plans: Mapping[str, NumberPlan], service: ServiceConfig) -> list[OutboxMessage]:
     """The messages a batch of newly stored calls causes; called inside the CDR transaction."""
     out: list[OutboxMessage] = []
@@ -71,7 +83,7 @@ def missed_call_messages(rows: Sequence[Mapping[str, Any]], plans: Mapping[str, 
             "uniqueid": row["uniqueid"],
         }
         payload = {**fields, "text": fill(rules.template, fields)}
-        uid = row["uniqueid"]
+        uid = call_key(row)
         if service.notify.sms is not None:
             for recipient in rules.recipients:
                 out.append(OutboxMessage("missed_call", f"missed:{uid}:sms:{recipient}", "sms", recipient, plan.number, row["caller"], payload))

@@ -100,6 +100,7 @@ def rows_from_spooled(data: Any) -> CdrRows:
         uniqueid = _text(data["uniqueid"], "uniqueid", _CALL_WIDTHS)
         if not uniqueid:
             raise BadRecord("uniqueid is empty")
+        source = _text(data.get("source", ""), "source", _CALL_WIDTHS)  # absent in records spooled before 0003
         disposition = data["disposition"]
         if disposition not in DISPOSITIONS:
             raise BadRecord(f"unknown disposition {disposition!r:.20}")
@@ -117,6 +118,7 @@ def rows_from_spooled(data: Any) -> CdrRows:
             raise BadRecord("router_ms: expected a number")
         call = {
             "uniqueid": uniqueid,
+            "source": source,
             "number": _text(data["number"], "number", _CALL_WIDTHS),
             "caller": _text(data["caller"], "caller", _CALL_WIDTHS),
             "caller_raw": _text(data["caller_raw"], "caller_raw", _CALL_WIDTHS),
@@ -150,6 +152,7 @@ def rows_from_spooled(data: Any) -> CdrRows:
             attempts.append(
                 {
                     "call_uniqueid": uniqueid,
+                    "call_source": source,
                     "seq": seq,
                     "line_id": _text(a["line_id"], "line_id", _ATTEMPT_WIDTHS),
                     "target": _text(a["target"], "target", _ATTEMPT_WIDTHS),

@@ -1,7 +1,8 @@
 """Writing a batch of CDRs: calls, their attempts and the statistics sums, in one transaction.
 
-Idempotent: a call whose Asterisk uniqueid is already stored is skipped together with its attempts and
-its share of the statistics, so replaying a spool after a crash or an outage never counts a call twice.
+Idempotent: a call already stored (the same uniqueid from the same Asterisk, `source`) is skipped
+together with its attempts and its share of the statistics, so replaying a spool after a crash or an
+outage never counts a call twice. The same uniqueid from another Asterisk is another call.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callrouter.notify.outbox import OutboxMessage, enqueue
 from callrouter.store.cdr_rows import CdrRows, stats_deltas
@@ -38,16 +41,16 @@ class CdrStore:
         self.messages = messages  # what newly stored calls cause (missed-call SMS), queued in the same transaction
         self.schema_checked = schema_checked  # False when the database was down at start: check before writing
         dialect = engine.dialect.name
-        self._insert_calls = insert_ignore(calls, dialect, ["uniqueid"]).returning(calls.c.uniqueid)
-        self._insert_attempts = insert_ignore(call_attempts, dialect, ["call_uniqueid", "seq"])
+        self._insert_calls = insert_ignore(calls, dialect, ["uniqueid", "source"]).returning(calls.c.uniqueid, calls.c.source)
+        self._insert_attempts = insert_ignore(call_attempts, dialect, ["call_uniqueid", "call_source", "seq"])
         self._add_call_stats = upsert_add(call_stats, dialect, ["number", "bucket", "disposition"], _CALL_SUMS)
         self._add_line_stats = upsert_add(line_stats, dialect, ["number", "bucket", "line_id", "status"], _LINE_SUMS)
 
     async def write(self, batch: Sequence[CdrRows]) -> int:
         """Store the batch; returns how many calls were new (the rest were already there)."""
-        first: dict[str, CdrRows] = {}
-        for rows in batch:  # a uniqueid twice in one batch (a replay meeting its original) counts once
-            first.setdefault(rows.call["uniqueid"], rows)
+        first: dict[tuple[str, str], CdrRows] = {}
+        for rows in batch:  # a call twice in one batch (a replay meeting its original) counts once
+            first.setdefault(_key(rows), rows)
         batch = list(first.values())
         if not batch:
             return 0
@@ -56,8 +59,8 @@ class CdrStore:
             self.schema_checked = True
         async with self.engine.begin() as conn:
             result = await conn.execute(self._insert_calls, [rows.call for rows in batch])
-            inserted = set(result.scalars().all())
-            new = [rows for rows in batch if rows.call["uniqueid"] in inserted]
+            inserted = {(uniqueid, source) for uniqueid, source in result.all()}
+            new = [rows for rows in batch if _key(rows) in inserted]
             attempts = [a for rows in new for a in rows.attempts]
             if attempts:
                 await conn.execute(self._insert_attempts, attempts)
@@ -78,3 +81,25 @@ class CdrStore:
         except Exception:
             log.exception("could not decide the notifications of %d calls; the calls are stored without them", len(new_calls))
             return []
+
+
+def _key(rows: CdrRows) -> tuple[str, str]:
+    return rows.call["uniqueid"], rows.call["source"]
+
+
+async def find_call(conn: AsyncConnection, uniqueid: str, source: str | None = None) -> tuple[RowMapping, list[RowMapping]] | None:
+    """A call and its attempts, by uniqueid and, when given, the Asterisk it came from. Without a source,
+    a uniqueid two Asterisks share is ambiguous: the newest call is taken (the one just made, for a lookup
+    right after a call)."""
+    q = select(calls).where(calls.c.uniqueid == uniqueid)
+    if source is not None:
+        q = q.where(calls.c.source == source)
+    row = (await conn.execute(q.order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(1))).mappings().first()
+    if row is None:
+        return None
+    attempts = await conn.execute(
+        select(call_attempts)
+        .where(call_attempts.c.call_uniqueid == row["uniqueid"], call_attempts.c.call_source == row["source"])
+        .order_by(call_attempts.c.seq)
+    )
+    return row, list(attempts.mappings().all())

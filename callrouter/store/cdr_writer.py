@@ -6,6 +6,17 @@ age of the oldest), retrying with backoff while the database is away. Memory sta
 that lasts: the newest records are also kept parsed in memory up to a limit, older ones are read back
 from the spool. On start, whatever an earlier process left in the spool is replayed; the database skips
 calls it already has, so nothing is lost and nothing is counted twice.
+
+A record that cannot be made durable (its spool write fails: disk full, I/O error) is not dropped:
+submit() raises CdrNotDurable, the record is logged at ERROR with its uniqueid, counted
+(`callrouter_cdr_spool_write_errors_total`, `callrouter_cdr_held_records`), held in memory, handed to the
+database like any other and spooled again with backoff, until one of the two has it. The database keys
+calls by (source, uniqueid), so a record taken both ways is stored once. Only a record still held when
+the writer stops (or beyond `held_max`) is left to the log alone: its whole line, at ERROR.
+
+A line that cannot become rows, whatever it raises, is set aside in rejected.jsonl, once. The two tasks
+are supervised: one that dies on a bug is logged with its traceback, counted and restarted after a
+short backoff; close() always closes the spool.
 """
 
 from __future__ import annotations
@@ -17,19 +28,21 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from callrouter.metrics import RouterMetrics
 from callrouter.routing.record import CallRecord
-from callrouter.store.cdr_rows import BadRecord, CdrRows, rows_from_spooled, spool_entry
+from callrouter.store.cdr_rows import CdrRows, rows_from_spooled, spool_entry
 from callrouter.store.cdr_store import CdrStore
+from callrouter.store.rejects import RejectedLines, line_key
 from callrouter.store.spool import Position, Spool, SpooledLine
 from callrouter.tasks import within
 
 log = logging.getLogger(__name__)
+_RESTART_MIN, _RESTART_MAX = 0.1, 5.0  # seconds before a task that died on a bug is started again
 
 
 @dataclass(frozen=True)
@@ -39,15 +52,40 @@ class WriterSettings:
     memory_records: int = 20_000  # parsed records kept in memory; beyond this they are read back from disk
     retry_min: float = 0.5
     retry_max: float = 30.0
+    held_max: int = 100_000  # records whose spool write failed, held in memory; beyond this only logged
+
+
+class CdrNotDurable(OSError):
+    """The record's spool write failed. It is held in memory and still goes to the database."""
 
 
 @dataclass(frozen=True)
 class _Item:
-    start: Position
-    end: Position
+    start: Position | None  # None: not in the spool (its write failed), held in memory
+    end: Position | None
     rows: CdrRows | None  # None: the line could not be read as a record
-    raw: bytes
+    raw: bytes  # the line without its newline
     error: str = ""
+
+
+def _item_of(start: Position | None, end: Position | None, raw: bytes, data: Any = None) -> _Item:
+    """The rows of one line, or why there are none. Never raises: valid JSON can still fail in odd ways
+    (OverflowError from a year-1 date, RecursionError from deep nesting), and one line must not stop the rest."""
+    try:
+        return _Item(start, end, rows_from_spooled(json.loads(raw) if data is None else data), raw)
+    except Exception as exc:  # noqa: BLE001 - whatever a line raises, it is set aside with the reason
+        reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        return _Item(start, end, None, raw, reason[:200])
+
+
+@dataclass(eq=False)
+class _Held:
+    """A record whose spool write failed."""
+
+    line: bytes
+    item: _Item
+    uniqueid: str
+    stored: bool = False  # the database has it: no need to spool it any more
 
 
 def is_record_problem(exc: BaseException) -> bool:
@@ -63,6 +101,7 @@ class CdrWriter:
         self.spool, self.store, self.metrics, self.settings = spool, store, metrics, settings
         self._pending: list[tuple[bytes, dict[str, Any], asyncio.Future[None]]] = []
         self._recent: deque[_Item] = deque(maxlen=settings.memory_records)
+        self._held: list[_Held] = []
         self._cursor = spool.start
         self._backlog = 0
         self._oldest: float | None = None  # monotonic time the backlog last went from empty to not
@@ -72,6 +111,7 @@ class CdrWriter:
         self._tasks: list[asyncio.Task[None]] = []
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._rejected_path = os.path.join(spool.directory, "rejected.jsonl")
+        self._rejects = RejectedLines(self._rejected_path)
         self.stored = 0
         self.duplicates = 0
         self.rejected = 0
@@ -80,11 +120,15 @@ class CdrWriter:
 
     async def start(self) -> None:
         """Count what an earlier process left behind, then start the spool and database tasks."""
+        await asyncio.to_thread(self._rejects.load)
         left = await asyncio.to_thread(self._count_left_over)
         if left:
             log.warning("CDR spool holds %d records from an earlier run; replaying them into the database", left)
             self._add_backlog(left)
-        self._tasks = [asyncio.create_task(self._flusher(), name="cdr-spool"), asyncio.create_task(self._db_loop(), name="cdr-db")]
+        self._tasks = [
+            asyncio.create_task(self._supervised("cdr-spool", self._flusher), name="cdr-spool"),
+            asyncio.create_task(self._supervised("cdr-db", self._db_loop), name="cdr-db"),
+        ]
 
     def _count_left_over(self) -> int:
         count, pos = 0, self._cursor
@@ -95,32 +139,64 @@ class CdrWriter:
             count += len(lines)
             pos = lines[-1].end
 
+    async def _supervised(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        """Run a task to its end; one that dies on a bug is logged, counted and started again, so a bug
+        met by one record cannot stop the CDR flow for good. While stopping, it is not restarted."""
+        delay = _RESTART_MIN
+        while True:
+            began = time.monotonic()
+            try:
+                await body()
+                return
+            except Exception:
+                self.metrics.cdr_task_restarts.labels(task=name).inc()
+                if self._closing:
+                    log.exception("CDR writer task %s died while stopping; what it had not done stays in the spool", name)
+                    return
+                if time.monotonic() - began > 60:  # it ran well for a while: not a crash loop
+                    delay = _RESTART_MIN
+                log.exception("CDR writer task %s died; restarting it in %.1f s", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RESTART_MAX)
+
     async def close(self, timeout: float = 10.0) -> None:
         """Spool what is pending, give the database `timeout` seconds to take the backlog, then stop.
 
-        Whatever is still spooled stays on disk and is replayed by the next start."""
+        Whatever is still spooled stays on disk and is replayed by the next start. The spool is closed
+        whatever happened to the tasks."""
         self._closing = True
         self._flush_wanted.set()
         self._data.set()
-        flusher, db = self._tasks or (None, None)
-        if flusher is not None:
-            await flusher
-        if db is not None:
-            with contextlib.suppress(TimeoutError):  # the database is away or hangs: what is left stays spooled
-                await within(db, timeout, self._abandoned)
-        if self._backlog:
-            log.warning("stopping with %d call records not yet in the database; they stay in the spool", self._backlog)
-        stored_to = self._cursor if self._backlog == 0 else None
-        self.spool.close(stored_to)
+        try:
+            flusher, db = self._tasks or (None, None)
+            if flusher is not None:
+                await flusher
+            if db is not None:
+                with contextlib.suppress(TimeoutError):  # the database is away or hangs: what is left stays spooled
+                    await within(db, timeout, self._abandoned)
+            if self._backlog:
+                log.warning("stopping with %d call records not yet in the database; they stay in the spool", self._backlog)
+            for held in self._held:
+                if not held.stored:
+                    self._log_only(held, "still held at stop")
+            self._held.clear()
+        finally:
+            self.spool.close(self._cursor if self._backlog == 0 else None)
 
     @property
     def backlog(self) -> int:
         return self._backlog
 
+    @property
+    def held(self) -> int:
+        """Records not durable: their spool write failed, and the database does not have them yet."""
+        return sum(1 for h in self._held if not h.stored)
+
     # -- the RecordSink side ---------------------------------------------------------------------
 
     async def submit(self, record: CallRecord) -> None:
-        """Returns when the record is durable on local disk; raises if it could not be spooled."""
+        """Returns when the record is durable on local disk. Raises CdrNotDurable if it could not be
+        spooled: the record is then held in memory, still written to the database and spooled again."""
         if self._closing:
             raise RuntimeError("CDR writer is closed")
         data, line = spool_entry(record)
@@ -130,36 +206,70 @@ class CdrWriter:
         await done
 
     async def _flusher(self) -> None:
+        delay = self.settings.retry_min
         while True:
-            await self._flush_wanted.wait()
+            if self.held and not self._closing:  # spool the held records again after a while
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_wanted.wait(), delay)
+            else:
+                await self._flush_wanted.wait()
             self._flush_wanted.clear()
+            retry = [h for h in self._held if not h.stored]
             batch, self._pending = self._pending, []
-            if batch:
-                await self._spool(batch)
+            if batch or retry:
+                try:
+                    spooled = await self._spool(batch, retry)
+                except BaseException as exc:  # a bug: no record is dropped and no submit() left waiting
+                    self._hold([b for b in batch if not b[2].done()], exc)
+                    raise
+                delay = self.settings.retry_min if spooled else min(delay * 2, self.settings.retry_max)
             if self._closing and not self._pending:
                 return
 
-    async def _spool(self, batch: list[tuple[bytes, dict[str, Any], asyncio.Future[None]]]) -> None:
+    async def _spool(self, batch: list[tuple[bytes, dict[str, Any], asyncio.Future[None]]], retry: list[_Held]) -> bool:
+        """Append the held records and the batch in one write; False if the spool refused it."""
         try:
-            spans = await asyncio.to_thread(self.spool.append, [line for line, _, _ in batch])
-        except OSError as exc:
-            # The disk refused (full, read-only). The records go to the log so an operator can still recover them.
-            for line, _, done in batch:
-                log.error("CDR spool write failed (%s); record: %s", exc, line.decode("utf-8", "replace").rstrip())
-                if not done.done():
-                    done.set_exception(exc)
-            return
-        for (line, data, done), (start, end) in zip(batch, spans):
-            try:
-                item = _Item(start, end, rows_from_spooled(data), line)
-            except BadRecord as exc:
-                item = _Item(start, end, None, line, str(exc))
-            self._recent.append(item)
+            spans = await asyncio.to_thread(self.spool.append, [h.line for h in retry] + [line for line, _, _ in batch])
+        except Exception as exc:  # the disk refused (full, read-only, I/O error); the spool is as it was
+            self.metrics.cdr_spool_write_errors.inc()
+            if retry:
+                log.error("%d held call records still cannot be spooled (%s); they go to the database meanwhile", len(retry), exc)
+            self._hold(batch, exc)
+            return False
+        spooled = {id(h) for h in retry}
+        self._held = [h for h in self._held if id(h) not in spooled]
+        items = [replace(h.item, start=start, end=end) for h, (start, end) in zip(retry, spans)]
+        items += [_item_of(start, end, line[:-1], data) for (line, data, _), (start, end) in zip(batch, spans[len(retry):])]
+        self._recent.extend(items)
+        for _, _, done in batch:
             if not done.done():
                 done.set_result(None)
-        self._add_backlog(len(batch))
+        if retry:
+            log.info("%d held call records are spooled now", len(retry))
+        self._add_backlog(len(items))
+        self.metrics.cdr_held.set(self.held)
         self.metrics.cdr_spool_bytes.set(self.spool.bytes_on_disk())
         self._data.set()
+        return True
+
+    def _hold(self, batch: list[tuple[bytes, dict[str, Any], asyncio.Future[None]]], exc: BaseException) -> None:
+        """Records the spool refused: kept in memory for the database and for the next spool try."""
+        for line, data, done in batch:
+            item = _item_of(None, None, line[:-1], data)
+            uniqueid = item.rows.call["uniqueid"] if item.rows else str(data.get("uniqueid", ""))[:64]
+            self._held.append(_Held(line, item, uniqueid))
+            log.error("CDR of call %s could not be spooled (%s): held in memory, written to the database and spooled again later", uniqueid, exc)
+            if not done.done():
+                done.set_exception(CdrNotDurable(f"the CDR spool refused the record ({exc}); it is held in memory and still goes to the database"))
+        while len(self._held) > self.settings.held_max:
+            self._log_only(self._held.pop(0), f"more than {self.settings.held_max} records held")
+        self.metrics.cdr_held.set(self.held)
+        self._data.set()  # the database task takes them; the flusher tries to spool them again after a backoff
+
+    def _log_only(self, held: _Held, why: str) -> None:
+        """The last resort: the whole record in the log, for an operator to recover."""
+        self.metrics.cdr_log_only.inc()
+        log.error("CDR of call %s is neither spooled nor stored (%s); the record: %s", held.uniqueid, why, held.line.decode("utf-8", "replace").rstrip())
 
     def _add_backlog(self, n: int) -> None:
         if self._backlog == 0 and n > 0:
@@ -172,6 +282,15 @@ class CdrWriter:
     async def _db_loop(self) -> None:
         s = self.settings
         while True:
+            held = [h for h in self._held if not h.stored][: s.batch_size]
+            if held:  # not durable: these go first
+                if not await self._store_with_retry([h.item for h in held]):
+                    return
+                for h in held:
+                    h.stored = True
+                self._held = [h for h in self._held if not h.stored]
+                self.metrics.cdr_held.set(self.held)
+                continue
             if self._backlog == 0:
                 if self._closing:
                     return
@@ -195,21 +314,21 @@ class CdrWriter:
 
     async def _next_items(self, limit: int) -> list[_Item]:
         cursor = self.spool.normalise(self._cursor)
-        while self._recent and self._recent[0].start < cursor:
-            self._recent.popleft()
+        self._drop_recent_before(cursor)
         if self._recent and self._recent[0].start == cursor:
             return [self._recent[i] for i in range(min(limit, len(self._recent)))]
         lines = await asyncio.to_thread(self.spool.read, cursor, 1 << 20)
         return [self._parse(line) for line in lines[:limit]]
 
+    def _drop_recent_before(self, pos: Position) -> None:
+        while self._recent and (self._recent[0].start is None or self._recent[0].start < pos):
+            self._recent.popleft()
+
     @staticmethod
     def _parse(line: SpooledLine) -> _Item:
         if line.torn:
             return _Item(line.start, line.end, None, line.data, "torn line (the process stopped while writing it)")
-        try:
-            return _Item(line.start, line.end, rows_from_spooled(json.loads(line.data)), line.data)
-        except (ValueError, UnicodeDecodeError) as exc:  # BadRecord and JSONDecodeError are ValueErrors
-            return _Item(line.start, line.end, None, line.data, str(exc)[:200])
+        return _item_of(line.start, line.end, line.data)
 
     async def _store_with_retry(self, items: list[_Item]) -> bool:
         delay = self.settings.retry_min
@@ -231,7 +350,8 @@ class CdrWriter:
                 delay = min(delay * 2, self.settings.retry_max)
 
     async def _store(self, items: list[_Item]) -> None:
-        """Write the good rows; rows the database refuses are found by halving and set aside."""
+        """Write the good rows; rows the database refuses are found by halving and set aside. Run again
+        on every retry: what is already set aside is not written twice."""
         for item in items:
             if item.rows is None:
                 await self._reject(item, item.error)
@@ -259,16 +379,25 @@ class CdrWriter:
         self.metrics.cdr_duplicates.inc(len(items) - new)
 
     async def _reject(self, item: _Item, error: str) -> None:
-        log.error("CDR set aside in %s: %s", self._rejected_path, error)
-        entry = json.dumps({"error": error, "spooled": item.raw.decode("utf-8", "replace").rstrip("\n")}, ensure_ascii=False)
-        await asyncio.to_thread(_append_durably, self._rejected_path, entry.encode("utf-8") + b"\n")
-        self.rejected += 1
-        self.metrics.cdr_rejected.inc()
+        """Set the line aside in rejected.jsonl, once; if even that cannot be written, into the log."""
+        key = line_key(item.raw)
+        try:
+            written = await asyncio.to_thread(self._rejects.add, key, error, item.raw)
+        except OSError as exc:
+            self._rejects.remember(key)
+            self.metrics.cdr_log_only.inc()
+            log.error("could not write %s (%s); the CDR set aside (%s) is here instead: %s", self._rejected_path, exc, error, item.raw.decode("utf-8", "replace"))
+            written = True
+        if written:
+            log.error("CDR set aside in %s: %s", self._rejected_path, error)
+            self.rejected += 1
+            self.metrics.cdr_rejected.inc()
 
     def _advance(self, items: list[_Item]) -> None:
-        self._cursor = items[-1].end
-        while self._recent and self._recent[0].start < self._cursor:
-            self._recent.popleft()
+        end = items[-1].end
+        assert end is not None  # items read from the spool have their place in it
+        self._cursor = end
+        self._drop_recent_before(end)
         self._backlog -= len(items)
         if self._backlog > 0:
             self._oldest = time.monotonic()
@@ -276,9 +405,3 @@ class CdrWriter:
         if self.spool.release_before(self.spool.normalise(self._cursor)):
             self.metrics.cdr_spool_bytes.set(self.spool.bytes_on_disk())
 
-
-def _append_durably(path: str, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())

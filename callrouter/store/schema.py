@@ -12,7 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
-    ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 from callrouter.routing.record import DISPOSITIONS
@@ -44,7 +45,8 @@ calls = Table(
     "calls",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("uniqueid", String(64), nullable=False, unique=True),  # Asterisk's; replays of a spool are ignored by it
+    Column("uniqueid", String(64), nullable=False),  # Asterisk's: unique per Asterisk only
+    Column("source", String(80), nullable=False, server_default=""),  # which Asterisk (entity id or address); '' if unknown
     Column("number", String(20), nullable=False),  # the 400 number
     Column("caller", String(32), nullable=False),  # normalised; '' when withheld
     Column("caller_raw", String(80), nullable=False),
@@ -69,6 +71,9 @@ calls = Table(
     Column("trace", Text, nullable=False),  # the decision trace, one step per line (`callrouter explain` style)
     Column("recording_purged_at", DateTime(timezone=True)),  # when retention deleted the recording
     CheckConstraint(f"disposition IN ({_dispositions})", name="disposition"),
+    # A call is (uniqueid, source): two Asterisks may hand out the same uniqueid, a spool replay is ignored
+    # by this key. uniqueid first, so a look-up by uniqueid alone (admin API, test-call) uses the index.
+    UniqueConstraint("uniqueid", "source"),
 )
 Index("ix_calls_number_started_at", calls.c.number, calls.c.started_at)
 Index("ix_calls_started_at", calls.c.started_at)
@@ -77,14 +82,16 @@ Index("ix_calls_caller_started_at", calls.c.caller, calls.c.started_at)
 call_attempts = Table(
     "call_attempts",
     metadata,
-    Column("call_uniqueid", String(64), ForeignKey("calls.uniqueid", ondelete="CASCADE"), nullable=False),
+    Column("call_uniqueid", String(64), nullable=False),
+    Column("call_source", String(80), nullable=False, server_default=""),  # with call_uniqueid: the call
     Column("seq", SmallInteger, nullable=False),  # 1 for the first line rung
     Column("line_id", String(64), nullable=False),
     Column("target", String(128), nullable=False),
     Column("status", String(16), nullable=False),  # DIALSTATUS, or FULL when skipped at its limit
     Column("ring_seconds", Integer, nullable=False),
     Column("talk_seconds", Integer, nullable=False),
-    PrimaryKeyConstraint("call_uniqueid", "seq"),
+    PrimaryKeyConstraint("call_uniqueid", "call_source", "seq"),
+    ForeignKeyConstraint(["call_uniqueid", "call_source"], ["calls.uniqueid", "calls.source"], ondelete="CASCADE"),
 )
 
 # Statistics are kept as running sums per quarter hour, written in the same transaction as the calls they

@@ -5,6 +5,13 @@ all records that arrived while the previous fsync ran). A reader follows the log
 writer deletes a segment once the database holds all of it. Nothing is ever rewritten in place, so a
 `kill -9` at any moment leaves whole lines, at worst a torn last line (set aside when read back).
 
+An append either lands whole or leaves the segment exactly as it was: it is one unbuffered write (no
+bytes of a failed append linger in a buffer to land with the next one), and on any failure (disk full,
+EFBIG, EIO, a failed fdatasync) the file is truncated back to its size before the append, which raises.
+The next append then goes to a new segment (a segment that refused a write may be at a per-file limit,
+or, if even the truncate failed, hold a partial line past its recorded size, which this process never
+reads and a later one sets aside as torn).
+
 Blocking file calls run in worker threads: appends from one, reads from another. They share only the
 table of segment sizes, under a lock.
 """
@@ -12,11 +19,13 @@ table of segment sizes, under a lock.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO
+
+log = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"(\d{12})\.spool\Z")
 
@@ -63,8 +72,9 @@ class Spool:
         self._sizes: dict[int, int] = {n: os.path.getsize(self._path(n)) for n in existing}
         # A new process never appends to an old segment: its last line may be torn.
         self._active = (existing[-1] + 1) if existing else 1
-        self._file: BinaryIO = open(self._path(self._active), "ab")  # noqa: SIM115 - lives as long as the spool
+        self._fd = self._open(self._active)
         self._sizes[self._active] = 0
+        self._rotate_next = False  # the active segment refused a write: the next append starts a new one
         self._sync_dir()
 
     def _path(self, segment: int) -> str:
@@ -81,30 +91,56 @@ class Spool:
 
     # -- appending (blocking; called in a worker thread) -----------------------------------------
 
+    def _open(self, segment: int) -> int:
+        return os.open(self._path(segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
     def append(self, lines: list[bytes]) -> list[tuple[Position, Position]]:
-        """Write whole lines and make them durable; returns each line's (start, end) position."""
-        spans: list[tuple[Position, Position]] = []
-        if self._sizes[self._active] >= self.segment_bytes:
-            self._rotate()
+        """Write whole lines and make them durable; returns each line's (start, end) position.
+
+        Raises (OSError, usually) with the segment left as it was before the call: none of these lines
+        is in the spool then, and the positions of later appends are unaffected."""
         size = self._sizes[self._active]  # only this thread changes the active segment's size
+        if size >= self.segment_bytes or (self._rotate_next and size > 0):
+            self._rotate()
+            size = 0
+        spans: list[tuple[Position, Position]] = []
+        end = size
         for line in lines:
-            spans.append((Position(self._active, size), Position(self._active, size + len(line))))
-            size += len(line)
-        self._file.write(b"".join(lines))
-        self._file.flush()
-        if self.fsync:
-            os.fdatasync(self._file.fileno())
+            spans.append((Position(self._active, end), Position(self._active, end + len(line))))
+            end += len(line)
+        try:
+            _write_all(self._fd, b"".join(lines))
+            if self.fsync:
+                os.fdatasync(self._fd)
+        except BaseException:
+            self._undo(size)
+            raise
         with self._lock:
-            self._sizes[self._active] = size
+            self._sizes[self._active] = end
         return spans
 
+    def _undo(self, size: int) -> None:
+        """Cut a failed append off again, so the segment holds exactly what it held before."""
+        self._rotate_next = size > 0
+        try:
+            os.ftruncate(self._fd, size)
+            if self.fsync:
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            # Bytes past `size` stay in this segment; this process reads only up to `size`, a restart sets
+            # a partial last line aside as torn (its record is still held by the writer and spooled again).
+            log.error("could not cut a failed append off segment %d of the CDR spool (%s); continuing in a new segment", self._active, exc)
+            self._rotate_next = True
+
     def _rotate(self) -> None:
-        self._file.close()
         nxt = self._active + 1
-        self._file = open(self._path(nxt), "ab")  # noqa: SIM115
+        fd = self._open(nxt)  # first: if this fails (disk full), the spool stays on the current segment
+        os.close(self._fd)
+        self._fd = fd
         with self._lock:
             self._sizes[nxt] = 0
             self._active = nxt
+        self._rotate_next = False
         self._sync_dir()
 
     # -- reading ---------------------------------------------------------------------------------
@@ -178,10 +214,20 @@ class Spool:
 
     def close(self, stored_to: Position | None = None) -> None:
         """Close; if the database holds everything up to `stored_to` = end, remove the spool files too."""
-        self._file.close()
+        os.close(self._fd)
         if stored_to is not None and self.normalise(stored_to) >= self.end:
             for n in list(self._sizes):
                 os.remove(self._path(n))
             self._sizes.clear()
             self._sync_dir()
         self._owner.close()  # releases the folder's lock
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written: a file size limit gives a short write before EFBIG."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"write to the CDR spool wrote nothing ({len(view)} bytes left)")
+        view = view[written:]
