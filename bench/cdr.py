@@ -39,16 +39,13 @@ from callrouter.store.db import open_engine, upgrade  # noqa: E402
 from callrouter.store.schema import call_attempts, calls  # noqa: E402
 from callrouter.store.spool import Spool  # noqa: E402
 from callrouter.store.stats import number_report  # noqa: E402
+from proclog import BenchError  # noqa: E402
 
 SERVER = os.environ.get("CALLROUTER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 DB = "callrouter_bench"  # the 10-million-call statistics database (kept with --keep, for --reuse)
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 YEAR_SECONDS = 365 * 86400
 WRITER_STALL_TIMEOUT = 30.0  # seconds without the writer's backlog shrinking before the ingest gives up
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot produce figures; the message says why."""
 
 
 def db_url(name: str = DB) -> str:

@@ -21,8 +21,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import asyncpg
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cdr import LINE_ROLLUP, ROLLUP, SERVER, BenchError, admin, generate_sql, record  # noqa: E402
+from cdr import LINE_ROLLUP, ROLLUP, SERVER, admin, generate_sql, record  # noqa: E402
+from proclog import BenchError, ProcessLog  # noqa: E402
 
 from callrouter.store.cdr_rows import rows_from_spooled, spool_entry  # noqa: E402
 from callrouter.store.cdr_store import CdrStore  # noqa: E402
@@ -48,58 +49,24 @@ def url(name: str) -> str:
     return make_url(SERVER).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
 
 
-class ExporterLog:
-    """The exporter's stderr: read until its baseline is loaded, then drained (so the pipe never fills
-    up) and kept, its last lines, so that a failure shows what the exporter said."""
+def exporter_ready() -> Callable[[str], tuple[int, float] | None]:
+    """The exporter's HTTP port and how long its baseline took, once it has logged both."""
+    port = 0
 
-    def __init__(self, stream: asyncio.StreamReader, keep: int = 200) -> None:
-        self.stream = stream
-        self.lines: deque[str] = deque(maxlen=keep)
-        self._drain: asyncio.Task[None] | None = None
+    def ready(line: str) -> tuple[int, float] | None:
+        nonlocal port
+        if m := re.search(r"serving /metrics on [^\s:]+:(\d+)", line):
+            port = int(m.group(1))
+        if m := re.search(r"totals loaded up to call id \d+ in ([\d.]+) s", line):
+            if not port:
+                raise BenchError("the exporter loaded its baseline but logged no port")
+            return port, float(m.group(1))
+        return None
 
-    async def line(self) -> str | None:
-        raw = await self.stream.readline()
-        if not raw:
-            return None
-        text = raw.decode(errors="replace").rstrip("\n")
-        self.lines.append(text)
-        return text
+    return ready
 
-    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> tuple[int, float]:
-        """The exporter's HTTP port and how long its baseline took, once it has logged both."""
-        try:
-            return await asyncio.wait_for(self._wait_ready(), timeout)
-        except asyncio.TimeoutError:
-            raise BenchError(f"the exporter had not loaded its baseline after {timeout:.0f} s" + self.tail()) from None
 
-    async def _wait_ready(self) -> tuple[int, float]:
-        port = 0
-        while (line := await self.line()) is not None:
-            if m := re.search(r"serving /metrics on [^\s:]+:(\d+)", line):
-                port = int(m.group(1))
-            if m := re.search(r"totals loaded up to call id \d+ in ([\d.]+) s", line):
-                if not port:
-                    raise BenchError("the exporter loaded its baseline but logged no port" + self.tail())
-                return port, float(m.group(1))
-        raise BenchError("the exporter stopped before it was ready" + self.tail())
-
-    def start_draining(self) -> None:
-        async def drain() -> None:
-            while await self.line() is not None:
-                continue
-
-        self._drain = asyncio.create_task(drain())
-
-    async def stop(self) -> None:
-        """After the exporter has exited: keep its last lines."""
-        if self._drain is not None:
-            try:
-                await asyncio.wait_for(self._drain, 5)
-            except asyncio.TimeoutError:
-                self.lines.append("(log not closed 5 s after the exporter exited)")
-
-    def tail(self) -> str:
-        return "\n--- exporter log (last lines) ---\n" + ("\n".join(self.lines) or "(nothing)")
+ExporterLog = ProcessLog[tuple[int, float]]
 
 
 async def generate(n: int, name: str) -> float:
@@ -169,11 +136,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         stderr=asyncio.subprocess.PIPE, env=env,
     )
     assert proc.stderr is not None
-    log = ExporterLog(proc.stderr)
+    log = ExporterLog(proc.stderr, "exporter", exporter_ready())
     started = time.perf_counter()
     engine = open_engine(make_url(url(args.db_name)))
     try:
-        port, baseline = await log.wait_ready()
+        port, baseline = await log.wait_ready(READY_TIMEOUT)
         log.start_draining()
         ready_after = time.perf_counter() - started
         base = f"http://127.0.0.1:{port}"

@@ -21,9 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,6 +32,7 @@ from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from callrouter.emulator.asterisk import run_call  # noqa: E402
+from proclog import BenchError, ProcessLog  # noqa: E402
 from callrouter.emulator.script import CallScript, DialScript  # noqa: E402
 from callrouter.store.db import open_engine  # noqa: E402
 from callrouter.store.schema import calls as calls_table  # noqa: E402
@@ -44,62 +45,24 @@ STARTUP_TIMEOUT = 60.0  # seconds for the server to say it is ready (store, plan
 CDR_STALL_TIMEOUT = 20.0  # seconds without one more CDR arriving before the bench gives up
 
 
-class BenchError(RuntimeError):
-    """The benchmark cannot produce figures; the message carries the server's log so the cause is visible."""
+def fastagi_ready() -> Callable[[str], int | None]:
+    """The FastAGI port, once the server has said it is ready (the port line comes first)."""
+    port: int | None = None
+
+    def ready(line: str) -> int | None:
+        nonlocal port
+        if m := FASTAGI_LINE.search(line):
+            port = int(m.group(1))
+        if READY_LINE in line:
+            if port is None:
+                raise BenchError("the server said it was ready but logged no FastAGI port")
+            return port
+        return None
+
+    return ready
 
 
-class ServerLog:
-    """The server's stderr: read until it is ready, then drained (so the pipe never fills up) and kept,
-    its last lines, so that a failure shows what the server said instead of a bare timeout."""
-
-    def __init__(self, stream: asyncio.StreamReader, keep: int = 200) -> None:
-        self.stream = stream
-        self.lines: deque[str] = deque(maxlen=keep)
-        self._drain: asyncio.Task[None] | None = None
-
-    async def _line(self) -> str | None:
-        raw = await self.stream.readline()
-        if not raw:
-            return None
-        line = raw.decode(errors="replace").rstrip("\n")
-        self.lines.append(line)
-        return line
-
-    async def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> int:
-        """The FastAGI port, once the server has logged that it is ready."""
-        try:
-            return await asyncio.wait_for(self._wait_ready(), timeout)
-        except asyncio.TimeoutError:
-            raise BenchError(f"the server was not ready within {timeout:.0f} s" + self.tail()) from None
-
-    async def _wait_ready(self) -> int:
-        port: int | None = None
-        while (line := await self._line()) is not None:
-            if m := FASTAGI_LINE.search(line):
-                port = int(m.group(1))
-            if READY_LINE in line:
-                if port is None:
-                    raise BenchError("the server said it was ready but logged no FastAGI port" + self.tail())
-                return port
-        raise BenchError("the server stopped before it was ready" + self.tail())
-
-    def start_draining(self) -> None:
-        async def drain() -> None:
-            while await self._line() is not None:
-                continue
-
-        self._drain = asyncio.create_task(drain())
-
-    async def stop(self) -> None:
-        """After the server has exited: keep what it said last (its shutdown lines)."""
-        if self._drain is not None:
-            try:
-                await asyncio.wait_for(self._drain, 5)
-            except asyncio.TimeoutError:
-                self.lines.append("(log not closed 5 s after the server exited)")
-
-    def tail(self) -> str:
-        return "\n--- server log (last lines) ---\n" + ("\n".join(self.lines) or "(nothing)")
+ServerLog = ProcessLog[int]
 
 
 class CountingEvent(asyncio.Event):
@@ -257,9 +220,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(args.database),
     )
     assert proc.stderr is not None
-    log = ServerLog(proc.stderr)
+    log = ServerLog(proc.stderr, "server", fastagi_ready())
     try:
-        port = await log.wait_ready()
+        port = await log.wait_ready(STARTUP_TIMEOUT)
         log.start_draining()
         try:
             return await measure(args, proc, port, db, log)
