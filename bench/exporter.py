@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cdr import LINE_ROLLUP, ROLLUP, SERVER, admin, generate_sql, record  # noqa: E402
-from proclog import BenchError, ProcessLog  # noqa: E402
+from proclog import BenchError, ProcessLog, stop_process  # noqa: E402
 
 from callrouter.store.cdr_rows import rows_from_spooled, spool_entry  # noqa: E402
 from callrouter.store.cdr_store import CdrStore  # noqa: E402
@@ -182,13 +182,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         raise BenchError(f"{type(exc).__name__}: {exc}" + log.tail()) from exc
     finally:
         await engine.dispose()
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
         await log.stop()
         shutil.rmtree(work, ignore_errors=True)
     return result

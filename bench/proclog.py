@@ -13,6 +13,18 @@ from typing import Callable, Generic, TypeVar
 T = TypeVar("T")
 
 
+async def stop_process(proc: asyncio.subprocess.Process, grace: float = 30.0) -> None:
+    """SIGTERM (the process's own orderly stop), then SIGKILL if it has not left within `grace` seconds."""
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 class BenchError(RuntimeError):
     """The benchmark cannot produce figures; the message says why (with the process's log where there is one)."""
 

@@ -15,7 +15,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from callrouter.emulator.asterisk import run_call  # noqa: E402
-from proclog import BenchError, ProcessLog  # noqa: E402
+from proclog import BenchError, ProcessLog, stop_process  # noqa: E402
 from callrouter.emulator.script import CallScript, DialScript  # noqa: E402
 from callrouter.store.db import open_engine  # noqa: E402
 from callrouter.store.schema import calls as calls_table  # noqa: E402
@@ -229,13 +228,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         except (OSError, asyncio.TimeoutError) as exc:  # a call could not connect or hung: say why, with the server's side
             raise BenchError(f"{type(exc).__name__}: {exc}" + log.tail()) from exc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
         await log.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
