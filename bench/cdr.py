@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from callrouter.metrics import RouterMetrics  # noqa: E402
-from callrouter.routing.record import Attempt, CallRecord  # noqa: E402
+from callrouter.model.record import Attempt, CallRecord  # noqa: E402
 from callrouter.store.cdr_rows import rows_from_spooled, spool_entry  # noqa: E402
 from callrouter.store.cdr_store import CdrStore  # noqa: E402
 from callrouter.store.cdr_writer import CdrWriter, WriterSettings  # noqa: E402

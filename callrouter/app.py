@@ -21,15 +21,16 @@ from callrouter.config.loader import RoutingConfig
 from callrouter.exporter.http import registry_text
 from callrouter.exporter.service import CdrExporter
 from callrouter.crm.client import CrmClient
-from callrouter.holder import ConfigHolder
+from callrouter.config.holder import ConfigHolder
 from callrouter.notify.rules import OutboxMessage, missed_call_messages
 from callrouter.notify.sender import OutboxSender
 from callrouter.packages.watcher import PackageWatcher
-from callrouter.retention import RetentionPurger
+from callrouter.retention.purge import RetentionPurger
 from callrouter.metrics import RouterMetrics
-from callrouter.server import AgiServer
-from callrouter.session import SessionDeps
-from callrouter.state import MemoryRoutingState, RoutingState
+from callrouter.fastagi.server import AgiServer
+from callrouter.fastagi.session import SessionDeps
+from callrouter.store.memory import MemoryRoutingState
+from callrouter.fastagi.ports import RoutingState
 from callrouter.store.blacklist import BlacklistFollower, BlacklistStore
 from callrouter.store.cdr_store import CdrStore
 from callrouter.store.cdr_writer import CdrWriter, WriterSettings

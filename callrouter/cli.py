@@ -19,7 +19,7 @@ from callrouter.exporter.cli import add_subcommand as add_exporter_subcommand
 from callrouter.packages.cli import add_subcommand as add_usage_subcommand
 from callrouter.prompts.cli import add_subcommand as add_prompts_subcommand
 from callrouter.prompts.inventory import check_prompts
-from callrouter.retention import add_subcommand as add_recordings_subcommand
+from callrouter.retention.purge import add_subcommand as add_recordings_subcommand
 
 
 def _load(path: str) -> RoutingConfig | None:
@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check at start is not news
     from callrouter.api.auth import AdminConfigError
-    from callrouter.envsubst import MissingEnvironment
+    from callrouter.config.envsubst import MissingEnvironment
     from callrouter.store.db import StoreError
 
     try:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.loader import RoutingConfig, load_config
 from callrouter.config.yamlsource import ConfigError
-from callrouter.phone import normalize_number
+from callrouter.model.phone import normalize_number
 from callrouter.routing.blacklist import GLOBAL_SCOPE
 from callrouter.store.blacklist import BlacklistInputError, BlacklistStore
 from callrouter.store.db import StoreError, open_engine, require_current_schema, resolve_url, schema_status, shown, upgrade

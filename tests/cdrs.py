@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from callrouter.routing.record import Attempt, CallRecord
+from callrouter.model.record import Attempt, CallRecord
 from callrouter.store.db import open_engine
 from callrouter.store.schema import call_attempts, call_stats, calls
 

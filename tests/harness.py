@@ -13,12 +13,13 @@ from callrouter.config.loader import RoutingConfig, load_config
 from callrouter.crm.client import CrmClient
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, CallTranscript, DialScript
-from callrouter.holder import ConfigHolder
+from callrouter.config.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
-from callrouter.records import MemorySink
-from callrouter.server import AgiServer
-from callrouter.session import SessionDeps
-from callrouter.state import MemoryRoutingState, RoutingState
+from callrouter.store.memory import MemorySink
+from callrouter.fastagi.server import AgiServer
+from callrouter.fastagi.session import SessionDeps
+from callrouter.store.memory import MemoryRoutingState
+from callrouter.fastagi.ports import RoutingState
 from tests.planning import NOW
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from callrouter.exporter.service import CdrExporter
 from callrouter.metrics import RouterMetrics
 from callrouter.notify.sender import NotifyMetrics
 from callrouter.packages.watcher import PackageMetrics
-from callrouter.retention import RetentionMetrics
+from callrouter.retention.purge import RetentionMetrics
 from callrouter.store.db import open_engine
 from tests.harness import sample_config
 

@@ -32,9 +32,9 @@ from callrouter.config.loader import load_config
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, DialScript
 from callrouter.exporter.http import registry_text
-from callrouter.holder import ConfigHolder
+from callrouter.config.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
-from callrouter.routing.record import CallRecord
+from callrouter.model.record import CallRecord
 from callrouter.store.blacklist import BlacklistFollower, BlacklistStore
 from callrouter.store.db import open_engine
 from callrouter.store.schema import calls

@@ -10,8 +10,8 @@ import pytest
 
 from callrouter.store.cdr_rows import rows_from_spooled, spool_entry
 from callrouter.routing.caller import caller_from
-from callrouter.routing.record import Attempt, CallRecord
-from callrouter.state import MemoryRoutingState
+from callrouter.model.record import Attempt, CallRecord
+from callrouter.store.memory import MemoryRoutingState
 from tests.planning import NOW
 
 

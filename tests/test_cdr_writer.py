@@ -387,7 +387,7 @@ def test_the_same_uniqueid_from_two_asterisks_is_two_calls_and_a_replay_adds_not
 
     from sqlalchemy import select
 
-    from callrouter.routing.record import Attempt
+    from callrouter.model.record import Attempt
     from callrouter.store.schema import call_attempts, calls
 
     east = replace(record(1), source="asterisk-east", attempts=(Attempt("zhang", "Local/1@l", "BUSY", 2), Attempt("li", "Local/2@l", "ANSWER", 6, 40)))

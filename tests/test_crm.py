@@ -263,7 +263,7 @@ def test_withheld_callers_are_not_looked_up() -> None:
 
 
 def test_a_header_naming_an_unset_variable_stops_the_start() -> None:
-    from callrouter.envsubst import MissingEnvironment
+    from callrouter.config.envsubst import MissingEnvironment
 
     async def body() -> None:
         client = CrmClient(Crm(url="http://crm/{caller}", headers={"Authorization": "Bearer ${CALLROUTER_TEST_UNSET_TOKEN}"}), RouterMetrics())

@@ -22,7 +22,7 @@ from callrouter.config.loader import RoutingConfig
 from callrouter.config.notify import MissedCallNotify, Notify, SmsGateway, Webhook
 from callrouter.notify.rules import fill, in_quiet_hours, missed_call_messages, quiet_hours_end, retry_delay
 from callrouter.notify.sender import OutboxSender
-from callrouter.routing.record import CallRecord
+from callrouter.model.record import CallRecord
 from callrouter.store.cdr_rows import rows_from_spooled, spool_entry
 from callrouter.store.cdr_store import CdrStore
 from callrouter.store.db import open_engine

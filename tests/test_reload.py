@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from callrouter.config.loader import load_config
-from callrouter.holder import ConfigHolder
+from callrouter.config.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from callrouter.config.loader import load_config
-from callrouter.retention import FolderMissing, RetentionPurger, Seen, inside, purge
-from callrouter.routing.record import CallRecord
+from callrouter.retention.purge import FolderMissing, RetentionPurger, Seen, inside, purge
+from callrouter.model.record import CallRecord
 from callrouter.store.db import open_engine
 from callrouter.store.schema import calls
 from tests.cdrs import record

@@ -11,7 +11,7 @@ import pytest
 from callrouter.emulator.agi_args import parse_args
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, DialScript, HangupAt
-from callrouter.session import display_name
+from callrouter.fastagi.session import display_name
 from tests.harness import arun, call_held_in_dial, config_with_plan, running_router, sample_config
 
 ZHANG, LI, WANG = (f"Local/1380013800{i}@callrouter-lines" for i in (1, 2, 3))

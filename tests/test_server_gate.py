@@ -17,12 +17,12 @@ from callrouter.config.service import Listen
 from callrouter.config.yamlsource import ConfigError
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, DialScript
-from callrouter.holder import ConfigHolder
+from callrouter.config.holder import ConfigHolder
 from callrouter.metrics import RouterMetrics
-from callrouter.records import MemorySink
-from callrouter.server import AgiServer
-from callrouter.session import SessionDeps
-from callrouter.state import MemoryRoutingState
+from callrouter.store.memory import MemorySink
+from callrouter.fastagi.server import AgiServer
+from callrouter.fastagi.session import SessionDeps
+from callrouter.store.memory import MemoryRoutingState
 from tests.harness import Router, arun, running_router, sample_config
 from tests.planning import NOW
 
@@ -65,7 +65,7 @@ def test_a_connection_from_outside_listen_allow_hears_nothing_and_is_counted(cap
     async def body() -> None:
         config = sample_config(listen=allowing("10.0.0.0/8"))  # 127.0.0.1 is then an outsider
         async with running_router(config) as router:
-            with caplog.at_level(logging.WARNING, logger="callrouter.server"):
+            with caplog.at_level(logging.WARNING, logger="callrouter.fastagi.server"):
                 assert await what_a_connection_hears(router.port) == b""
                 assert await what_a_connection_hears(router.port) == b""
             await until(lambda: refused(router, "not_allowed") == 2)
@@ -87,7 +87,7 @@ def test_a_connection_from_inside_listen_allow_is_served() -> None:
 
 
 def test_the_default_allows_loopback_only() -> None:
-    from callrouter.server import peer_allowed
+    from callrouter.fastagi.server import peer_allowed
 
     assert [str(n) for n in Listen().allow] == ["127.0.0.0/8", "::1/128"]
     allow = Listen().allow
@@ -101,7 +101,7 @@ def test_the_default_allows_loopback_only() -> None:
 
 
 def test_ipv6_entries_and_mapped_ipv4_addresses() -> None:
-    from callrouter.server import peer_allowed
+    from callrouter.fastagi.server import peer_allowed
 
     allow = Listen.model_validate({"allow": ["10.1.0.0/16", "2001:db8::/32", "fe80::/10"]}).allow
     assert peer_allowed(("::ffff:10.1.2.3", 4000, 0, 0), allow)
@@ -140,7 +140,7 @@ def test_ipv6_peers_are_checked_too() -> None:
 
 
 def test_the_refusal_log_is_bounded_per_source_and_in_size() -> None:
-    from callrouter.server import RefusalLog
+    from callrouter.fastagi.server import RefusalLog
 
     log = RefusalLog(window=60.0, max_sources=2)
     assert log.should_warn("a", 0.0) and not log.should_warn("a", 59.9) and log.should_warn("a", 60.0)

@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.service import Admin
-from callrouter.holder import ConfigHolder
+from callrouter.config.holder import ConfigHolder
 from callrouter.store.blacklist import BlacklistStore
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from callrouter.routing.record import DISPOSITIONS
+from callrouter.model.record import DISPOSITIONS
 
 
 def _q(name: str, description: str, schema: dict[str, Any] | None = None, required: bool = False) -> dict[str, Any]:

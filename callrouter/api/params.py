@@ -12,8 +12,8 @@ from datetime import date, datetime, timezone, tzinfo
 from typing import Mapping, Sequence
 
 from callrouter.api.errors import ApiError
-from callrouter.phone import normalize_number
-from callrouter.routing.record import DISPOSITIONS
+from callrouter.model.phone import normalize_number
+from callrouter.model.record import DISPOSITIONS
 
 MAX_VALUE = 200  # characters in one query value
 MAX_PARAMS = 20

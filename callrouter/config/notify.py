@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator
 
 from callrouter.config.types import Frozen, PhoneNumber, _clock
-from callrouter.routing.record import DISPOSITIONS
+from callrouter.model.record import DISPOSITIONS
 
 MISSED_DEFAULT = ("no_answer", "busy", "failed", "after_hours", "abandoned", "voicemail")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9\-]{1,64}\Z")

@@ -11,7 +11,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from callrouter.config.notify import MissedCallNotify
 from callrouter.config.package import Package
-from callrouter.phone import normalize_number
+from callrouter.model.phone import normalize_number
 from callrouter.config.types import (
     Frozen,
     DialTarget,

@@ -25,7 +25,7 @@ import aiohttp
 from callrouter.config.service import Crm
 from callrouter.crm.cache import TtlCache
 from callrouter.crm.parse import CrmResult, InvalidAnswer, parse_answer
-from callrouter.envsubst import expand_headers
+from callrouter.config.envsubst import expand_headers
 from callrouter.metrics import RouterMetrics
 
 log = logging.getLogger(__name__)

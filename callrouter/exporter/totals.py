@@ -14,7 +14,7 @@ from datetime import date, datetime, timezone
 from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
-from callrouter.billing import billed_minutes
+from callrouter.model.billing import billed_minutes
 
 TALK_BUCKETS = (15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 RING_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0)

@@ -9,7 +9,7 @@ from typing import Mapping
 import aiohttp
 
 from callrouter.config.notify import SmsGateway, Webhook
-from callrouter.envsubst import MissingEnvironment, expand_headers
+from callrouter.config.envsubst import MissingEnvironment, expand_headers
 from callrouter.notify.outbox import Claimed
 from callrouter.notify.rules import accepted, fill
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from callrouter.phone import normalize_number
+from callrouter.model.phone import normalize_number
 
 ANONYMOUS_IDS = frozenset({"", "unknown", "anonymous", "restricted", "private", "withheld", "unavailable", "blocked"})
 MAX_RAW = 64

@@ -27,7 +27,7 @@ from callrouter.routing.effects import (
     StartRecording,
 )
 from callrouter.routing.engine import Flow
-from callrouter.routing.record import RouteResult
+from callrouter.model.record import RouteResult
 
 STATUSES = ("ANSWER", "BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL", "FULL")
 _DEFAULT_RING = {"ANSWER": 5, "BUSY": 1, "CHANUNAVAIL": 0, "CONGESTION": 1, "CANCEL": 4, "FULL": 0}

@@ -37,7 +37,7 @@ from callrouter.routing.effects import (
 )
 from callrouter.routing.hours import check_hours
 from callrouter.routing.order import least_recent_order, random_order, rotate_for_turn, weighted_order
-from callrouter.routing.record import Attempt, RouteResult
+from callrouter.model.record import Attempt, RouteResult
 
 MAX_STEPS = 40  # menus entered, menu rounds and actions taken; a caller cannot loop us forever
 MIN_RING_SECONDS = 3  # a remaining ring budget below this is not worth a dial attempt

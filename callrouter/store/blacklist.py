@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callrouter.routing.blacklist import RuntimeBlacklist
 from callrouter.metrics import RouterMetrics
 from callrouter.tasks import cancel_and_wait, within
-from callrouter.phone import normalize_number
+from callrouter.model.phone import normalize_number
 from callrouter.store.dialect import upsert_set
 from callrouter.store.schema import blacklist_entries
 

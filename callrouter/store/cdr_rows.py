@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from sqlalchemy import String, Table
 
-from callrouter.routing.record import DISPOSITIONS, CallRecord
+from callrouter.model.record import DISPOSITIONS, CallRecord
 from callrouter.store.schema import call_attempts, calls
 
 SPOOL_VERSION = 1

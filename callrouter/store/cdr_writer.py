@@ -34,7 +34,7 @@ from typing import Any, Awaitable, Callable
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from callrouter.metrics import RouterMetrics
-from callrouter.routing.record import CallRecord
+from callrouter.model.record import CallRecord
 from callrouter.store.cdr_rows import CdrRows, rows_from_spooled, spool_entry
 from callrouter.store.cdr_store import CdrStore
 from callrouter.store.rejects import RejectedLines, line_key

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.metrics import RouterMetrics
 from callrouter.tasks import cancel_and_wait, within
-from callrouter.state import MemoryRoutingState
+from callrouter.store.memory import MemoryRoutingState
 from callrouter.store.dialect import increment, upsert_set
 from callrouter.store.schema import line_guards, line_leases, line_usage, router_instances, rr_turns
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from callrouter.routing.record import DISPOSITIONS
+from callrouter.model.record import DISPOSITIONS
 
 # BIGINT keys on Postgres; SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

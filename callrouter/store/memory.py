@@ -1,29 +1,12 @@
-"""Routing state shared between calls: round-robin positions and how many calls each line carries.
+"""In-process implementations of the FastAGI ports: correct for one router process, and for tests.
 
-An interface and its in-memory implementation. `callrouter.store.routing_state` implements the same
-protocol on the database so several router instances share positions and limits.
+`store.routing_state` and `store.cdr_writer` implement the same ports on the database, for several
+routers and for durable CDRs.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
-
-class RoutingState(Protocol):
-    async def next_turn(self, key: str) -> int:
-        """This hunt's turn in a round-robin group: how many hunts of it came before (atomic)."""
-
-    async def acquire(self, line_key: str, limit: int) -> bool:
-        """Reserve one call on a line if it is below `limit`; atomic."""
-
-    async def release(self, line_key: str) -> None: ...
-
-    async def active(self, line_key: str) -> int: ...
-
-    async def last_used(self, line_keys: tuple[str, ...]) -> dict[str, float]:
-        """When each line last finished an answered call (epoch seconds); unknown lines are left out."""
-
-    async def mark_used(self, line_key: str, when: float) -> None: ...
+from callrouter.model.record import CallRecord
 
 
 class MemoryRoutingState:
@@ -61,3 +44,14 @@ class MemoryRoutingState:
 
     async def mark_used(self, line_key: str, when: float) -> None:
         self._used[line_key] = when
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+
+    async def submit(self, record: CallRecord) -> None:
+        self.records.append(record)
+
+    async def close(self) -> None:
+        return None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from callrouter.agi.channel import AgiChannel, AgiCommandError, AgiTimeout, ChannelHungUp
+from callrouter.fastagi.channel import AgiChannel, AgiCommandError, AgiTimeout, ChannelHungUp
 from callrouter.agi.dialtiming import ANSWERED_CONTEXT, DIALING_CONTEXT, normal_status, whole_seconds
 from callrouter.agi.errors import AgiProtocolError
 from callrouter.agi.protocol import Environment
@@ -26,7 +26,7 @@ from callrouter.config.plan import NumberPlan
 from callrouter.crm.client import CrmClient, settled, within_budget
 from callrouter.crm.parse import CrmResult, clean_text
 from callrouter.metrics import RouterMetrics
-from callrouter.records import RecordSink
+from callrouter.fastagi.ports import RecordSink
 from callrouter.routing.blacklist import RuntimeBlacklist
 from callrouter.routing.caller import Caller, caller_from
 from callrouter.routing.effects import (
@@ -45,8 +45,8 @@ from callrouter.routing.effects import (
     StartRecording,
 )
 from callrouter.routing.engine import CallFlow, CallInfo
-from callrouter.routing.record import CallRecord, RouteResult
-from callrouter.state import RoutingState
+from callrouter.model.record import CallRecord, RouteResult
+from callrouter.fastagi.ports import RoutingState
 
 log = logging.getLogger(__name__)
 

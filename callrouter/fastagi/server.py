@@ -16,11 +16,11 @@ from collections import OrderedDict
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Callable, Sequence, cast
 
-from callrouter.agi.channel import AgiChannel, AgiTimeout, ChannelHungUp
+from callrouter.fastagi.channel import AgiChannel, AgiTimeout, ChannelHungUp
 from callrouter.agi.errors import AgiProtocolError
 from callrouter.config.service import IpNetwork
-from callrouter.holder import ConfigHolder
-from callrouter.session import RESULT_VAR, CallSession, SessionDeps
+from callrouter.config.holder import ConfigHolder
+from callrouter.fastagi.session import RESULT_VAR, CallSession, SessionDeps
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Recording retention: the scheduled purge of old recordings and orphan files."""
