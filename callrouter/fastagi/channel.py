@@ -18,7 +18,7 @@ from typing import Callable, cast
 from callrouter.agi import commands
 from callrouter.agi.commands import Command
 from callrouter.agi.dialtiming import SUMMARY_EXPRESSION, DialTiming, hook_options, parse_summary
-from callrouter.agi.errors import AgiProtocolError
+from callrouter.agi.errors import AgiError, AgiProtocolError
 from callrouter.agi.protocol import NEED_DATA, AgiConnection, ConnectionClosed, Environment, HangupNotice, Reply, State
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,15 @@ INTER_DIGIT_MS = 3000  # between digits when collecting without a prompt
 PAUSE_READING_AT = 65536  # unparsed bytes beyond which we stop reading from a flooding peer
 
 
-class ChannelHungUp(Exception):
+class ChannelHungUp(AgiError):
     """The caller's channel is gone; only dead-safe commands may follow."""
 
 
-class AgiCommandError(Exception):
+class AgiCommandError(AgiError):
     """Asterisk refused a command (510 unknown, 520 usage): a bug on our side or a missing module."""
 
 
-class AgiTimeout(Exception):
+class AgiTimeout(AgiError):
     """The peer said nothing for longer than allowed."""
 
 

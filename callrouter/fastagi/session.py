@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from callrouter.fastagi.channel import AgiChannel, AgiCommandError, AgiTimeout, ChannelHungUp
 from callrouter.agi.dialtiming import ANSWERED_CONTEXT, DIALING_CONTEXT, normal_status, whole_seconds
-from callrouter.agi.errors import AgiProtocolError
+from callrouter.agi.errors import AgiError
 from callrouter.agi.protocol import Environment
 from callrouter.config.loader import RoutingConfig
 from callrouter.config.plan import NumberPlan
@@ -43,6 +43,7 @@ from callrouter.routing.effects import (
     RecordVoicemail,
     RotationNext,
     StartRecording,
+    dispatch,
 )
 from callrouter.routing.engine import CallFlow, CallInfo
 from callrouter.model.record import CallRecord, RouteResult
@@ -108,6 +109,7 @@ class CallSession:
         self._t0 = time.perf_counter()
         self._waiting_before = channel.waiting_seconds  # reading the header is Asterisk's time, not ours
         self.answered_at: datetime | None = None
+        self.plan: NumberPlan | None = None  # known once the number is looked up
         self.held: list[str] = []  # line keys reserved and not yet released
         self.caller_display_set = False
         self._crm_answer: asyncio.Future[CrmResult] | None = None  # owned by the CRM client, never by the call
@@ -133,6 +135,7 @@ class CallSession:
             log.warning("no routing plan for number %r (channel %r)", number, self.env.channel[:64])
             await self.tell_dialplan("NO_PLAN")
             return "no_plan"
+        self.plan = plan
         caller = caller_from(self.env.callerid, self.env.calleridname)
         if self.deps.crm is not None and plan.crm_lookup and caller.number:
             self._crm_answer = self.deps.crm.lookup(caller.number, plan.number)  # runs while the caller hears the menu
@@ -146,10 +149,10 @@ class CallSession:
         try:
             effect = next(flow)
             while True:
-                effect = flow.send(await self.perform(effect, plan))
+                effect = flow.send(await self.perform(effect))
         except StopIteration as stop:
             result = stop.value
-        except (AgiCommandError, AgiProtocolError, AgiTimeout) as exc:
+        except AgiError as exc:  # ChannelHungUp never gets here: perform() answers it as HUNG_UP
             kind = "timeout" if isinstance(exc, AgiTimeout) else "protocol_error"
             log.warning("call %s: %s: %s", self.env.uniqueid[:32], type(exc).__name__, exc)
             if isinstance(exc, AgiCommandError):
@@ -177,49 +180,52 @@ class CallSession:
         """Leave the result for the dialplan; SET VARIABLE is dead-safe, so this works after a hangup too."""
         try:
             await self.channel.set_variable(RESULT_VAR, value)
-        except (ChannelHungUp, AgiCommandError, AgiProtocolError, AgiTimeout, OSError) as exc:
+        except (AgiError, OSError) as exc:
             log.debug("could not set %s: %s", RESULT_VAR, exc)
 
-    async def perform(self, effect: Effect, plan: NumberPlan) -> Any:
+    async def perform(self, effect: Effect) -> Any:
         """Execute one effect; channel effects answer HUNG_UP once the caller is gone."""
-        if isinstance(effect, RotationNext):
-            return await self.deps.state.next_turn(effect.key)
-        if isinstance(effect, LineHistoryRead):
-            return await self.deps.state.last_used(effect.keys)
-        if self.channel.dead and not isinstance(effect, Hangup):
+        if self.channel.dead and not isinstance(effect, (Hangup, RotationNext, LineHistoryRead)):
             return HUNG_UP
         try:
-            return await self.perform_on_channel(effect, plan)
+            return await dispatch(effect, self)
         except ChannelHungUp:
             return HUNG_UP
 
-    async def perform_on_channel(self, effect: Effect, plan: NumberPlan) -> Any:
-        ch = self.channel
-        if isinstance(effect, Answer):
-            await ch.answer()
-            return True
-        if isinstance(effect, Play):
-            await ch.stream_file(self.prompt_path(effect.prompt))
-            return None
-        if isinstance(effect, Collect):
-            digits, timed_out = await ch.get_data(self.prompt_path(effect.prompt), effect.timeout_ms, effect.max_digits)
-            return Digits(digits, timed_out)
-        if isinstance(effect, StartRecording):
-            flags = "b" if effect.bridged_only else ""
-            return await ch.exec("MixMonitor", f"{effect.path}.{effect.format},{flags}") == 0
-        if isinstance(effect, Dial):
-            return await self.dial(effect, plan)
-        if isinstance(effect, RecordVoicemail):
-            await ch.stream_file(self.prompt_path(effect.prompt))
-            samples = await ch.record_file(effect.path, effect.format, effect.max_seconds, effect.silence_seconds, effect.beep)
-            return samples >= MIN_VOICEMAIL_SAMPLES
-        if isinstance(effect, Hangup):
-            if not ch.dead:
-                await ch.hangup()
-            return None
-        raise TypeError(f"unknown effect {effect!r}")
+    # -- the effects (routing.effects.EffectHandler) ----------------------------------------------
 
-    async def dial(self, effect: Dial, plan: NumberPlan) -> DialOutcome:
+    async def rotation_next(self, effect: RotationNext) -> int:
+        return await self.deps.state.next_turn(effect.key)
+
+    async def line_history_read(self, effect: LineHistoryRead) -> dict[str, float]:
+        return await self.deps.state.last_used(effect.keys)
+
+    async def answer(self, effect: Answer) -> bool:
+        await self.channel.answer()
+        return True
+
+    async def play(self, effect: Play) -> None:
+        await self.channel.stream_file(self.prompt_path(effect.prompt))
+
+    async def collect(self, effect: Collect) -> Digits:
+        digits, timed_out = await self.channel.get_data(self.prompt_path(effect.prompt), effect.timeout_ms, effect.max_digits)
+        return Digits(digits, timed_out)
+
+    async def start_recording(self, effect: StartRecording) -> bool:
+        flags = "b" if effect.bridged_only else ""
+        return await self.channel.exec("MixMonitor", f"{effect.path}.{effect.format},{flags}") == 0
+
+    async def record_voicemail(self, effect: RecordVoicemail) -> bool:
+        ch = self.channel
+        await ch.stream_file(self.prompt_path(effect.prompt))
+        samples = await ch.record_file(effect.path, effect.format, effect.max_seconds, effect.silence_seconds, effect.beep)
+        return samples >= MIN_VOICEMAIL_SAMPLES
+
+    async def hangup(self, effect: Hangup) -> None:
+        if not self.channel.dead:
+            await self.channel.hangup()
+
+    async def dial(self, effect: Dial) -> DialOutcome:
         """Reserve the legs against their limits, ring them, release them."""
         full: list[int] = []
         reserved: list[int] = []
@@ -232,7 +238,8 @@ class CallSession:
         if not reserved:
             return DialOutcome("FULL", None, 0, 0, tuple(full))
         try:
-            await self.show_caller_name(plan)
+            assert self.plan is not None  # a Dial comes only from a plan's flow
+            await self.show_caller_name(self.plan)
             targets = [effect.legs[i].target for i in reserved]
             timeouts = self.config.service.timeouts
             before = self.deps.clock()

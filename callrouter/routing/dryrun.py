@@ -25,6 +25,7 @@ from callrouter.routing.effects import (
     RecordVoicemail,
     RotationNext,
     StartRecording,
+    dispatch,
 )
 from callrouter.routing.engine import Flow
 from callrouter.model.record import RouteResult
@@ -86,32 +87,40 @@ class _Responder:
         return lines.get(line_id) or lines.get(target) or self.inputs.default_line
 
     def respond(self, effect: Effect) -> Any:
-        if isinstance(effect, RotationNext):
-            turn = self.inputs.rotation.get(effect.key, 0)
-            self.inputs.rotation[effect.key] = turn + 1
-            return turn
-        if isinstance(effect, LineHistoryRead):
-            return {k: self.inputs.last_used[k] for k in effect.keys if k in self.inputs.last_used}
-        if self.hung_up:
+        """The answer to one effect; once the caller is gone, HUNG_UP for everything but the store's."""
+        if self.hung_up and not isinstance(effect, (RotationNext, LineHistoryRead)):
             return HUNG_UP
-        if isinstance(effect, Collect):
-            entry = self.digits.pop(0) if self.digits else ""
-            if entry.upper() == "HANGUP":
-                self.hung_up = True
-                return HUNG_UP
-            return Digits(entry[: effect.max_digits], timed_out=len(entry) < effect.max_digits)
-        if isinstance(effect, Dial):
-            return self.dial(effect)
-        if isinstance(effect, StartRecording):
-            return self.inputs.recording_works
-        if isinstance(effect, RecordVoicemail):
-            return self.inputs.leave_message
-        if isinstance(effect, Hangup):
+        return dispatch(effect, self)
+
+    def rotation_next(self, effect: RotationNext) -> int:
+        turn = self.inputs.rotation.get(effect.key, 0)
+        self.inputs.rotation[effect.key] = turn + 1
+        return turn
+
+    def line_history_read(self, effect: LineHistoryRead) -> dict[str, float]:
+        return {k: self.inputs.last_used[k] for k in effect.keys if k in self.inputs.last_used}
+
+    def collect(self, effect: Collect) -> Any:
+        entry = self.digits.pop(0) if self.digits else ""
+        if entry.upper() == "HANGUP":
             self.hung_up = True
-            return None
-        if isinstance(effect, (Answer, Play)):
-            return True if isinstance(effect, Answer) else None
-        raise TypeError(f"unknown effect {effect!r}")
+            return HUNG_UP
+        return Digits(entry[: effect.max_digits], timed_out=len(entry) < effect.max_digits)
+
+    def start_recording(self, effect: StartRecording) -> bool:
+        return self.inputs.recording_works
+
+    def record_voicemail(self, effect: RecordVoicemail) -> bool:
+        return self.inputs.leave_message
+
+    def hangup(self, effect: Hangup) -> None:
+        self.hung_up = True
+
+    def answer(self, effect: Answer) -> bool:
+        return True
+
+    def play(self, effect: Play) -> None:
+        return None
 
     def dial(self, effect: Dial) -> DialOutcome:
         outcomes = [self.outcome_for(leg.line_id, leg.target) for leg in effect.legs]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Protocol, TypeVar, assert_never
 
 
 class _HungUp(enum.Enum):
@@ -123,3 +124,46 @@ class Hangup:
 Effect = (
     Answer | Play | Collect | StartRecording | Dial | RotationNext | LineHistoryRead | RecordVoicemail | Hangup
 )
+
+T = TypeVar("T", covariant=True)
+
+
+class EffectHandler(Protocol[T]):
+    """An interpreter of effects: one method per effect. The live call answers with coroutines (T is an
+    awaitable), `callrouter explain` and the scenario tests with plain values. A new effect added to
+    `Effect` without a method here, or an interpreter without the method, is a type error."""
+
+    def answer(self, effect: Answer) -> T: ...
+    def play(self, effect: Play) -> T: ...
+    def collect(self, effect: Collect) -> T: ...
+    def start_recording(self, effect: StartRecording) -> T: ...
+    def dial(self, effect: Dial) -> T: ...
+    def rotation_next(self, effect: RotationNext) -> T: ...
+    def line_history_read(self, effect: LineHistoryRead) -> T: ...
+    def record_voicemail(self, effect: RecordVoicemail) -> T: ...
+    def hangup(self, effect: Hangup) -> T: ...
+
+
+def dispatch(effect: Effect, handler: EffectHandler[T]) -> T:
+    """The one place an effect is matched to its handler method (mypy checks the match is exhaustive)."""
+    match effect:
+        case Answer():
+            return handler.answer(effect)
+        case Play():
+            return handler.play(effect)
+        case Collect():
+            return handler.collect(effect)
+        case StartRecording():
+            return handler.start_recording(effect)
+        case Dial():
+            return handler.dial(effect)
+        case RotationNext():
+            return handler.rotation_next(effect)
+        case LineHistoryRead():
+            return handler.line_history_read(effect)
+        case RecordVoicemail():
+            return handler.record_voicemail(effect)
+        case Hangup():
+            return handler.hangup(effect)
+        case _:
+            assert_never(effect)
