@@ -412,3 +412,17 @@ def test_arbitrary_bytes_give_events_or_a_remote_error_and_nothing_else(data: by
         assert conn.state is State.CLOSED
     except RemoteProtocolError:
         assert conn.state is State.ERROR
+
+
+def test_send_before_the_environment_is_refused() -> None:
+    with pytest.raises(LocalProtocolError):
+        AgiConnection().send(commands.answer())
+
+
+def test_an_empty_environment_then_a_blank_line_that_answers_nothing() -> None:
+    conn = AgiConnection()
+    conn.receive_data(b"\n\n")
+    env = conn.next_event()
+    assert isinstance(env, Environment) and env.variables == {}
+    with pytest.raises(RemoteProtocolError, match="no command pending"):
+        conn.next_event()  # the second blank line is not a reply to anything

@@ -443,3 +443,24 @@ def test_a_port_check_that_connects_and_leaves_is_not_a_protocol_error() -> None
             assert router.sample("callrouter_protocol_errors_total", kind="RemoteProtocolError") == 0
 
     arun(body())
+
+
+def test_a_line_is_free_again_as_soon_as_its_dial_returns_while_the_call_goes_on() -> None:
+    """zhang did not answer; while the same caller talks to li, zhang can take another call."""
+
+    async def body() -> None:
+        async with running_router() as router:
+            hold = asyncio.Event()
+            dial = {ZHANG: DialScript("NOANSWER"), LI: DialScript("ANSWER", 1, 30, hold=hold)}
+            task = asyncio.create_task(run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial=dial)))
+            while not await router.state.active(LI):
+                await asyncio.sleep(0.01)
+            assert await router.state.active(ZHANG) == 0  # released when its Dial came back, not at the call's end
+            assert await router.state.active(LI) == 1
+            hold.set()
+            await task
+            await router.settle(1)
+            assert await router.state.active(LI) == 0
+            assert [a.status for a in router.sink.records[0].attempts] == ["NOANSWER", "ANSWER"]
+
+    arun(body())
