@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from callrouter.model.billing import billed_minutes_sql
+from callrouter.store.billing import billed_minutes_sql
 from callrouter.exporter.totals import RING_BUCKETS, TALK_BUCKETS, CallRow, CdrTotals, Histogram, Period, local_midnight
 from callrouter.store.schema import call_attempts, call_stats, calls, line_stats
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callrouter.model.billing import billed_minutes_sql
+from callrouter.store.billing import billed_minutes_sql
 from callrouter.config.loader import RoutingConfig
 from callrouter.config.plan import NumberPlan
 from callrouter.notify.outbox import enqueue
