@@ -10,7 +10,7 @@ import aiohttp
 
 from callrouter.config.notify import SmsGateway, Webhook
 from callrouter.config.envsubst import MissingEnvironment, expand_headers
-from callrouter.notify.outbox import Claimed
+from callrouter.store.outbox import Claimed
 from callrouter.notify.rules import accepted, fill
 
 MAX_RESPONSE = 64 * 1024

@@ -13,8 +13,8 @@ from callrouter import safejson
 from callrouter.config.notify import MissedCallNotify, Notify
 from callrouter.config.plan import NumberPlan
 from callrouter.config.service import ServiceConfig
-from callrouter.notify.outbox import Claimed
-from callrouter.notify.outbox import OutboxMessage as OutboxMessage  # defined with the table; re-exported for callers
+from callrouter.store.outbox import Claimed
+from callrouter.store.outbox import OutboxMessage as OutboxMessage  # defined with the table; re-exported for callers
 
 REASONS = {
     "no_answer": "无人接听",

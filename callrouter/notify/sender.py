@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.loader import RoutingConfig
 from callrouter.config.notify import MissedCallNotify
-from callrouter.notify import outbox
 from callrouter.notify.gateway import SendFailed, send_sms, send_webhook
-from callrouter.notify.outbox import Claimed
 from callrouter.notify.rules import in_quiet_hours, in_turns, quiet_hours_end, retry_delay
+from callrouter.store import outbox
+from callrouter.store.outbox import Claimed
 from callrouter.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

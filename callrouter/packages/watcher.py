@@ -9,28 +9,17 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callrouter.store.billing import billed_minutes_sql
 from callrouter.config.loader import RoutingConfig
 from callrouter.config.plan import NumberPlan
-from callrouter.notify.outbox import enqueue
 from callrouter.packages.rules import Usage, alert_messages, due_alerts, month_bounds, package_end
-from callrouter.store.schema import calls
+from callrouter.store.outbox import enqueue
+from callrouter.store.usage import billed_minutes_between
 from callrouter.tasks import cancel_and_wait, within
 
 log = logging.getLogger(__name__)
-
-
-async def billed_minutes_between(engine: AsyncEngine, number: str, start: datetime, end: datetime) -> int:
-    """One indexed range query on calls(number, started_at)."""
-    q = select(func.coalesce(func.sum(billed_minutes_sql(calls.c.billable_seconds)), 0)).where(
-        calls.c.number == number, calls.c.started_at >= start, calls.c.started_at < end, calls.c.disposition == "answered"
-    )
-    async with engine.connect() as conn:
-        return int((await conn.execute(q)).scalar_one())
 
 
 async def usage_of(engine: AsyncEngine, plan: NumberPlan, service_tz: str, now: datetime) -> Usage:

@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from callrouter.notify.outbox import OutboxMessage, enqueue
 from callrouter.store.cdr_rows import CdrRows, stats_deltas
 from callrouter.store.db import require_current_schema
 from callrouter.store.dialect import insert_ignore, upsert_add
+from callrouter.store.outbox import OutboxMessage, enqueue
 from callrouter.store.schema import call_attempts, call_stats, calls, line_stats
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,8 @@
 A sender claims due messages by pushing their `next_attempt_at` forward (the lease) in one statement;
 Postgres skips rows another sender has locked, so several routers never send one message at once. If a
 sender dies mid-send, the lease runs out and another sends it again: at-least-once, with the outbox id as
-the gateway's idempotency key.
+the gateway's idempotency key. What to queue and when to send are `callrouter.notify`'s pure rules; this
+module only stores, so the CDR transaction (`cdr_store.py`) can queue messages without importing them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,15 @@ class Claimed:
     attempts: int  # including this one
 
 
-def rows_for(messages: Sequence[OutboxMessage], now: datetime) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Queued:
+    """A message already in the outbox, by its once-only key (what `callrouter usage` lists)."""
+
+    dedupe_key: str
+    status: str  # pending | sent | failed | suppressed
+
+
+def _rows_for(messages: Sequence[OutboxMessage], now: datetime) -> list[dict[str, Any]]:
     return [
         {
             "dedupe_key": m.dedupe_key[:200],
@@ -67,12 +76,14 @@ def rows_for(messages: Sequence[OutboxMessage], now: datetime) -> list[dict[str,
 
 
 async def enqueue(target: AsyncEngine | AsyncConnection, messages: Sequence[OutboxMessage], now: datetime) -> int:
-    """Queue messages; one whose dedupe key exists is skipped. Returns how many were new."""
+    """Queue messages; one whose dedupe key exists is skipped. Returns how many were new.
+
+    Given a connection, inside its transaction (the CDR batch that caused them); given the engine, in its own."""
     if not messages:
         return 0
     dialect = target.dialect.name
     stmt = insert_ignore(outbox, dialect, ["dedupe_key"]).returning(outbox.c.id)
-    rows = rows_for(messages, now.astimezone(timezone.utc))
+    rows = _rows_for(messages, now.astimezone(timezone.utc))
     if isinstance(target, AsyncConnection):
         return len((await target.execute(stmt, rows)).all())
     async with target.begin() as conn:
@@ -124,3 +135,10 @@ async def sent_recently(engine: AsyncEngine, recipient: str, caller: str, kind: 
 async def pending(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(outbox).where(outbox.c.status == "pending"))).scalar_one())
+
+
+async def queued_since(engine: AsyncEngine, kind: str, number: str, since: datetime) -> list[Queued]:
+    """Messages of one kind about one 400 number queued since `since`, whatever became of them."""
+    q = select(outbox.c.dedupe_key, outbox.c.status).where(outbox.c.kind == kind, outbox.c.number == number, outbox.c.created_at >= since)
+    async with engine.connect() as conn:
+        return [Queued(key, status) for key, status in (await conn.execute(q)).all()]
