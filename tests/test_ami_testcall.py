@@ -22,6 +22,7 @@ from callrouter.ami.testcall import PlacedCall, originate_refusal, report
 from callrouter.config.loader import RoutingConfig, load_config
 from callrouter.emulator.ami import AmiPeer
 from callrouter.emulator.script import DialScript
+from callrouter.store.calls import StoredCall
 from tests.harness import arun
 from tests.test_process import ENV, ServerProcess
 
@@ -135,7 +136,11 @@ def routed_call(result: str, agi_status: str = "SUCCESS") -> PlacedCall:
 
 
 def test_the_cdr_decides_blacklisted_and_a_fallback_is_called_out() -> None:
-    cdr = {"disposition": "blacklisted", "reason": "caller on the blacklist", "ivr_path": "", "answered_line": None}
+    at = datetime(2026, 11, 24, 2, 30, tzinfo=ZoneInfo("UTC"))
+    cdr = StoredCall(
+        1, "1.11", "", "4008001234", "13900000000", "13900000000", "", at, None, at, 0, 0, 0, "blacklisted", "caller on the blacklist",
+        "", None, None, None, None, None, None, "router-1", 1.0,
+    )
     r = report("4008001234", "13900000000", routed_call("ROUTED"), cdr, [], "")
     assert not r.answered and r.exit_code == 1 and "the caller is blacklisted" in r.lines[-1]
     assert "router: handled the call (CALLROUTER_RESULT=ROUTED)" in r.lines

@@ -423,7 +423,7 @@ def test_a_call_is_found_by_uniqueid_alone_newest_first_or_by_its_source(db_url:
     from dataclasses import replace
     from datetime import timedelta
 
-    from callrouter.store.cdr_store import find_call
+    from callrouter.store.calls import find_call
 
     older = replace(record(1), source="a")
     newer = replace(record(1), source="b", started_at=record(1).started_at + timedelta(hours=1), ended_at=record(1).ended_at + timedelta(hours=1))
@@ -432,13 +432,13 @@ def test_a_call_is_found_by_uniqueid_alone_newest_first_or_by_its_source(db_url:
         engine = open_engine(make_url(db_url))
         try:
             await CdrStore(engine).write([rows_from_spooled(spool_entry(r)[0]) for r in (older, newer)])
-            async with engine.connect() as conn:
-                found = await find_call(conn, "1764000000.1")
-                assert found is not None and found[0]["source"] == "b" and len(found[1]) == 2
-                found = await find_call(conn, "1764000000.1", source="a")
-                assert found is not None and found[0]["source"] == "a"
-                assert await find_call(conn, "1764000000.1", source="c") is None
-                assert await find_call(conn, "nope") is None
+            found = await find_call(engine, "1764000000.1")
+            assert found is not None and found.call.source == "b" and [a.seq for a in found.attempts] == [1, 2]
+            assert found.call.started_at == newer.started_at and found.call.started_at.tzinfo is not None  # aware, on SQLite too
+            found = await find_call(engine, "1764000000.1", source="a")
+            assert found is not None and found.call.source == "a"
+            assert await find_call(engine, "1764000000.1", source="c") is None
+            assert await find_call(engine, "nope") is None
         finally:
             await engine.dispose()
 

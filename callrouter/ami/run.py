@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import uuid
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -16,8 +16,8 @@ from callrouter.ami.testcall import PlacedCall, TestCallReport, originate_refusa
 from callrouter.ami.values import caller_number
 from callrouter.config.loader import RoutingConfig
 from callrouter.routing.engine import dial_target
+from callrouter.store.calls import StoredAttempt, StoredCall, find_call
 from callrouter.store.db import StoreError, open_engine, resolve_url
-from callrouter.store.cdr_store import find_call
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ async def place(config: RoutingConfig, number: str, caller: str, timeout: float 
         await follow(session, call, answer, timeout)
     finally:
         await session.close()
-    cdr: Mapping[str, Any] | None
-    attempts: Sequence[Mapping[str, Any]]
+    cdr: StoredCall | None
+    attempts: Sequence[StoredAttempt]
     if not call.inbound_uniqueid:
         cdr, attempts, note = None, [], "no call reached the router"
     elif call.variables.get("AGISTATUS") == "FAILURE":
@@ -132,7 +132,7 @@ async def hang_up(session: AmiSession, call: PlacedCall) -> None:
         log.warning("Asterisk did not confirm the hang-up of %s within %g s", call.originator, SETTLE)
 
 
-async def fetch_cdr(config: RoutingConfig, uniqueid: str) -> tuple[Mapping[str, Any] | None, Sequence[Mapping[str, Any]], str]:
+async def fetch_cdr(config: RoutingConfig, uniqueid: str) -> tuple[StoredCall | None, Sequence[StoredAttempt], str]:
     """The router's CDR of the call, waiting a little for the writer's batch; (None, [], why) if not there."""
     try:
         engine = open_engine(resolve_url(config.service.store.url, config.base_dir), pool_size=1)
@@ -142,10 +142,9 @@ async def fetch_cdr(config: RoutingConfig, uniqueid: str) -> tuple[Mapping[str, 
     try:
         deadline = loop.time() + CDR_WAIT
         while True:
-            async with engine.connect() as conn:
-                found = await find_call(conn, uniqueid)  # the newest, if another Asterisk used the uniqueid too
-                if found is not None:
-                    return dict(found[0]), [dict(a) for a in found[1]], ""
+            found = await find_call(engine, uniqueid)  # the newest, if another Asterisk used the uniqueid too
+            if found is not None:
+                return found.call, found.attempts, ""
             if loop.time() > deadline:
                 return None, [], f"not in the database after {CDR_WAIT:g} s (is this the router's database?)"
             await asyncio.sleep(0.2)

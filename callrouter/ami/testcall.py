@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
+from callrouter.store.calls import StoredAttempt, StoredCall
+
 ORIGINATE_REASONS = {
     "0": "no such extension or context",
     "1": "the call was hung up before it was answered",
@@ -83,8 +85,8 @@ def report(
     number: str,
     caller: str,
     call: PlacedCall,
-    cdr: Mapping[str, Any] | None,
-    attempts: Sequence[Mapping[str, Any]],
+    cdr: StoredCall | None,
+    attempts: Sequence[StoredAttempt],
     cdr_note: str,
     line_ids: Mapping[str, str] | None = None,
 ) -> TestCallReport:
@@ -103,20 +105,20 @@ def report(
         out.append(f"router: did NOT route the call ({why}); the dialplan's fallback line rang instead")
     answered = False
     if cdr is not None:
-        out.append(f"disposition: {cdr['disposition']} - {cdr['reason']}")
-        if cdr.get("ivr_path"):
-            out.append(f"IVR: {cdr['ivr_path']}")
+        out.append(f"disposition: {cdr.disposition} - {cdr.reason}")
+        if cdr.ivr_path:
+            out.append(f"IVR: {cdr.ivr_path}")
         for a in attempts:
-            out.append(f"  line {a['line_id']:<16} {a['target']:<40} {a['status']:<12} rang {a['ring_seconds']} s")
-        if cdr["disposition"] == "answered":
+            out.append(f"  line {a.line_id:<16} {a.target:<40} {a.status:<12} rang {a.ring_seconds} s")
+        if cdr.disposition == "answered":
             answered = True
-            out.append(f"answered by line {cdr['answered_line']}")
-        elif cdr["disposition"] == "after_hours":
+            out.append(f"answered by line {cdr.answered_line}")
+        elif cdr.disposition == "after_hours":
             out.append("not answered: the number is closed at this time (schedule); check business hours and holidays")
-        elif cdr["disposition"] == "blacklisted":
+        elif cdr.disposition == "blacklisted":
             out.append("not answered: the caller is blacklisted for this number")
         elif attempts:
-            statuses = ", ".join(f"{a['line_id']} {a['status']}" for a in attempts)
+            statuses = ", ".join(f"{a.line_id} {a.status}" for a in attempts)
             out.append(f"not answered: every line failed ({statuses})")
         else:
             out.append("not answered")

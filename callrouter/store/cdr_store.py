@@ -11,9 +11,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
-from sqlalchemy import select
-from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.store.cdr_rows import CdrRows, stats_deltas
 from callrouter.store.db import require_current_schema
@@ -86,20 +84,3 @@ class CdrStore:
 def _key(rows: CdrRows) -> tuple[str, str]:
     return rows.call["uniqueid"], rows.call["source"]
 
-
-async def find_call(conn: AsyncConnection, uniqueid: str, source: str | None = None) -> tuple[RowMapping, list[RowMapping]] | None:
-    """A call and its attempts, by uniqueid and, when given, the Asterisk it came from. Without a source,
-    a uniqueid two Asterisks share is ambiguous: the newest call is taken (the one just made, for a lookup
-    right after a call)."""
-    q = select(calls).where(calls.c.uniqueid == uniqueid)
-    if source is not None:
-        q = q.where(calls.c.source == source)
-    row = (await conn.execute(q.order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(1))).mappings().first()
-    if row is None:
-        return None
-    attempts = await conn.execute(
-        select(call_attempts)
-        .where(call_attempts.c.call_uniqueid == row["uniqueid"], call_attempts.c.call_source == row["source"])
-        .order_by(call_attempts.c.seq)
-    )
-    return row, list(attempts.mappings().all())
