@@ -21,8 +21,9 @@ from callrouter.model.billing import billed_minutes
 from callrouter.config.loader import RoutingConfig
 from callrouter.exporter.cursor import IdCursor
 from callrouter.exporter.service import CdrExporter
-from callrouter.exporter.totals import RING_BUCKETS, TALK_BUCKETS, CallRow, CdrTotals, Histogram, bucket_index
+from callrouter.exporter.totals import RING_BUCKETS, TALK_BUCKETS, CdrTotals, Histogram, bucket_index
 from callrouter.model.record import CallRecord
+from callrouter.store.cdr_feed import CallRow
 from callrouter.store.cdr_rows import rows_from_spooled, spool_entry
 from callrouter.store.cdr_store import CdrStore
 from callrouter.store.db import open_engine

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import text
 
 from callrouter.api.context import PENDING, deps_of
 from callrouter.exporter.http import metrics_response
+from callrouter.store.health import ping
 from callrouter.tasks import within
 
 READY_TIMEOUT = 1.0
@@ -19,13 +19,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     deps, _ = deps_of(request)
     reasons: list[str] = []
-
-    async def ping() -> None:
-        async with deps.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
     try:
-        await within(ping(), READY_TIMEOUT, request.app[PENDING])  # a hung database must not hang the probe
+        await within(ping(deps.engine), READY_TIMEOUT, request.app[PENDING])  # a hung database must not hang the probe
     except TimeoutError:
         reasons.append(f"database did not answer within {READY_TIMEOUT:g} s")
     except Exception as exc:  # any failure to reach the store means not ready; the reason is reported

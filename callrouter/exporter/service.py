@@ -15,8 +15,9 @@ from callrouter.config.loader import RoutingConfig
 from callrouter.config.service import Exporter
 from callrouter.exporter.collector import CdrCollector
 from callrouter.exporter.cursor import IdCursor
-from callrouter.exporter.source import load_baseline, read_attempts, read_rows
+from callrouter.exporter.source import load_baseline
 from callrouter.exporter.totals import CdrTotals
+from callrouter.store.cdr_feed import read_attempts, read_rows
 from callrouter.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

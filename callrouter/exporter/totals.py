@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
 from callrouter.model.billing import billed_minutes
+from callrouter.store.cdr_feed import CallRow
 
 TALK_BUCKETS = (15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 RING_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0)
@@ -67,18 +68,6 @@ class Period:
     answered: int = 0
     billed_minutes: int = 0
     talk_seconds: int = 0
-
-
-@dataclass(frozen=True)
-class CallRow:
-    """The columns of a `calls` row the exporter reads."""
-
-    id: int
-    number: str
-    disposition: str
-    started_at: datetime
-    billable_seconds: int
-    ring_seconds: int
 
 
 class CdrTotals:
