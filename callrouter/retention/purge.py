@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.loader import RoutingConfig
-from callrouter.store.schema import calls
+from callrouter.store.recordings import DueRecording, mark_purged, recordings_due
 from callrouter.tasks import cancel_and_wait, within
 
 log = logging.getLogger(__name__)
@@ -144,11 +143,12 @@ def _remove_if_emptied(folder: Path, root: Path) -> int:
     return removed
 
 
-def _purge_page(root: Path, configured: str, rows: Sequence[tuple[int, str]], dry_run: bool) -> tuple[list[tuple[int, Seen]], int]:
+def _purge_page(root: Path, configured: str, rows: Sequence[DueRecording], dry_run: bool) -> tuple[list[tuple[int, Seen]], int]:
     """The file work of one page of CDRs (in a worker thread): what happened to each, folders removed."""
     out: list[tuple[int, Seen]] = []
     emptied: set[Path] = set()
-    for row_id, name in rows:
+    for due in rows:
+        row_id, name = due.call_id, due.recording_file
         path, why = inside(root, name, configured)
         if path is None:
             out.append((row_id, Seen("refused", name[:200], why)))
@@ -180,14 +180,7 @@ async def purge(
     would_delete: set[str] = set()  # dry run only: those files are still there when the orphan pass looks
     after = 0
     while True:  # keyset pages over the CDRs
-        q = (
-            select(calls.c.id, calls.c.recording_file)
-            .where(calls.c.recording_file.is_not(None), calls.c.recording_purged_at.is_(None), calls.c.started_at < cutoff, calls.c.id > after)
-            .order_by(calls.c.id)
-            .limit(batch)
-        )
-        async with engine.connect() as conn:
-            rows = [(int(r[0]), str(r[1])) for r in (await conn.execute(q)).all()]
+        rows = await recordings_due(engine, cutoff, after, batch)
         if not rows:
             break
         results, folders = await asyncio.to_thread(_purge_page, root, recordings_dir, rows, dry_run)
@@ -203,10 +196,9 @@ async def purge(
                 would_delete.add(event.name)
         done = [row_id for row_id, event in results if event.action in ("deleted", "gone")]
         if done and not dry_run:
-            async with engine.begin() as conn:
-                await conn.execute(update(calls).where(calls.c.id.in_(done)).values(recording_purged_at=now))
+            await mark_purged(engine, done, now)
             report.marked += len(done)
-        after = rows[-1][0]
+        after = rows[-1].call_id
     if orphans:
         await _orphans(root, cutoff.timestamp(), would_delete, report, dry_run, seen)
     return report
