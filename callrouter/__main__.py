@@ -1,5 +1,5 @@
 """`python -m callrouter` runs the command line."""
 
-from callrouter.cli import main
+from callrouter.cli.main import main
 
 raise SystemExit(main())

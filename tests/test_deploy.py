@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from callrouter.cli import build_parser
+from callrouter.cli.main import build_parser
 from callrouter.config.loader import load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callrouter.cli import main
+from callrouter.cli.main import main
 
 
 def explain(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

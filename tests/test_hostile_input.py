@@ -99,7 +99,7 @@ def test_check_refuses_a_hostile_plan_with_a_message_and_no_traceback(name: str,
     done = subprocess.run(
         [sys.executable, "-m", "callrouter", "check", "--config", str(cfg)], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
-    assert done.returncode == 1, done.stderr  # check's status for a configuration that does not load
+    assert done.returncode == 2, done.stderr  # a configuration that does not load, as for every command
     assert "Traceback" not in done.stderr
     assert f"{tmp_path / 'dialplans' / 'hostile.yaml'}:{HOSTILE[name][1]}: " in done.stderr
     assert "1 error(s); nothing was loaded" in done.stderr

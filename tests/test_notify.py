@@ -421,7 +421,7 @@ def test_the_webhook_gets_the_event_as_json(db_url: str) -> None:
 
 
 def test_check_warns_about_recipients_without_a_gateway() -> None:
-    from callrouter.cli import notify_warnings
+    from callrouter.cli.check import notify_warnings
 
     (warning,) = notify_warnings(sample_config())  # the sample plan names a manager; config.yaml has no gateway
     assert "no notify.sms gateway" in warning and warning.startswith(sample_config().sources["4008001234"])

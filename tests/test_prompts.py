@@ -20,7 +20,8 @@ from pydantic import BaseModel
 
 from callrouter.config.loader import RoutingConfig, load_config
 from callrouter.config.plan import Action, NumberPlan
-from callrouter.prompts import audio, cli, inventory, tts
+from callrouter.cli import prompts as cli
+from callrouter.prompts import audio, inventory, sources, tts
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_TEXTS = ("您好，欢迎致电示例科技。", "咨询产品请按1，售后服务请按2，投诉建议请按3，重听请按星号键。")
@@ -182,15 +183,15 @@ def test_a_silent_recording_is_an_error(ffmpeg: None, tmp_path: Path) -> None:
 def test_names_duplicates_and_overwriting_the_source_are_refused_before_any_work(tmp_path: Path) -> None:
     for name in ("欢迎词.mp3", "welcome.wav", "welcome.mp3", "ok.wav"):
         (tmp_path / name).write_bytes(b"x")
-    jobs, errors = cli.collect_jobs([tmp_path], None)
+    jobs, errors = sources.collect_jobs([tmp_path], None)
     assert errors == []
-    problems = cli.job_errors(jobs, tmp_path)  # building into the recordings folder itself
+    problems = sources.job_errors(jobs, tmp_path)  # building into the recordings folder itself
     assert any("欢迎词.mp3" in p and "not a valid prompt name" in p and "--name" in p for p in problems)
     assert any("welcome" in p and "also comes from" in p for p in problems)
     assert any("ok.wav: would be overwritten by its own output" in p for p in problems)
-    jobs, errors = cli.collect_jobs([tmp_path / "欢迎词.mp3"], "welcome")
-    assert (errors, cli.job_errors(jobs, tmp_path / "out")) == ([], [])
-    assert jobs == [cli.Job("welcome", tmp_path / "欢迎词.mp3")]
+    jobs, errors = sources.collect_jobs([tmp_path / "欢迎词.mp3"], "welcome")
+    assert (errors, sources.job_errors(jobs, tmp_path / "out")) == ([], [])
+    assert jobs == [sources.Job("welcome", tmp_path / "欢迎词.mp3")]
 
 
 def test_pure_steps_trim_and_limit_the_peak() -> None:

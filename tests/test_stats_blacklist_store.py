@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.engine import make_url
 
-from callrouter.cli import main
+from callrouter.cli.main import main
 from callrouter.config.plan import Blacklist
 from callrouter.metrics import RouterMetrics
 from callrouter.routing.blacklist import blacklist_match

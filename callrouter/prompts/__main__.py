@@ -1,5 +1,5 @@
 """`python -m callrouter.prompts build|tts ...`: the prompt commands on their own."""
 
-from callrouter.prompts.cli import main
+from callrouter.cli.prompts import main
 
 raise SystemExit(main())

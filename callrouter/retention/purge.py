@@ -14,15 +14,13 @@ event loop (calls, in `serve`) never waits on the disk.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import errno
 import logging
 import os
 import stat
-import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -314,49 +312,3 @@ class RetentionPurger:
             except Exception:
                 log.exception("retention purge failed")
             await asyncio.sleep(interval)
-
-
-# -- `callrouter recordings purge` -------------------------------------------------------------------
-
-def cmd_purge(args: argparse.Namespace) -> int:
-    from callrouter.cli_store import _run
-
-    async def body(engine: AsyncEngine, config: RoutingConfig) -> int:
-        settings = config.service.retention
-        now = datetime.now(timezone.utc)
-        cutoff = now - timedelta(days=args.days or settings.recordings_days)
-        verb = "would delete" if args.dry_run else "deleted"
-
-        def show(event: Seen) -> None:
-            if event.action in ("deleted", "orphan"):
-                print(f"{verb} {event.name}" + (" (no CDR)" if event.action == "orphan" else ""))
-            elif event.action in ("refused", "failed"):
-                print(f"{event.action} {event.name}: {event.why}", file=sys.stderr)
-
-        report = await purge(engine, config.service.recordings_dir, cutoff, now, dry_run=args.dry_run, orphans=settings.orphans, seen=show)
-        print(
-            f"{verb} {report.deleted} recordings older than {cutoff:%Y-%m-%d} ({report.bytes:,} bytes, {report.orphans} without a CDR); "
-            f"{report.already_gone} already gone; {report.refused} refused; {report.failed} failed"
-            + ("; nothing was changed" if args.dry_run else f"; {report.marked} CDRs marked; {report.folders} folders removed")
-        )
-        return 1 if report.failed else 0
-
-    return _run(args, body)
-
-
-def _days(text: str) -> int:
-    days = int(text)
-    if days < 1:
-        raise argparse.ArgumentTypeError("at least 1 day")
-    return days
-
-
-def add_subcommand(sub: "argparse._SubParsersAction[Any]") -> None:
-    p = sub.add_parser("recordings", help="recording retention")
-    rsub = p.add_subparsers(dest="recordings_command", required=True)
-    q = rsub.add_parser("purge", help="delete recordings older than retention.recordings_days, inside recordings_dir only")
-    q.add_argument("--config", default="config.yaml")
-    q.add_argument("--url", help="database URL (default: store.url in the config, or CALLROUTER_DATABASE_URL)")
-    q.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
-    q.add_argument("--days", type=_days, help="override retention.recordings_days")
-    q.set_defaults(func=cmd_purge)

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Callable, Sequence, TextIO
 
-from pydantic import TypeAdapter, ValidationError
-
-from callrouter.config.loader import RoutingConfig, load_config
-from callrouter.config.types import PromptName
-from callrouter.config.yamlsource import ConfigError
+from callrouter.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_command, add_config_argument, load_config, run_command
+from callrouter.config.loader import RoutingConfig
 from callrouter.prompts.audio import (
     FORMATS,
-    SOURCE_EXTENSIONS,
     AudioError,
     OutputFormat,
     Rendered,
@@ -26,7 +21,10 @@ from callrouter.prompts.audio import (
     write_prompt,
 )
 from callrouter.prompts.inventory import list_prompt_files, prompt_texts, prompt_uses
+from callrouter.prompts.sources import collect_jobs, job_errors
 from callrouter.prompts.tts import DEFAULT_SPEED, DEFAULT_VOICE, require_espeak, speak
+
+HELP = "make the prompt files Asterisk plays: build (recordings), tts (stand-ins)"
 
 
 def bar_line(done: int, total: int, label: str, width: int = 30) -> str:
@@ -68,62 +66,6 @@ class Progress:
         self.shown = text
 
 
-@dataclass(frozen=True)
-class Job:
-    """One prompt to build: its name and the recording it comes from."""
-
-    name: str
-    source: Path
-
-
-def prompt_name_error(name: str) -> str | None:
-    """Why `name` cannot be a prompt name (the plans' own rule), or None."""
-    try:
-        TypeAdapter(PromptName).validate_python(name)
-    except ValidationError as exc:
-        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-    return None
-
-
-def collect_jobs(paths: list[Path], name: str | None) -> tuple[list[Job], list[str]]:
-    """Files named on the command line, and the audio files under folders (named by their path in the folder)."""
-    jobs: list[Job] = []
-    errors: list[str] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SOURCE_EXTENSIONS and not p.name.startswith("."))
-            if not found:
-                errors.append(f"{path}: no audio files ({', '.join(SOURCE_EXTENSIONS)}) in this folder")
-            jobs.extend(Job(p.relative_to(path).with_suffix("").as_posix(), p) for p in found)
-        elif path.exists():
-            jobs.append(Job(path.stem, path))
-        else:
-            errors.append(f"{path}: no such file or folder")
-    if name is not None:
-        if len(jobs) != 1:
-            errors.append(f"--name {name!r} names one prompt, but {len(jobs)} source files were given")
-        else:
-            jobs = [Job(name, jobs[0].source)]
-    return jobs, errors
-
-
-def job_errors(jobs: list[Job], out_dir: Path) -> list[str]:
-    """Problems found before any audio is read: bad names, two sources for one prompt, a source its own output."""
-    errors: list[str] = []
-    seen: dict[str, Path] = {}
-    outputs = {(out_dir / job.name).with_name(Path(job.name).name + fmt.extension).resolve() for job in jobs for fmt in FORMATS}
-    for job in jobs:
-        reason = prompt_name_error(job.name)
-        if reason is not None:
-            errors.append(f"{job.source}: {reason}; rename the file, or give --name for a single file")
-        elif job.name in seen:
-            errors.append(f"{job.source}: prompt {job.name!r} also comes from {seen[job.name]}; keep one")
-        seen.setdefault(job.name, job.source)
-        if job.source.resolve() in outputs:
-            errors.append(f"{job.source}: would be overwritten by its own output; keep recordings in their own folder (e.g. recordings/)")
-    return errors
-
-
 def describe(name: str, renders: tuple[Rendered, ...], out_dir: Path) -> str:
     first = renders[0]
     forms = ", ".join(r.format.extension for r in renders)
@@ -144,22 +86,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(loudness_dbfs=args.loudness, formats=args.formats)
 
 
-def _config(path: str, err: TextIO) -> RoutingConfig | None:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=err)
-        print(f"{len(exc.issues)} error(s) in the configuration", file=err)
-        return None
-
-
-def _out_dir(args: argparse.Namespace, config: RoutingConfig | None, err: TextIO) -> Path | None:
+def _out_dir(args: argparse.Namespace, config: RoutingConfig | None, err: TextIO) -> Path:
     if args.out:
         return Path(args.out)
     if config is None:
-        config = _config(args.config, err)
-    return None if config is None else Path(config.path(config.service.prompts_dir))
+        config = load_config(args.config, err)
+    return Path(config.path(config.service.prompts_dir))
 
 
 def _warn_other_forms(out_dir: Path, name: str, err: TextIO) -> None:
@@ -171,18 +103,16 @@ def cmd_build(args: argparse.Namespace, out: TextIO | None = None, err: TextIO |
     out, err = out or sys.stdout, err or sys.stderr
     jobs, errors = collect_jobs([Path(p) for p in args.sources], args.name)
     out_dir = _out_dir(args, None, err)
-    if out_dir is None:
-        return 2
     errors += job_errors(jobs, out_dir)
     if errors:
         for line in errors:
             print(line, file=err)
-        return 2
+        return EXIT_BAD_INPUT
     try:
         require_ffmpeg()
     except AudioError as exc:
         print(exc, file=err)
-        return 2
+        return EXIT_BAD_INPUT
     settings = _settings(args)
     sources = {job.name: job.source for job in jobs}
     return _run([(job.name, str(job.source)) for job in jobs], lambda name: convert(sources[name], settings).renders, out_dir, out, err, False)
@@ -217,17 +147,13 @@ def _run(
     progress.close()
     if failed:
         print(f"{failed} of {len(names)} prompt(s) failed", file=err)
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_tts(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    config = _config(args.config, err)
-    if config is None:
-        return 2
+    config = load_config(args.config, err)
     out_dir = _out_dir(args, config, err)
-    if out_dir is None:
-        return 2
     found = prompt_texts(config)
     problems = list(found.conflicts)
     used = {use.prompt: use for use in prompt_uses(config)}
@@ -238,7 +164,7 @@ def cmd_tts(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
     unknown = [n for n in names if n not in found.texts]
     if unknown:
         print(f"no text for {', '.join(unknown)} in any plan", file=err)
-        return 2
+        return EXIT_BAD_INPUT
     existing = list_prompt_files(out_dir).playable if out_dir.is_dir() else frozenset()
     todo = [n for n in names if args.force or n not in existing]
     for name in sorted(set(names) - set(todo)):
@@ -250,19 +176,18 @@ def cmd_tts(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
         require_espeak()
     except AudioError as exc:
         print(exc, file=err)
-        return 2
+        return EXIT_BAD_INPUT
     settings = _settings(args)
     code = _run([(name, name) for name in todo], lambda name: speak(found.texts[name], args.voice, args.speed, settings), out_dir, out, err)
-    return 1 if found.conflicts else code
+    return EXIT_FAILED if found.conflicts else code
 
 
-def add_subcommand(subparsers: Any) -> None:
-    """Register `prompts build` and `prompts tts` on the `callrouter` parser's subcommands."""
-    parser = subparsers.add_parser("prompts", help="make the prompt files Asterisk plays: build (recordings), tts (stand-ins)")
+def configure(parser: argparse.ArgumentParser) -> None:
+    """`prompts build` and `prompts tts`."""
     sub = parser.add_subparsers(dest="prompts_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", default="config.yaml", help="for prompts_dir (and, for tts, the plans' texts)")
+        add_config_argument(p, help="for prompts_dir (and, for tts, the plans' texts)")
         p.add_argument("--out", help="folder to write prompts to (default: prompts_dir of the config)")
         p.add_argument("--loudness", type=float, default=Settings().loudness_dbfs, help="active speech level in dBFS (default -20)")
         p.add_argument("--formats", type=parse_formats, default=FORMATS, help="wav (8 kHz) and/or sln16 (16 kHz, written only from wideband sources)")
@@ -271,7 +196,6 @@ def add_subcommand(subparsers: Any) -> None:
     p.add_argument("sources", nargs="+", help="audio files, or folders of them (a file's path in its folder names the prompt)")
     p.add_argument("--name", help="prompt name for a single source file (default: the file name without extension)")
     common(p)
-    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("tts", help="speak the plans' prompt texts with espeak-ng, for prompts that have no recording yet")
     p.add_argument("--voice", default=DEFAULT_VOICE, help="espeak-ng voice (default cmn-latn-pinyin: Mandarin)")
@@ -279,12 +203,15 @@ def add_subcommand(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace prompts that already have a file (recordings too)")
     p.add_argument("--only", action="append", help="only this prompt (repeatable)")
     common(p)
-    p.set_defaults(func=cmd_tts)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m callrouter.prompts ...`: the same commands before (or without) the `callrouter` wiring."""
+def run(args: argparse.Namespace) -> int:
+    return cmd_build(args) if args.prompts_command == "build" else cmd_tts(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m callrouter.prompts ...`: the same commands without the rest of the `callrouter` parser."""
     parser = argparse.ArgumentParser(prog="callrouter")
-    add_subcommand(parser.add_subparsers(dest="command", required=True))
+    add_command(parser.add_subparsers(dest="command", required=True), "prompts", HELP, configure, run)
     args = parser.parse_args(["prompts", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args))
+    return run_command(args)
