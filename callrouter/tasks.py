@@ -34,15 +34,25 @@ async def within(aw: Awaitable[T], seconds: float, keep: set[asyncio.Future[Any]
     """`aw`'s result if it comes within `seconds`, else TimeoutError at once.
 
     The late operation is cancelled but not awaited: against a peer that hangs, even its cleanup (a
-    rollback, a goodbye) hangs, and the caller must not. It stays referenced in `keep` until it ends."""
+    rollback, a goodbye) hangs, and the caller must not. It stays referenced in `keep` until it ends.
+    The same when the caller is cancelled while it waits (a loop being closed)."""
     task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait({task}, timeout=seconds)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:  # the caller is stopping: the same, without waiting for its cleanup
+        _abandon(task, keep)
+        raise
     if task in done:
         return task.result()
+    _abandon(task, keep)
+    raise TimeoutError(f"no answer within {seconds:g} s")
+
+
+def _abandon(task: asyncio.Future[Any], keep: set[asyncio.Future[Any]]) -> None:
+    """Cancel `task` without awaiting it; `keep` holds it until it ends (asyncio holds tasks weakly)."""
     task.cancel()
     keep.add(task)
     task.add_done_callback(_finished_late(keep))
-    raise TimeoutError(f"no answer within {seconds:g} s")
 
 
 def _finished_late(keep: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
@@ -98,6 +108,7 @@ class Periodic:
         self._stop_budget = stop_budget
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
+        self._unwinding: set[asyncio.Task[None]] = set()  # closed but past stop_budget, still ending
         self.failures = 0  # in a row; 0 after a step that succeeded
 
     async def run_once(self) -> bool | None:
@@ -126,25 +137,36 @@ class Periodic:
             except Exception:  # a broken metric hook must not stop the loop
                 log.exception("%s: error hook failed", self.name)
 
-    def start(self) -> None:
+    def start(self, delay: float = 0.0) -> None:
+        """Start the loop; its first step runs after `delay` seconds (0: at once; an owner that made
+        a first `run_once()` itself waits an interval)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+            self._task = asyncio.get_running_loop().create_task(self._run(delay), name=self.name)
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def _run(self) -> None:
+    async def _run(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         while True:
             again = await self.run_once()
-            if again is None:
-                await asyncio.sleep(self._backoff.delay(self.failures, self._rng))
-            elif not again:
-                await asyncio.sleep(max(0.0, self._interval()))
-            else:
-                await asyncio.sleep(0)  # a backlog: go on, but let calls run between steps
+            await asyncio.sleep(self._pause(again))
+
+    def _pause(self, again: bool | None) -> float:
+        """Seconds until the next step: a backoff after a failure, none for a backlog, else the interval."""
+        if again is None:
+            return self._backoff.delay(self.failures, self._rng)
+        if again:
+            return 0.0  # a backlog: go on, but let calls run between steps
+        try:
+            return max(0.0, self._interval())
+        except Exception:  # the interval is read from the configuration; a bug there must not end the loop
+            log.exception("%s: cannot read its interval", self.name)
+            return self._backoff.cap
 
     async def close(self) -> None:
+        """Cancel the loop; return once it has unwound, or after `stop_budget` seconds at the most."""
         task, self._task = self._task, None
         if task is None or task.done():
             return
@@ -155,3 +177,22 @@ class Periodic:
                 task.result()
         else:
             log.warning("%s: still unwinding %.1f s after it was stopped; leaving it", self.name, self._stop_budget)
+            self._unwinding.add(task)  # referenced until it ends (asyncio holds tasks weakly)
+            task.add_done_callback(self._unwinding.discard)
+
+
+class PeriodicPart:
+    """A part of the router whose background work is one `Periodic` (set as `self.periodic`):
+    the start()/close() that `app.py` calls and the run_once() that tests call, written once."""
+
+    periodic: Periodic
+
+    async def start(self) -> None:
+        self.periodic.start()
+
+    async def close(self) -> None:
+        await self.periodic.close()
+
+    async def run_once(self) -> bool | None:
+        """One step under the loop's error policy; None when it failed (logged, and counted if the part counts)."""
+        return await self.periodic.run_once()

@@ -185,8 +185,8 @@ def test_two_watchers_queue_each_warning_once_and_drop_gauges_of_removed_package
         watchers = [PackageWatcher(e, lambda: current[0], r, lambda: now) for e, r in zip(engines, registries)]
         try:
             for _ in range(2):  # two rounds of two watchers at once
-                results = await asyncio.gather(*(w.run_once() for w in watchers))
-                assert [[u.used for u in r or []] for r in results] == [[2], [2]]
+                results = await asyncio.gather(*(w.check() for w in watchers))
+                assert [[u.used for u in r] for r in results] == [[2], [2]]
             assert await outbox_keys(engines[0]) == sorted([f"package:4008001234:2026-12:100:sms:{BOSS}", "package:4008001234:2026-12:100:webhook"])
             queued = [r.get_sample_value("callrouter_package_alerts_total", {"number": "4008001234", "kind": "usage_100"}) or 0 for r in registries]
             assert sum(queued) == 1  # counted by the router whose insert won
@@ -196,7 +196,7 @@ def test_two_watchers_queue_each_warning_once_and_drop_gauges_of_removed_package
             assert sample("callrouter_package_expiry_timestamp_seconds", {"number": "4008001234"}) == datetime(2027, 6, 30, 16, tzinfo=timezone.utc).timestamp()
             plan = config.plans["4008001234"]
             current[0] = dataclasses.replace(config, plans=MappingProxyType({plan.number: plan.model_copy(update={"package": None})}))  # a reload
-            assert await watchers[1].run_once() == []
+            assert await watchers[1].check() == []
             assert sample("callrouter_package_minutes_used", {"number": "4008001234"}) is None
         finally:
             for w in watchers:

@@ -175,7 +175,7 @@ def test_the_scheduled_purge_counts_skips_a_missing_folder_and_closes(db_url: st
         registry = CollectorRegistry()
         try:
             missing = RetentionPurger(engine, lambda: config_missing, CollectorRegistry(), lambda: NOW)
-            assert await missing.run_once() is None
+            assert await missing.purge_due() is None
             purger = RetentionPurger(engine, lambda: config, registry, lambda: NOW)
             await purger.start()  # the first round runs at once
             deadline = asyncio.get_running_loop().time() + 10

@@ -18,7 +18,7 @@ from callrouter.exporter.cursor import IdCursor
 from callrouter.exporter.source import load_baseline
 from callrouter.exporter.totals import CdrTotals
 from callrouter.store.cdr_feed import read_attempts, read_rows
-from callrouter.tasks import cancel_and_wait
+from callrouter.tasks import Backoff, Periodic, PeriodicPart
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def zones_of(config: RoutingConfig) -> dict[str, list[str]]:
     return zones
 
 
-class CdrExporter:
+class CdrExporter(PeriodicPart):
     """Follows `calls` for a registry Prometheus scrapes; a scrape never touches the database."""
 
     def __init__(self, engine: AsyncEngine, config_source: Callable[[], RoutingConfig], clock: Callable[[], datetime]) -> None:
@@ -41,12 +41,15 @@ class CdrExporter:
         self._totals: CdrTotals | None = None
         self._zones_config: RoutingConfig | None = None
         self._cursor: IdCursor | None = None
-        self._task: asyncio.Task[None] | None = None
         self.last_success = 0.0  # monotonic time of the last good poll
         self.registry = CollectorRegistry()
         r = self.registry
         self.rows_read = Counter("callrouter_exporter_rows_read", "CDR rows the exporter has counted", registry=r)
         self.poll_errors = Counter("callrouter_exporter_poll_errors", "Baseline loads and polls that failed", registry=r)
+        self.periodic = Periodic(
+            "cdr-exporter", self._step, lambda: self._settings().poll_interval,
+            backoff=Backoff(first=0.5, cap=30.0), on_error=lambda _: self.poll_errors.inc(),
+        )
         self.last_poll = Gauge(
             "callrouter_exporter_last_poll_success_timestamp_seconds", "When the exporter last read the database successfully", registry=r
         )
@@ -99,37 +102,12 @@ class CdrExporter:
     def _lag(self) -> float:
         return time.monotonic() - self.last_success if self.last_success else 0.0
 
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="cdr-exporter")
-
-    async def close(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
-
-    async def _run(self) -> None:
-        backoff = 0.5
-        while self._totals is None:
-            try:
-                await self.load()
-            except Exception as exc:  # a database down at start: keep trying, not ready meanwhile
-                self.poll_errors.inc()
-                log.warning("CDR exporter: cannot load totals yet (%s); retrying in %.0f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-        backoff = 0.5
-        while True:
-            settings = self._settings()
-            try:
-                full = await self.poll()
-                backoff = 0.5
-            except Exception as exc:
-                self.poll_errors.inc()
-                log.warning("CDR exporter: poll failed (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            if not full:
-                await asyncio.sleep(settings.poll_interval)
+    async def _step(self) -> bool:
+        """The baseline first (a database down at start: not ready, retried); then poll at once."""
+        if self._totals is None:
+            await self.load()
+            return True
+        return await self.poll()
 
     async def load(self) -> None:
         """The baseline: absolute totals at one snapshot, then follow from its newest id."""

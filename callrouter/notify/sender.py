@@ -21,7 +21,7 @@ from callrouter.notify.gateway import SendFailed, send_sms, send_webhook
 from callrouter.notify.rules import in_quiet_hours, in_turns, quiet_hours_end, retry_delay
 from callrouter.store import outbox
 from callrouter.store.outbox import Claimed
-from callrouter.tasks import cancel_and_wait
+from callrouter.tasks import Backoff, Periodic, PeriodicPart
 
 log = logging.getLogger(__name__)
 RESULTS = ("sent", "retry", "failed", "suppressed", "held")
@@ -39,7 +39,7 @@ class NotifyMetrics:
         self.errors = Counter("callrouter_outbox_errors", "Outbox rounds that failed (database away)", registry=registry)
 
 
-class OutboxSender:
+class OutboxSender(PeriodicPart):
     def __init__(
         self,
         engine: AsyncEngine,
@@ -53,36 +53,23 @@ class OutboxSender:
         self.metrics = NotifyMetrics(registry)
         self._clock = clock
         self._rng = rng
-        self._http: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._http = aiohttp.ClientSession()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox-sender")
+        self._http: aiohttp.ClientSession | None = None  # opened by the first send
+        # The database away is a warning and a backoff: messages wait in it, nothing is lost.
+        self.periodic = Periodic(
+            "outbox-sender", self._step, lambda: self._config_source().service.notify.poll_interval,
+            backoff=Backoff(first=1.0, cap=60.0), on_error=lambda _: self.metrics.errors.inc(),
+        )
 
     async def close(self) -> None:
         """Prompt even mid-send: a message cut off stays leased and is sent again after the lease."""
-        await cancel_and_wait(self._task)
-        self._task = None
+        await super().close()
         if self._http is not None:
             await self._http.close()
             self._http = None
 
-    async def _run(self) -> None:
-        backoff = 1.0
-        while True:
-            settings = self._config_source().service.notify
-            try:
-                handled = await self.round()
-                backoff = 1.0
-            except Exception as exc:  # the database away: messages wait in it, nothing is lost
-                self.metrics.errors.inc()
-                log.warning("outbox: %s; retrying in %.0f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
-                continue
-            if handled < settings.batch:
-                await asyncio.sleep(settings.poll_interval)
+    async def _step(self) -> bool:
+        """A full batch means more are due: the next round runs at once."""
+        return await self.round() >= self._config_source().service.notify.batch
 
     async def round(self) -> int:
         """Claim and handle one batch of due messages; returns how many."""
@@ -122,7 +109,8 @@ class OutboxSender:
             if await outbox.sent_recently(self.engine, message.recipient, message.caller, message.kind, since) >= rules.per_caller_limit:
                 await outbox.finish(self.engine, message.id, "suppressed", now, f"per-caller limit: {rules.per_caller_limit} per {rules.per_caller_window} s")
                 return "suppressed"
-        assert self._http is not None
+        if self._http is None:  # here, not in start(): tests run rounds without the loop
+            self._http = aiohttp.ClientSession()
         started = time.perf_counter()
         try:
             if message.channel == "sms":

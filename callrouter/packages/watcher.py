@@ -9,7 +9,6 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.loader import RoutingConfig
@@ -17,7 +16,7 @@ from callrouter.config.plan import NumberPlan
 from callrouter.packages.rules import Usage, alert_messages, due_alerts, month_bounds, package_end
 from callrouter.store.outbox import enqueue
 from callrouter.store.usage import billed_minutes_between
-from callrouter.tasks import cancel_and_wait, within
+from callrouter.tasks import Backoff, Periodic, PeriodicPart, within
 
 log = logging.getLogger(__name__)
 
@@ -77,46 +76,28 @@ async def check_packages(engine: AsyncEngine, config: RoutingConfig, now: dateti
     return out
 
 
-class PackageWatcher:
-    """Checks every `packages.check_interval` seconds inside `serve`; a failed check is counted and
-    simply made again next round (the keys keep every warning once-only)."""
+class PackageWatcher(PeriodicPart):
+    """Checks every `packages.check_interval` seconds (as configured now) inside `serve`; a failed
+    check is counted and simply made again after a backoff (the keys keep every warning once-only)."""
 
     def __init__(self, engine: AsyncEngine, config_source: Callable[[], RoutingConfig], registry: CollectorRegistry, clock: Callable[[], datetime]) -> None:
         self.engine = engine
         self._config_source = config_source
         self.metrics = PackageMetrics(registry)
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
         self._late: set[asyncio.Future[Any]] = set()  # a check abandoned because the database hangs
+        # The database away or hung is a warning: warnings are late, not lost; retried with a backoff.
+        self.periodic = Periodic(
+            "package-watcher", self._step, lambda: self._config_source().service.packages.check_interval,
+            backoff=Backoff(first=5.0, cap=300.0), on_error=lambda _: self.metrics.errors.inc(),
+        )
 
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="package-watcher")
-
-    async def close(self) -> None:
-        """Prompt even against a hung database: the check in progress is cancelled, not awaited."""
-        await cancel_and_wait(self._task)
-        self._task = None
-
-    async def run_once(self) -> list[Usage] | None:
-        """One check within its time budget (the interval); None when it failed (logged and counted)."""
+    async def check(self) -> list[Usage]:
+        """One check within its time budget (the interval): a hung database holds neither the loop
+        nor close(), which abandons the check in progress instead of awaiting its rollback."""
         config = self._config_source()
-        check = asyncio.ensure_future(check_packages(self.engine, config, self._clock(), self.metrics))
-        try:
-            return await within(check, config.service.packages.check_interval, self._late)
-        except asyncio.CancelledError:  # closing: its rollback may hang, so it is not awaited
-            check.cancel()
-            self._late.add(check)
-            check.add_done_callback(self._late.discard)
-            raise
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:  # the database away or hung: warnings are late, not lost
-            self.metrics.errors.inc()
-            log.warning("package check failed: %s", exc)
-        except Exception:
-            self.metrics.errors.inc()
-            log.exception("package check failed")
-        return None
+        return await within(check_packages(self.engine, config, self._clock(), self.metrics), config.service.packages.check_interval, self._late)
 
-    async def _run(self) -> None:
-        while True:
-            await self.run_once()
-            await asyncio.sleep(self._config_source().service.packages.check_interval)
+    async def _step(self) -> bool:
+        await self.check()
+        return False

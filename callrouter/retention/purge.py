@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.loader import RoutingConfig
 from callrouter.store.recordings import DueRecording, mark_purged, recordings_due
-from callrouter.tasks import cancel_and_wait, within
+from callrouter.tasks import Backoff, Periodic, PeriodicPart, within
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -247,7 +246,7 @@ def _orphans_in(root: Path, folder: Path, files: list[str], cutoff: float, would
     return events, True
 
 
-class RetentionPurger:
+class RetentionPurger(PeriodicPart):
     """The scheduled purge inside `serve`: every `retention.purge_interval`, where the folder exists."""
 
     def __init__(self, engine: AsyncEngine, config_source: Callable[[], RoutingConfig], registry: CollectorRegistry, clock: Callable[[], datetime]) -> None:
@@ -255,17 +254,20 @@ class RetentionPurger:
         self._config_source = config_source
         self.metrics = RetentionMetrics(registry)
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
         self._late: set[asyncio.Future[Any]] = set()  # a purge abandoned because the database hangs
         self._warned = False
+        # The database away is a warning: the next round purges what this one could not.
+        self.periodic = Periodic(
+            "recording-retention", self._step, lambda: self._config_source().service.retention.purge_interval,
+            backoff=Backoff(first=60.0, cap=3600.0),
+        )
 
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="recording-retention")
-
-    async def close(self) -> None:
-        """Prompt even against a hung database: the round in progress is cancelled, not awaited."""
-        await cancel_and_wait(self._task)
-        self._task = None
+    async def _step(self) -> bool:
+        """A hung database is given up on after an hour (and at close() at once, not awaited); what was
+        deleted meanwhile is marked next time."""
+        budget = max(self._config_source().service.retention.purge_interval, ROUND_BUDGET)
+        await within(self.purge_due(), budget, self._late)
+        return False
 
     def _count(self, event: Seen) -> None:
         if event.action in ("deleted", "orphan"):
@@ -275,7 +277,8 @@ class RetentionPurger:
         elif event.action == "refused":
             self.metrics.refused.inc()
 
-    async def run_once(self) -> PurgeReport | None:
+    async def purge_due(self) -> PurgeReport | None:
+        """One purge of what the retention allows now; None when it is off or the folder is not here."""
         config = self._config_source()
         settings = config.service.retention
         folder = config.service.recordings_dir
@@ -295,20 +298,3 @@ class RetentionPurger:
                 report.deleted, f"{cutoff:%Y-%m-%d}", report.bytes, report.orphans, report.already_gone, report.refused, report.failed, report.folders,
             )
         return report
-
-    async def _run(self) -> None:
-        while True:
-            interval = self._config_source().service.retention.purge_interval
-            round_ = asyncio.ensure_future(self.run_once())
-            try:  # a hung database is given up on after an hour; what was deleted meanwhile is marked next time
-                await within(round_, max(interval, ROUND_BUDGET), self._late)
-            except asyncio.CancelledError:  # closing: its rollback may hang, so it is not awaited
-                round_.cancel()
-                self._late.add(round_)
-                round_.add_done_callback(self._late.discard)
-                raise
-            except (SQLAlchemyError, OSError, TimeoutError) as exc:  # the database away: the next round purges what this one could not
-                log.warning("retention purge failed: %s", exc)
-            except Exception:
-                log.exception("retention purge failed")
-            await asyncio.sleep(interval)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.routing.blacklist import RuntimeBlacklist
 from callrouter.metrics import RouterMetrics
-from callrouter.tasks import cancel_and_wait, within
+from callrouter.tasks import Backoff, Periodic, PeriodicPart, within
 from callrouter.model.phone import normalize_number
 from callrouter.store.dialect import upsert_set
 from callrouter.store.schema import blacklist_entries
@@ -137,41 +137,34 @@ def _entry(m: Mapping[Any, Any]) -> BlacklistEntry:
     )
 
 
-class BlacklistFollower:
+class BlacklistFollower(PeriodicPart):
     """Keeps the current snapshot fresh; `current` is what new calls use."""
 
     def __init__(self, store: BlacklistStore, metrics: RouterMetrics, clock: Callable[[], datetime], every: float) -> None:
         self.store, self.metrics, self.clock, self.every = store, metrics, clock, every
         self.current = RuntimeBlacklist()
-        self._task: asyncio.Task[None] | None = None
         self._late: set[asyncio.Future[Any]] = set()  # a refresh abandoned because the database hangs
-        self._failing = False
+        # A failed refresh keeps the last good snapshot (until then, the YAML blacklists alone apply).
+        self.periodic = Periodic(
+            "blacklist-follower", self._step, lambda: self.every,
+            backoff=Backoff(first=self.every, cap=max(self.every, 30.0)),
+            on_error=lambda _: self.metrics.store_errors.labels(operation="blacklist").inc(),
+        )
 
     async def refresh(self) -> None:
         self.current = await self.store.snapshot(self.clock())
         self.metrics.blacklist_entries.set(len(self.current))
 
     async def start(self) -> None:
-        try:
-            await within(self.refresh(), 5.0, self._late)
-        except Exception as exc:
-            self.metrics.store_errors.labels(operation="blacklist").inc()
-            log.warning("runtime blacklist not loaded yet (%s); YAML blacklists apply", exc)
-        self._task = asyncio.create_task(self._follow(), name="blacklist-follower")
+        """The first refresh before calls are taken, then one every `every` seconds."""
+        await self.periodic.run_once()
+        self.periodic.start(delay=self.every)
 
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            try:
-                await within(self.refresh(), max(self.every, 5.0), self._late)
-                if self._failing:
-                    log.info("runtime blacklist refreshed again (%d entries)", len(self.current))
-                self._failing = False
-            except Exception as exc:  # keep the last good snapshot in force
-                self.metrics.store_errors.labels(operation="blacklist").inc()
-                if not self._failing:
-                    log.warning("runtime blacklist refresh failed, keeping the last one: %s", exc)
-                self._failing = True
-
-    async def close(self) -> None:
-        await cancel_and_wait(self._task)
+    async def _step(self) -> bool:
+        """Within a budget: a hung database must delay neither the start, nor calls, nor a stop."""
+        recovering = self.periodic.failures > 0
+        budget = max(self.every, 5.0) if self.periodic.running else 5.0  # not running yet: the start waits
+        await within(self.refresh(), budget, self._late)
+        if recovering:
+            log.info("runtime blacklist refreshed again (%d entries)", len(self.current))
+        return False
