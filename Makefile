@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	$(BIN)/ruff check callrouter tests bench
 	$(BIN)/mypy callrouter
+	$(BIN)/lint-imports
 
 # Sizes and other options pass through, e.g. `make bench-cdr BENCH_ARGS="--stats-rows 1000000"` (`--help` lists them).
 bench: $(STAMP)

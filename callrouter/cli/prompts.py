@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import Callable, TextIO
 
-from callrouter.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_command, add_config_argument, load_config, run_command
+from callrouter.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_config_argument, load_config
 from callrouter.config.loader import RoutingConfig
 from callrouter.prompts.audio import (
     FORMATS,
@@ -208,10 +208,3 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     return cmd_build(args) if args.prompts_command == "build" else cmd_tts(args)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m callrouter.prompts ...`: the same commands without the rest of the `callrouter` parser."""
-    parser = argparse.ArgumentParser(prog="callrouter")
-    add_command(parser.add_subparsers(dest="command", required=True), "prompts", HELP, configure, run)
-    args = parser.parse_args(["prompts", *(sys.argv[1:] if argv is None else argv)])
-    return run_command(args)
