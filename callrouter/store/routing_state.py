@@ -26,7 +26,7 @@ from sqlalchemy import Integer, String, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.metrics import RouterMetrics
-from callrouter.tasks import cancel_and_wait, within
+from callrouter.tasks import Backoff, Periodic, within
 from callrouter.store.memory import MemoryRoutingState
 from callrouter.store.dialect import increment, upsert_set
 from callrouter.store.schema import line_guards, line_leases, line_usage, router_instances, rr_turns
@@ -82,7 +82,8 @@ class SqlRoutingState:
                 live < bindparam("limit", type_=Integer)
             ),
         )
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat: Periodic | None = None
+        self._every = self.lease_ttl.total_seconds() / 3
         self._last_warning = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -95,7 +96,13 @@ class SqlRoutingState:
             self.metrics.store_errors.labels(operation="state").inc()
             self._warn(f"routing state: cannot register this router yet ({exc}); using memory until the database answers")
         every = heartbeat_every if heartbeat_every is not None else self.lease_ttl.total_seconds() / 3
-        self._heartbeat = asyncio.create_task(self._beat_forever(every), name="state-heartbeat")
+        self._every = every
+        # A failed beat is retried at the same pace: the leases' TTL, not a growing backoff, is the limit.
+        self._heartbeat = Periodic(
+            "state-heartbeat", self._beat_and_sweep, lambda: every, backoff=Backoff(first=every, cap=every),
+            on_error=lambda exc: self.metrics.store_errors.labels(operation="state").inc(),
+        )
+        self._heartbeat.start(delay=every)
 
     async def beat(self) -> None:
         now = self.clock()
@@ -111,21 +118,19 @@ class SqlRoutingState:
             await conn.execute(delete(router_instances).where(router_instances.c.expires_at < now))
         return int(result.rowcount or 0)
 
-    async def _beat_forever(self, every: float) -> None:
-        while True:
-            await asyncio.sleep(every)
-            try:
-                await within(self.beat(), max(every, self.timeout), self._late)
-                swept = await within(self.sweep(), max(every, self.timeout), self._late)
-                if swept:
-                    log.warning("released %d line leases left by routers that stopped", swept)
-            except Exception as exc:  # the store is away; leases expire on their own if this lasts
-                self.metrics.store_errors.labels(operation="state").inc()
-                self._warn(f"routing-state heartbeat failed: {exc}")
+    async def _beat_and_sweep(self) -> bool:
+        """One heartbeat: keep this router's leases alive, release those of routers that stopped."""
+        budget = max(self._every, self.timeout)
+        await within(self.beat(), budget, self._late)
+        swept = await within(self.sweep(), budget, self._late)
+        if swept:
+            log.warning("released %d line leases left by routers that stopped", swept)
+        return False
 
     async def close(self) -> None:
         """Stop beating and give back this router's leases and registration."""
-        await cancel_and_wait(self._heartbeat)
+        if self._heartbeat is not None:
+            await self._heartbeat.close()
         for task in list(self._late):  # background releases: the delete below covers them
             task.cancel()
 
