@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from callrouter.config.loader import RoutingConfig, load_config
 from callrouter.config.plan import Action, NumberPlan
 from callrouter.cli import prompts as cli
+from callrouter.cli.main import main as callrouter_main
 from callrouter.prompts import audio, inventory, sources, tts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ def edges_ms(samples: array[int], rate: int) -> tuple[float, float]:
 
 
 def build(*argv: str) -> int:
-    return cli.main(["build", *argv])
+    return callrouter_main(["prompts", "build", *argv])
 
 
 # ------------------------------------------------------------------------------------------ build
@@ -284,20 +285,20 @@ def test_tts_makes_only_missing_prompts_and_reports_those_without_text(
     prompts = tmp_path / "prompts"
     prompts.mkdir()
     (prompts / "welcome.wav").write_bytes(b"studio recording")
-    assert cli.main(["tts", "--config", str(config)]) == 0
+    assert callrouter_main(["prompts", "tts", "--config", str(config)]) == 0
     captured = capsys.readouterr()
     assert (prompts / "welcome.wav").read_bytes() == b"studio recording"  # a recording is never replaced
     assert "welcome: kept" in captured.out
     assert read_wav(prompts / "menu.wav")[0].framerate == 8000  # from the menu's text
     assert "prompt 'bye' (4001112222 menus.main.options.1.play) has no text" in captured.err
-    assert cli.main(["tts", "--config", str(config), "--force", "--only", "welcome"]) == 0
+    assert callrouter_main(["prompts", "tts", "--config", str(config), "--force", "--only", "welcome"]) == 0
     assert read_wav(prompts / "welcome.wav")[0].nchannels == 1
 
 
 def test_tts_refuses_one_prompt_name_with_two_texts(espeak: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     other = PLAN.replace("4001112222", "4003334444").replace("您好。", "欢迎。")
     config = tmp_config(tmp_path, {"a.yaml": PLAN, "b.yaml": other})
-    assert cli.main(["tts", "--config", str(config)]) == 1
+    assert callrouter_main(["prompts", "tts", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert "prompt 'welcome' has two texts: 4001112222 prompts.welcome says '您好。', 4003334444 prompts.welcome says '欢迎。'" in err
     assert not (tmp_path / "prompts" / "welcome.wav").exists() and (tmp_path / "prompts" / "menu.wav").exists()
