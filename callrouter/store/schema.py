@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
     Float,
+    ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -203,3 +205,106 @@ outbox = Table(
 )
 Index("ix_outbox_status_next_attempt_at", outbox.c.status, outbox.c.next_attempt_at)
 Index("ix_outbox_recipient_caller_sent_at", outbox.c.recipient, outbox.c.caller, outbox.c.sent_at)
+
+# Tenants and the console (migration 0004). A tenant is a company; a 400 number belongs to at most one.
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(120), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+tenant_numbers = Table(
+    "tenant_numbers",
+    metadata,
+    Column("number", String(20), primary_key=True),  # the 400 number: at most one tenant
+    Column("tenant_id", BigId, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_tenant_numbers_tenant_id", tenant_numbers.c.tenant_id)
+
+USER_ROLES = ("owner", "admin", "viewer", "provider")
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("tenant_id", BigId, ForeignKey("tenants.id", ondelete="CASCADE")),  # None: the provider's staff
+    Column("username", String(80), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),  # argon2id, PHC string
+    Column("role", String(16), nullable=False),
+    Column("can_listen", Boolean, nullable=False),
+    Column("can_download", Boolean, nullable=False),
+    Column("disabled_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_login_at", DateTime(timezone=True)),
+    CheckConstraint("role IN ('owner', 'admin', 'viewer', 'provider')", name="role"),
+    CheckConstraint(
+        "(role = 'provider' AND tenant_id IS NULL) OR (role <> 'provider' AND tenant_id IS NOT NULL)",
+        name="provider_has_no_tenant",
+    ),
+)
+Index("ix_users_tenant_id", users.c.tenant_id)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 hex of the cookie's token: the table holds no cookie
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE")),  # None: before login (CSRF only)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),  # the idle timeout counts from here
+    Column("expires_at", DateTime(timezone=True), nullable=False),  # absolute: never pushed forward
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("csrf_token", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("user_agent", String(200), nullable=False),
+)
+Index("ix_web_sessions_user_id", web_sessions.c.user_id)
+Index("ix_web_sessions_expires_at", web_sessions.c.expires_at)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("tenant_id", BigId, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(80), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex; the token is shown once
+    Column("scope", String(8), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    CheckConstraint("scope IN ('read', 'write')", name="scope"),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+# Append-only: rows are inserted, never updated or deleted (no code path does). No foreign keys, so a row
+# outlives the user and tenant it names.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("tenant_id", BigId),  # None: the provider's own actions, or a tenant not known (failed login)
+    Column("user_id", BigId),
+    Column("username", String(80), nullable=False),  # as typed for a failed login; 'cli' tools name the OS user
+    Column("address", String(64), nullable=False),
+    Column("action", String(40), nullable=False),  # login, login_failed, logout, user_add, blacklist_add, ...
+    Column("target", String(200), nullable=False),
+    Column("before_json", Text),
+    Column("after_json", Text),
+)
+Index("ix_audit_log_tenant_id_at", audit_log.c.tenant_id, audit_log.c.at)
+Index("ix_audit_log_at", audit_log.c.at)
+
+# Failed logins, counted per username and per address over a window, in the database so that every
+# router behind a load balancer applies the same limit.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("username", String(80), nullable=False),
+    Column("address", String(64), nullable=False),
+)
+Index("ix_login_failures_username_at", login_failures.c.username, login_failures.c.at)
+Index("ix_login_failures_address_at", login_failures.c.address, login_failures.c.at)
