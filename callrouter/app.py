@@ -18,6 +18,7 @@ from callrouter.api.app import AdminServer, build_admin_app
 from callrouter.api.auth import AdminConfigError, admin_token
 from callrouter.api.context import AdminDeps
 from callrouter.config.loader import RoutingConfig
+from callrouter.console.app import build_console_app
 from callrouter.exporter.http import registry_text
 from callrouter.exporter.service import CdrExporter
 from callrouter.crm.client import CrmClient
@@ -165,7 +166,9 @@ async def start_admin(
         clock=utc_now,
         extra_ready=exporter.not_ready_reason if exporter else (lambda: None),
     )
-    server = AdminServer(build_admin_app(deps, settings, token))
+    console = holder.current.service.console  # a change takes effect at the next start
+    mounts = {"/console/": build_console_app(deps, console)} if console.enabled else {}
+    server = AdminServer(build_admin_app(deps, settings, token, mounts))
     try:
         await server.start(settings.host, settings.port, token)
     except OSError as exc:

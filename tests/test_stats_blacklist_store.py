@@ -110,25 +110,25 @@ def test_runtime_blacklist_entries_are_stored_merged_and_expire(db_url: str) -> 
     async def body() -> None:
         engine = open_engine(make_url(db_url))
         bl = BlacklistStore(engine)
-        await bl.add("*", "+86 139-0000-1111", "harassment", "ops", now=now)
-        await bl.add("4008001234", "13900002222", "", "ops", expires_at=now + timedelta(hours=1), now=now)
-        await bl.add("4008001234", "013900002222", "updated", "ops", now=now)  # same caller: updated, not doubled
+        await bl.add("*", "+86 139-0000-1111", "harassment", "ops", now=now, numbers=None)
+        await bl.add("4008001234", "13900002222", "", "ops", expires_at=now + timedelta(hours=1), now=now, numbers=None)
+        await bl.add("4008001234", "013900002222", "updated", "ops", now=now, numbers=None)  # same caller: updated, not doubled
         with pytest.raises(BlacklistInputError, match="scope must be a 400 number"):
-            await bl.add("sales", "139", now=now)
+            await bl.add("sales", "139", now=now, numbers=None)
         with pytest.raises(BlacklistInputError, match="caller must be a phone number"):
-            await bl.add("*", "'; DROP TABLE calls; --", now=now)
+            await bl.add("*", "'; DROP TABLE calls; --", now=now, numbers=None)
         snap = await bl.snapshot(now)
         assert snap.for_number("4008001234").numbers == {"13900001111", "13900002222"}
         assert snap.for_number("4009999999").numbers == {"13900001111"}
-        entries = await bl.entries(now)
+        entries = await bl.entries(now, numbers=None)
         assert [(e.scope, e.caller, e.reason) for e in entries] == [("*", "13900001111", "harassment"), ("4008001234", "13900002222", "updated")]
-        await bl.add("4008001234", "13900003333", "", "ops", expires_at=now + timedelta(minutes=5), now=now)
+        await bl.add("4008001234", "13900003333", "", "ops", expires_at=now + timedelta(minutes=5), now=now, numbers=None)
         assert "13900003333" not in (await bl.snapshot(now + timedelta(minutes=6))).for_number("4008001234").numbers
-        assert await bl.remove("*", "13900001111") and not await bl.remove("*", "13900001111")
+        assert await bl.remove("*", "13900001111", numbers=None) and not await bl.remove("*", "13900001111", numbers=None)
         follower = BlacklistFollower(bl, RouterMetrics(), lambda: now, every=0.05)
         await follower.start()
         assert follower.current.for_number("4009999999").numbers == frozenset()
-        await bl.add("*", "13900004444", now=now)
+        await bl.add("*", "13900004444", now=now, numbers=None)
         await asyncio.sleep(0.3)
         assert "13900004444" in follower.current.for_number("4009999999").numbers
         await follower.close()

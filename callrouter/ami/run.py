@@ -142,7 +142,7 @@ async def fetch_cdr(config: RoutingConfig, uniqueid: str) -> tuple[StoredCall | 
     try:
         deadline = loop.time() + CDR_WAIT
         while True:
-            found = await find_call(engine, uniqueid)  # the newest, if another Asterisk used the uniqueid too
+            found = await find_call(engine, uniqueid, numbers=None)  # the newest, if another Asterisk used the uniqueid too
             if found is not None:
                 return found.call, found.attempts, ""
             if loop.time() > deadline:

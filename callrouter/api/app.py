@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
 from callrouter.api import blacklist, calls, health, recordings, reports
-from callrouter.api.auth import auth_middleware, browser_guard, check_bind
+from callrouter.api.auth import auth_middleware, browser_guard, check_bind, exempt_apps
 from callrouter.api.context import CURSOR_KEY, DEPS, PENDING, SETTINGS, AdminDeps
 from callrouter.api.errors import ApiError, Handler, error_response, errors_middleware
 from callrouter.api.openapi import document
 from callrouter.api.params import check_query, cursor_key
 from callrouter.config.service import Admin
+from callrouter.store.api_tokens import scope_of_token
+from callrouter.store.tenants import Scope
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
@@ -69,8 +71,18 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     return await handler(request)
 
 
-def build_admin_app(deps: AdminDeps, settings: Admin, token: str | None) -> web.Application:
-    middlewares = [errors_middleware, browser_guard(token, settings.host), auth_middleware(token), body_limit_middleware, limits_middleware]
+def build_admin_app(
+    deps: AdminDeps, settings: Admin, token: str | None, mounts: Mapping[str, web.Application] | None = None
+) -> web.Application:
+    """The API; `mounts` are sub-applications (prefix -> app) that authenticate their own users (the console)."""
+    mounted = dict(mounts or {})
+    exempt = exempt_apps(list(mounted.values()))
+
+    async def tenant_token(secret: str) -> Scope | None:
+        return await scope_of_token(deps.engine, secret, now=deps.clock())
+
+    middlewares = [errors_middleware, browser_guard(token, settings.host, exempt), auth_middleware(token, tenant_token, exempt),
+                   body_limit_middleware, limits_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[DEPS] = deps
     app[SETTINGS] = settings
@@ -84,6 +96,8 @@ def build_admin_app(deps: AdminDeps, settings: Admin, token: str | None) -> web.
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.router.add_get("/openapi.json", openapi)
+    for prefix, sub in mounted.items():
+        app.add_subapp(prefix, sub)
     return app
 
 

@@ -6,7 +6,11 @@ later is protected unless someone decides otherwise here.
 Without a token, "loopback only" is not enough: a page the operator's browser visits can reach loopback
 too, by DNS rebinding (its own name pointed at 127.0.0.1: the Host header gives it away) or by a plain
 cross-site form POST (the Origin header gives it away). So a token-less API serves only requests
-addressed to a loopback name and not sent from a foreign page (browser_guard)."""
+addressed to a loopback name and not sent from a foreign page (browser_guard).
+
+Besides the admin token (the provider's: every number), a tenant's API token (`callrouter tokens add`)
+gives a scope of that tenant's numbers: `read` for GET, `write` also for the blacklist routes. Routes of a
+mounted application that authenticates its own users (the console) are left to it (`exempt`)."""
 
 from __future__ import annotations
 
@@ -14,12 +18,17 @@ import hmac
 import ipaddress
 import logging
 import re
-from typing import Mapping
+from typing import Awaitable, Callable, Collection, Mapping
 
 from aiohttp import hdrs, web
 
+from callrouter.api.context import SCOPE
 from callrouter.api.errors import Handler, error_response
 from callrouter.config.service import Admin
+from callrouter.store.api_tokens import admin_token_scope
+from callrouter.store.tenants import BLACKLIST, PROVIDER, READ, Scope
+
+TokenScopes = Callable[[str], Awaitable[Scope | None]]  # a tenant token's scope, or None
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "CALLROUTER_ADMIN_TOKEN"
@@ -74,10 +83,24 @@ def _origin_authority(origin: str) -> tuple[str, int] | None:
     return _authority(rest, ports[scheme])
 
 
-def browser_guard(token: str | None, listen_host: str) -> web.middleware:  # type: ignore[valid-type]
+def exempt_apps(apps: Collection[web.Application]) -> Callable[[web.Request], bool]:
+    """Whether the request was routed into one of `apps` (by the route matched, so no path spelling can
+    reach an /api handler this way; a 404 inside a mount is the mount's)."""
+
+    def exempt(request: web.Request) -> bool:
+        return any(app in apps for app in request.match_info.apps)
+
+    return exempt
+
+
+def _never(_: web.Request) -> bool:
+    return False
+
+
+def browser_guard(token: str | None, listen_host: str, exempt: Callable[[web.Request], bool] = _never) -> web.middleware:  # type: ignore[valid-type]
     """Without a token: 403 for a non-loopback Host (DNS rebinding) and for an Origin other than the
     address itself (a page elsewhere posting a form or a fetch). With a token the token protects, and a
-    reverse proxy may use any name."""
+    reverse proxy may use any name. The console checks Origin and CSRF tokens itself (`exempt`)."""
     own = listen_host.strip("[]").lower()
 
     def allowed_host(host: str) -> bool:
@@ -85,7 +108,7 @@ def browser_guard(token: str | None, listen_host: str) -> web.middleware:  # typ
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is not None:
+        if token is not None or exempt(request):
             return await handler(request)
         raw_host = request.headers.get(hdrs.HOST)
         target = _authority(raw_host, 80) if raw_host is not None else None
@@ -108,22 +131,57 @@ def browser_guard(token: str | None, listen_host: str) -> web.middleware:  # typ
     return middleware
 
 
-def auth_middleware(token: str | None) -> web.middleware:  # type: ignore[valid-type]
+def auth_middleware(token: str | None, tenant_tokens: TokenScopes, exempt: Callable[[web.Request], bool] = _never) -> web.middleware:  # type: ignore[valid-type]
+    """The request's scope from its bearer token: the admin token (or none configured, on loopback) is the
+    provider's; a tenant token its tenant's. A scope's permissions decide the methods it may use."""
     expected = token.encode() if token else None
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is not None and not _public(request):
-            header = request.headers.get("Authorization", "")
-            scheme, _, given = header.strip().partition(" ")
-            # the scheme is case-insensitive (RFC 9110); the token is compared in constant time
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
-                challenge = {"WWW-Authenticate": 'Bearer realm="callrouter"'}
-                reason = "missing bearer token" if not header else "wrong bearer token"
-                return error_response(401, f"{reason}: send Authorization: Bearer <admin token>", challenge)
+        if exempt(request) or _public(request):
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.strip().partition(" ")
+        given = given.strip()
+        scope: Scope | None = None
+        # the scheme is case-insensitive (RFC 9110); the admin token is compared in constant time
+        if scheme.lower() == "bearer" and given:
+            if expected is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected):
+                scope = admin_token_scope()
+            else:
+                scope = await tenant_tokens(given)
+        if scope is None and expected is None:
+            scope = admin_token_scope()  # no admin token configured: loopback only, as the provider
+        if scope is None:
+            challenge = {"WWW-Authenticate": 'Bearer realm="callrouter"'}
+            reason = "missing bearer token" if not header else "wrong bearer token"
+            return error_response(401, f"{reason}: send Authorization: Bearer <admin token or tenant API token>", challenge)
+        needed = required_permission(request)
+        if not scope.can(needed):
+            log.warning("admin API: refused %s %s to %s: needs %s", request.method, request.path[:200], scope.username, needed)
+            return error_response(403, _refusal(needed))
+        request[SCOPE] = scope
         return await handler(request)
 
     return middleware
+
+
+def required_permission(request: web.Request) -> str:
+    """GET reads; the blacklist routes change entries; anything else that changes state is the provider's."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return READ
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical.startswith("/api/blacklist"):
+        return BLACKLIST
+    return PROVIDER
+
+
+def _refusal(needed: str) -> str:
+    if needed == BLACKLIST:
+        return "this token may only read: blacklist changes need a token with write scope"
+    if needed == PROVIDER:
+        return "only the provider's admin token may do this"
+    return "this token may not read"
 
 
 def _public(request: web.Request) -> bool:

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from callrouter import safejson
 from callrouter.api import params
-from callrouter.api.context import deps_of
+from callrouter.api.context import audit, deps_of, scope_of
 from callrouter.api.errors import ApiError
-from callrouter.store.blacklist import BlacklistEntry, BlacklistInputError
+from callrouter.store.blacklist import BlacklistEntry, BlacklistInputError, OutOfScope
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,13 @@ def validation_message(exc: ValidationError) -> str:
 
 async def list_entries(request: web.Request) -> web.Response:
     deps, _ = deps_of(request)
+    allowed = scope_of(request)
     scope = request.query.get("scope")
     if scope is not None and scope != "*":
         params.number(scope, "scope")
-    entries = await deps.blacklist.entries(deps.clock(), scope)
+    if scope is not None and not (allowed.allows(scope) and (scope != "*" or allowed.numbers is None)):
+        raise ApiError(404, f"no number {scope}")
+    entries = await deps.blacklist.entries(deps.clock(), scope, numbers=allowed.numbers)
     return web.json_response({"entries": [entry_json(e) for e in entries]})
 
 
@@ -89,11 +92,19 @@ async def add_entry(request: web.Request) -> web.Response:
         expires = params.when(new.expires_at, "expires_at", ZoneInfo(deps.holder.current.service.timezone))
         if expires <= now:
             raise ApiError(422, "expires_at: must be in the future")
-    who = f"api:{request.remote or '?'}"[:80]
+    allowed = scope_of(request)
+    if allowed.numbers is not None and new.scope == "*":
+        raise ApiError(422, "scope: one of your 400 numbers (" + ", ".join(sorted(allowed.numbers)) + ")")
+    who = (f"api:{request.remote or '?'}" if allowed.is_provider else f"{allowed.username}@{request.remote or '?'}")[:80]
     try:
-        entry = await deps.blacklist.add(new.scope, new.caller, new.reason, who, expires, now=now)
+        before = await deps.blacklist.find(new.scope, new.caller, numbers=allowed.numbers)
+        entry = await deps.blacklist.add(new.scope, new.caller, new.reason, who, expires, now=now, numbers=allowed.numbers)
     except BlacklistInputError as exc:
         raise ApiError(422, str(exc)) from None
+    except OutOfScope:
+        raise ApiError(404, f"no number {new.scope}") from None
+    await audit(request, "blacklist_add", f"{entry.scope}/{entry.caller}",
+                before=entry_json(before) if before else None, after=entry_json(entry))
     log.info("blacklist: %s added %s for %s (%r)", who, entry.caller[-4:].rjust(len(entry.caller), "*"), entry.scope, entry.reason[:60])
     await deps.refresh_blacklist()
     return web.json_response(entry_json(entry), status=201)
@@ -104,12 +115,17 @@ async def remove_entry(request: web.Request) -> web.Response:
     scope, caller = request.match_info["scope"], request.match_info["caller"]
     if len(scope) > 20 or len(caller) > 40:
         raise ApiError(400, "scope: at most 20 characters; caller: at most 40")
+    allowed = scope_of(request)
     try:
-        removed = await deps.blacklist.remove(scope, caller)
+        before = await deps.blacklist.find(scope, caller, numbers=allowed.numbers)
+        removed = before is not None and await deps.blacklist.remove(scope, caller, numbers=allowed.numbers)
     except BlacklistInputError as exc:
         raise ApiError(400, str(exc)) from None
-    if not removed:
+    except OutOfScope:
+        removed = False
+    if not removed or before is None:
         raise ApiError(404, "no such blacklist entry")
+    await audit(request, "blacklist_remove", f"{before.scope}/{before.caller}", before=entry_json(before))
     log.info("blacklist: api:%s removed an entry for %s", request.remote, scope)  # scope is checked: '*' or digits
     await deps.refresh_blacklist()
     return web.Response(status=204)

@@ -15,9 +15,10 @@ from multidict import MultiMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.api import params
-from callrouter.api.context import CURSOR_KEY, deps_of
+from callrouter.api.context import CURSOR_KEY, audit, deps_of, scope_of
 from callrouter.api.errors import ApiError
 from callrouter.store.calls import CALL_FIELDS, CallFilter, StoredCall, count_calls, find_call, search_calls
+from callrouter.store.tenants import Scope
 
 log = logging.getLogger(__name__)
 EXPORT_PAGE = 1000  # rows per query of a CSV export
@@ -39,6 +40,15 @@ def parse_filter(query: MultiMapping[str], tz: ZoneInfo) -> CallFilter:
     )
 
 
+def scoped_filter(request: web.Request, tz: ZoneInfo) -> tuple[CallFilter, Scope]:
+    """The query's filter and the request's scope; a number outside the scope is 404, like one never seen."""
+    scope = scope_of(request)
+    f = parse_filter(request.query, tz)
+    if f.number is not None and not scope.allows(f.number):
+        raise ApiError(404, f"no number {f.number}")
+    return f, scope
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
@@ -54,15 +64,21 @@ def call_json(call: StoredCall) -> dict[str, Any]:
 async def search(request: web.Request) -> web.Response:
     deps, settings = deps_of(request)
     query = request.query
-    f = parse_filter(query, ZoneInfo(deps.holder.current.service.timezone))
+    f, scope = scoped_filter(request, ZoneInfo(deps.holder.current.service.timezone))
     limit = params.integer(query["limit"], "limit", 1, settings.max_page_size) if "limit" in query else settings.page_size
     key = request.app[CURSOR_KEY]
     after = params.decode_cursor(query["cursor"], key) if "cursor" in query else None
-    rows = await search_calls(deps.engine, f, limit + 1, after)
+    rows = await search_calls(deps.engine, f, limit + 1, after, numbers=scope.numbers)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = params.encode_cursor(rows[-1].started_at, rows[-1].id, key) if more else None
     return web.json_response({"calls": [call_json(r) for r in rows], "next_cursor": next_cursor})
+
+
+def filter_json(f: CallFilter) -> dict[str, Any]:
+    """A filter as the audit log records it."""
+    return {"number": f.number, "caller": f.caller, "from": _json_value(f.since), "to": _json_value(f.until),
+            "disposition": list(f.dispositions)}
 
 
 def csv_cell(value: Any) -> str:
@@ -73,17 +89,18 @@ def csv_cell(value: Any) -> str:
 
 async def export_csv(request: web.Request) -> web.StreamResponse:
     deps, settings = deps_of(request)
-    f = parse_filter(request.query, ZoneInfo(deps.holder.current.service.timezone))
-    count = await count_calls(deps.engine, f)
+    f, scope = scoped_filter(request, ZoneInfo(deps.holder.current.service.timezone))
+    count = await count_calls(deps.engine, f, numbers=scope.numbers)
     if count > settings.export_max_rows:
         raise ApiError(413, f"{count} calls match; one export holds at most {settings.export_max_rows}: narrow the time range", matching=count)
+    await audit(request, "calls_export", "calls.csv", after={"filter": filter_json(f), "rows": count})
     response = web.StreamResponse(
         headers={"Content-Type": "text/csv; charset=utf-8", "Content-Disposition": 'attachment; filename="calls.csv"'}
     )
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:
-        await _stream_rows(response, deps.engine, f)
+        await _stream_rows(response, deps.engine, f, scope.numbers)
     except _ClientGone:  # nothing to answer and no failure of ours; aiohttp closes the connection
         log.info("admin API: CSV export abandoned by the client %s", request.remote)
         return response
@@ -95,13 +112,13 @@ class _ClientGone(Exception):
     """The client closed the connection during an export (told apart from a database connection reset)."""
 
 
-async def _stream_rows(response: web.StreamResponse, engine: AsyncEngine, f: CallFilter) -> None:
+async def _stream_rows(response: web.StreamResponse, engine: AsyncEngine, f: CallFilter, numbers: frozenset[str] | None) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(LIST_COLUMNS)
     after: tuple[datetime, int] | None = None
     while True:  # keyset pages: memory stays flat whatever the export's size
-        rows = await search_calls(engine, f, EXPORT_PAGE, after)
+        rows = await search_calls(engine, f, EXPORT_PAGE, after, numbers=numbers)
         for row in rows:
             writer.writerow([csv_cell(getattr(row, name)) for name in LIST_COLUMNS])
         try:
@@ -124,7 +141,7 @@ async def load_call(request: web.Request) -> dict[str, Any]:
     source = request.query.get("source")
     if source is not None and len(source) > 80:
         raise ApiError(400, "source: at most 80 characters")
-    found = await find_call(deps.engine, uniqueid, source)
+    found = await find_call(deps.engine, uniqueid, source, numbers=scope_of(request).numbers)
     if found is None:
         raise ApiError(404, f"no call with uniqueid {uniqueid[:64]!r}" + (f" from source {source[:80]!r}" if source is not None else ""))
     out = call_json(found.call)

@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.service import Admin
 from callrouter.config.holder import ConfigHolder
+from callrouter.store.audit import AuditEvent, record
 from callrouter.store.blacklist import BlacklistStore
+from callrouter.store.tenants import Scope
 
 
 def _always_ready() -> str | None:
@@ -33,7 +35,21 @@ DEPS = web.AppKey("deps", AdminDeps)
 SETTINGS = web.AppKey("settings", Admin)
 PENDING = web.AppKey("pending", set)  # probes abandoned past their budget, referenced until they end
 CURSOR_KEY = web.AppKey("cursor_key", bytes)  # signs page cursors (params.cursor_key)
+SCOPE = web.RequestKey("scope", Scope)  # set by auth_middleware from the token: what this request may see
 
 
 def deps_of(request: web.Request) -> tuple[AdminDeps, Admin]:
     return request.app[DEPS], request.app[SETTINGS]
+
+
+def scope_of(request: web.Request) -> Scope:
+    """The scope auth_middleware found for the request's token (every /api route has one)."""
+    return request[SCOPE]
+
+
+async def audit(request: web.Request, action: str, target: str, *, before: dict[str, object] | None = None,
+                after: dict[str, object] | None = None) -> None:
+    """Append to the audit log as the request's token, from its address."""
+    deps = request.app[DEPS]
+    event = AuditEvent.by(scope_of(request), request.remote or "", action, target, before, after)
+    await record(deps.engine, event, now=deps.clock())

@@ -9,8 +9,10 @@ from pathlib import Path, PurePosixPath
 from aiohttp import web
 
 from callrouter.api.calls import load_call
-from callrouter.api.context import deps_of
+from callrouter.api.context import audit, deps_of, scope_of
 from callrouter.api.errors import ApiError
+from callrouter.store.calls import call_with_recording
+from callrouter.store.tenants import DOWNLOAD
 
 _TYPES = {".wav": "audio/wav", ".wav49": "audio/wav", ".gsm": "audio/x-gsm", ".mp3": "audio/mpeg", ".sln16": "audio/L16;rate=16000"}
 
@@ -49,13 +51,30 @@ def _safe_name(name: str) -> str:
     return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_" for ch in name)[:100]
 
 
+def _may_download(request: web.Request) -> None:
+    if not scope_of(request).can(DOWNLOAD):
+        raise ApiError(403, "this user or token may not download recordings")
+
+
 async def by_path(request: web.Request) -> web.StreamResponse:
+    """The provider reads any file in the folder; a tenant only the recording of one of its calls."""
     deps, _ = deps_of(request)
-    return file_response(confined(deps.holder.current.service.recordings_dir, request.match_info["path"]))
+    _may_download(request)
+    root = deps.holder.current.service.recordings_dir
+    relative = request.match_info["path"]
+    path = confined(root, relative)
+    scope = scope_of(request)
+    if scope.numbers is not None:
+        names = {relative, f"{root.rstrip('/')}/{relative}", f"{os.path.realpath(root)}/{relative}", str(path)}
+        if await call_with_recording(deps.engine, sorted(names), numbers=scope.numbers) is None:
+            raise ApiError(404, "no such recording")
+    await audit(request, "recording_download", relative)
+    return file_response(path)
 
 
 async def by_call(request: web.Request) -> web.StreamResponse:
     deps, _ = deps_of(request)
+    _may_download(request)
     call = await load_call(request)
     stored = call["recording_file"]
     if not stored:
@@ -66,7 +85,9 @@ async def by_call(request: web.Request) -> web.StreamResponse:
     relative = stored_relative(stored, root)
     if relative is None:
         raise ApiError(404, "the recording is not in the configured recordings folder")
-    return file_response(confined(root, relative))
+    path = confined(root, relative)
+    await audit(request, "recording_download", f"{call['uniqueid']}", after={"source": call["source"], "file": relative})
+    return file_response(path)
 
 
 def stored_relative(stored: str, root: str) -> str | None:

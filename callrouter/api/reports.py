@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from callrouter.api import params
-from callrouter.api.context import deps_of
+from callrouter.api.context import deps_of, scope_of
 from callrouter.api.errors import ApiError
 from callrouter.config.plan import NumberPlan
 from callrouter.routing.hours import check_hours
@@ -21,6 +21,8 @@ MAX_DAYS = 366
 async def stats(request: web.Request) -> web.Response:
     deps, _ = deps_of(request)
     number = params.number(request.match_info["number"])
+    if not scope_of(request).allows(number):
+        raise ApiError(404, f"no number {number}")
     config = deps.holder.current
     plan = config.plans.get(number)
     tz = (plan.timezone if plan else None) or config.service.timezone
@@ -63,8 +65,11 @@ async def plans(request: web.Request) -> web.Response:
     deps, _ = deps_of(request)
     config = deps.holder.current
     now = deps.clock()
+    scope = scope_of(request)
     out = []
     for number, plan in sorted(config.plans.items()):
+        if not scope.allows(number):
+            continue
         hours = check_hours(plan.schedule, plan.timezone or config.service.timezone, now)
         out.append(plan_summary(plan, config.sources[number], hours.open))
     return web.json_response({"plans": out})

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     async def body(engine: AsyncEngine, _: RoutingConfig) -> int:
         store = BlacklistStore(engine)
         if args.action == "list":
-            for e in await store.entries(now, args.scope):
+            for e in await store.entries(now, args.scope, numbers=None):
                 until = e.expires_at.isoformat(timespec="seconds") if e.expires_at else "-"
                 print(f"{e.scope}\t{e.caller}\t{e.created_at.isoformat(timespec='seconds')}\t{until}\t{e.created_by}\t{e.reason}")
             return EXIT_OK
@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
                 raise BlacklistInputError(f"--expires {args.expires[:40]!r} is not an ISO time (e.g. 2026-12-31T18:00+08:00)") from None
             if expires is not None and expires.tzinfo is None:
                 expires = expires.astimezone()  # a time without zone is the operator's local time
-            entry = await store.add(scope, args.caller, args.reason, args.by, expires, now=now)
+            entry = await store.add(scope, args.caller, args.reason, args.by, expires, now=now, numbers=None)
             print(f"blocked {entry.caller} on {'every number' if entry.scope == GLOBAL_SCOPE else entry.scope}")
             return EXIT_OK
-        if await store.remove(scope, args.caller):
+        if await store.remove(scope, args.caller, numbers=None):
             print(f"unblocked {normalize_number(args.caller)} on {'every number' if scope == GLOBAL_SCOPE else scope}")
             return EXIT_OK
         print(f"{normalize_number(args.caller)} was not blocked on {scope}", file=sys.stderr)

@@ -18,8 +18,11 @@ from callrouter.cli import (
     serve,
     simulate,
     stats,
+    tenants,
     testcall,
+    tokens,
     usage,
+    users,
 )
 from callrouter.cli.common import add_command, run_command
 
@@ -51,6 +54,9 @@ COMMANDS: Mapping[str, Command] = MappingProxyType({
     "exporter": exporter,
     "test-call": testcall,
     "usage": usage,
+    "tenants": tenants,
+    "users": users,
+    "tokens": tokens,
 })
 
 

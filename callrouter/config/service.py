@@ -132,6 +132,22 @@ class Admin(Frozen):
     export_max_rows: int = Field(default=1_000_000, ge=1, le=50_000_000)  # rows one CSV export may hold
 
 
+class Console(Frozen):
+    """The web console (管理后台) at /console/ on the admin API's port: sessions, login limits, proxies."""
+
+    enabled: bool = True
+    idle_timeout: float = Field(default=1800.0, ge=60, le=86_400)  # seconds without a request before a session ends
+    session_lifetime: float = Field(default=12 * 3600.0, ge=300, le=30 * 86_400)  # absolute, from login
+    login_window: float = Field(default=900.0, ge=60, le=86_400)  # failed logins are counted over this many seconds
+    login_failures_per_user: int = Field(default=5, ge=1, le=1000)  # within the window, then 429 for that username
+    login_failures_per_address: int = Field(default=20, ge=1, le=100_000)  # within the window, then 429 for that address
+    # Reverse proxies whose X-Forwarded-Proto / X-Forwarded-For are believed (TLS ends there).
+    trusted_proxies: tuple[AllowedNetwork, ...] = ()
+    # The console's public origin (e.g. https://400.example.com) when the proxy does not pass the Host on;
+    # unsafe requests must come from it. None: the request's own scheme and Host.
+    origin: str | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$")
+
+
 class Exporter(Frozen):
     """Metrics derived from the CDRs in the database, for every router's calls."""
 
@@ -213,6 +229,7 @@ class ServiceConfig(Frozen):
     store: Store = Store()
     cdr: Cdr = Cdr()
     admin: Admin = Admin()
+    console: Console = Console()
     exporter: Exporter = Exporter()
     notify: Notify = Notify()
     crm: Crm = Crm()

@@ -34,6 +34,16 @@ class BlacklistInputError(ValueError):
     """An entry that cannot be stored as given; the message says why."""
 
 
+class OutOfScope(LookupError):
+    """The entry's 400 number is not one the caller may see: answered as if it did not exist."""
+
+
+def _check_scope(scope: str, numbers: frozenset[str] | None) -> None:
+    """A tenant (numbers not None) works on its own numbers' entries only, never the global '*' ones."""
+    if numbers is not None and scope not in numbers:
+        raise OutOfScope(scope)
+
+
 @dataclass(frozen=True)
 class BlacklistEntry:
     id: int
@@ -74,10 +84,13 @@ class BlacklistStore:
         self._upsert = upsert_set(blacklist_entries, engine.dialect.name, ["scope", "caller"], ["reason", "created_by", "created_at", "expires_at"])
 
     async def add(
-        self, scope: str, caller: str, reason: str = "", created_by: str = "", expires_at: datetime | None = None, *, now: datetime
+        self, scope: str, caller: str, reason: str = "", created_by: str = "", expires_at: datetime | None = None, *,
+        now: datetime, numbers: frozenset[str] | None,
     ) -> BlacklistEntry:
-        """Add (or update) an entry; returns it as stored."""
+        """Add (or update) an entry; returns it as stored. `numbers`: the caller's (None: any scope, '*' too);
+        OutOfScope for a scope outside them."""
         scope, normalised = check_entry(scope, caller, reason, created_by)
+        _check_scope(scope, numbers)
         if expires_at is not None and expires_at.tzinfo is None:
             raise BlacklistInputError("expires_at needs a time zone")
         row = {
@@ -97,19 +110,34 @@ class BlacklistStore:
             ).one()
         return _entry(stored._mapping)
 
-    async def remove(self, scope: str, caller: str) -> bool:
+    async def remove(self, scope: str, caller: str, *, numbers: frozenset[str] | None) -> bool:
+        """False when there was no such entry; OutOfScope when `scope` is not among `numbers`."""
         scope, normalised = check_entry(scope, caller, "", "")
+        _check_scope(scope, numbers)
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 delete(blacklist_entries).where(blacklist_entries.c.scope == scope, blacklist_entries.c.caller == normalised)
             )
         return bool(result.rowcount)
 
-    async def entries(self, now: datetime, scope: str | None = None) -> list[BlacklistEntry]:
-        """Live entries (not expired), oldest first."""
+    async def find(self, scope: str, caller: str, *, numbers: frozenset[str] | None) -> BlacklistEntry | None:
+        """The entry as stored (expired or not), for the audit's "before"; None outside `numbers`."""
+        scope, normalised = check_entry(scope, caller, "", "")
+        if numbers is not None and scope not in numbers:
+            return None
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(blacklist_entries).where(blacklist_entries.c.scope == scope, blacklist_entries.c.caller == normalised)
+            )).first()
+        return None if row is None else _entry(row._mapping)
+
+    async def entries(self, now: datetime, scope: str | None = None, *, numbers: frozenset[str] | None) -> list[BlacklistEntry]:
+        """Live entries (not expired), oldest first; only those of `numbers` (None: all, '*' included)."""
         query = select(blacklist_entries).where(
             or_(blacklist_entries.c.expires_at.is_(None), blacklist_entries.c.expires_at > now.astimezone(timezone.utc))
         )
+        if numbers is not None:
+            query = query.where(blacklist_entries.c.scope.in_(sorted(numbers)))
         if scope is not None:
             query = query.where(blacklist_entries.c.scope == scope)
         async with self.engine.connect() as conn:
@@ -118,7 +146,7 @@ class BlacklistStore:
 
     async def snapshot(self, now: datetime) -> RuntimeBlacklist:
         by_scope: dict[str, set[str]] = {}
-        for entry in await self.entries(now):
+        for entry in await self.entries(now, numbers=None):
             by_scope.setdefault(entry.scope, set()).add(entry.caller)
         return RuntimeBlacklist(MappingProxyType({k: frozenset(v) for k, v in by_scope.items()}))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.engine import RowMapping
@@ -92,8 +92,11 @@ def _call(row: RowMapping) -> StoredCall:
     return StoredCall(**{name: _utc(row[name]) for name in CALL_FIELDS})
 
 
-def _where(f: CallFilter) -> list[ColumnElement[bool]]:
+def _where(f: CallFilter, numbers: frozenset[str] | None) -> list[ColumnElement[bool]]:
+    """The filter's clauses, within the scope's numbers (None: every number; an empty set matches nothing)."""
     clauses: list[ColumnElement[bool]] = []
+    if numbers is not None:
+        clauses.append(calls.c.number.in_(sorted(numbers)))
     if f.number:
         clauses.append(calls.c.number == f.number)
     if f.caller:
@@ -107,9 +110,11 @@ def _where(f: CallFilter) -> list[ColumnElement[bool]]:
     return clauses
 
 
-async def search_calls(engine: AsyncEngine, f: CallFilter, limit: int, after: tuple[datetime, int] | None = None) -> list[StoredCall]:
-    """Up to `limit` matching calls, newest first, strictly after the keyset position (started_at, id)."""
-    q = select(*_LISTED).where(*_where(f))
+async def search_calls(
+    engine: AsyncEngine, f: CallFilter, limit: int, after: tuple[datetime, int] | None = None, *, numbers: frozenset[str] | None
+) -> list[StoredCall]:
+    """Up to `limit` matching calls to `numbers` (None: any), newest first, strictly after the keyset position (started_at, id)."""
+    q = select(*_LISTED).where(*_where(f, numbers))
     if after is not None:
         at, row_id = after
         q = q.where(or_(calls.c.started_at < at, and_(calls.c.started_at == at, calls.c.id < row_id)))
@@ -118,16 +123,20 @@ async def search_calls(engine: AsyncEngine, f: CallFilter, limit: int, after: tu
         return [_call(row) for row in (await conn.execute(q)).mappings()]
 
 
-async def count_calls(engine: AsyncEngine, f: CallFilter) -> int:
+async def count_calls(engine: AsyncEngine, f: CallFilter, *, numbers: frozenset[str] | None) -> int:
     async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(calls).where(*_where(f)))).scalar_one())
+        return int((await conn.execute(select(func.count()).select_from(calls).where(*_where(f, numbers)))).scalar_one())
 
 
-async def find_call(engine: AsyncEngine, uniqueid: str, source: str | None = None) -> CallDetail | None:
-    """A call and its attempts, by uniqueid and, when given, the Asterisk it came from. Without a source,
-    a uniqueid two Asterisks share is ambiguous: the newest call is taken (the one just made, for a lookup
-    right after a call)."""
+async def find_call(
+    engine: AsyncEngine, uniqueid: str, source: str | None = None, *, numbers: frozenset[str] | None
+) -> CallDetail | None:
+    """A call and its attempts, by uniqueid and, when given, the Asterisk it came from; only a call to one
+    of `numbers` (None: any). Without a source, a uniqueid two Asterisks share is ambiguous: the newest
+    call is taken (the one just made, for a lookup right after a call)."""
     q = select(*_LISTED, calls.c.trace).where(calls.c.uniqueid == uniqueid)
+    if numbers is not None:
+        q = q.where(calls.c.number.in_(sorted(numbers)))
     if source is not None:
         q = q.where(calls.c.source == source)
     async with engine.connect() as conn:
@@ -140,3 +149,14 @@ async def find_call(engine: AsyncEngine, uniqueid: str, source: str | None = Non
             .order_by(call_attempts.c.seq)
         )
         return CallDetail(_call(row), row["trace"], tuple(StoredAttempt(**a) for a in attempts.mappings()))
+
+
+async def call_with_recording(engine: AsyncEngine, names: Sequence[str], *, numbers: frozenset[str] | None) -> StoredCall | None:
+    """A call of `numbers` (None: any) whose recording_file is one of `names` (the spellings of one file):
+    a recording fetched by path belongs to a tenant only through its call."""
+    q = select(*_LISTED).where(calls.c.recording_file.in_(list(names)))
+    if numbers is not None:
+        q = q.where(calls.c.number.in_(sorted(numbers)))
+    async with engine.connect() as conn:
+        row = (await conn.execute(q.order_by(calls.c.started_at.desc()).limit(1))).mappings().first()
+    return None if row is None else _call(row)

@@ -1,0 +1,80 @@
+"""What `callrouter tenants`, `users` and `tokens` share: the CLI's audit identity, passwords, tenant look-up."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Mapping, TextIO
+
+from callrouter.cli.common import EXIT_BAD_INPUT, CommandExit
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from callrouter.store.tenants import Tenant
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def operator() -> str:
+    """Who ran the command, for the audit log: the OS user."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = str(os.getuid()) if hasattr(os, "getuid") else "?"
+    return f"cli:{name}"[:80]
+
+
+async def audit(engine: AsyncEngine, action: str, target: str, tenant_id: int | None,
+                before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None) -> None:
+    from callrouter.store.audit import AuditEvent, record
+
+    await record(engine, AuditEvent(action, target, tenant_id, None, operator(), "cli", before, after), now=now())
+
+
+def fail(message: str, err: TextIO | None = None) -> CommandExit:
+    print(f"callrouter: {message}", file=err or sys.stderr)
+    return CommandExit(EXIT_BAD_INPUT)
+
+
+async def tenant_named(engine: AsyncEngine, name: str) -> Tenant:
+    from callrouter.store.tenants import find_tenant
+
+    tenant = await find_tenant(engine, name)
+    if tenant is None:
+        raise fail(f"no tenant named {name!r} (callrouter tenants list)")
+    return tenant
+
+
+def add_password_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of standard input (never give it as an argument)")
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """From stdin (--password-stdin) or typed twice at a prompt; refused when too weak."""
+    from callrouter.console.passwords import password_problem
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise fail("no terminal to ask for the password: use --password-stdin")
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise fail("the two passwords differ")
+    problem = password_problem(password)
+    if problem:
+        raise fail(problem)
+    return password
+
+
+def user_json(user: Any) -> dict[str, Any]:
+    """What the audit log records of a user (never a password hash)."""
+    return {"username": user.username, "role": user.role, "tenant": user.tenant_name, "can_listen": user.can_listen,
+            "can_download": user.can_download, "disabled": user.disabled_at is not None}

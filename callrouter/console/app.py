@@ -1,0 +1,55 @@
+"""The console application, mounted by the admin API at /console/ (callrouter/app.py does the mount).
+
+`build_console_app` registers the routes, the security middlewares (console/security.py), the templates
+(aiohttp-jinja2, autoescaped) and the static files. Page builders add a route here with a name (the
+name marks the current menu item, console/context.NAV) and a handler that uses console/context.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from callrouter.api.context import AdminDeps
+from callrouter.config.service import Console
+from callrouter.console import auth, pages
+from callrouter.console.context import CONSOLE, ConsoleDeps
+from callrouter.console.passwords import Passwords
+from callrouter.console.security import MIDDLEWARES
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+TEMPLATES = HERE / "templates"
+
+
+async def _to_slash(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPPermanentRedirect(request.path + "/")
+
+
+def build_console_app(deps: AdminDeps, settings: Console, passwords: Passwords | None = None) -> web.Application:
+    app = web.Application(middlewares=list(MIDDLEWARES))
+    console = ConsoleDeps(deps, settings, passwords or Passwords())
+    app[CONSOLE] = console
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,  # every value is escaped; nothing in the templates is marked safe
+        undefined=jinja2.StrictUndefined,  # a misspelt variable is an error in the tests, not an empty cell
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    app.router.add_get("", _to_slash, name="bare")  # /console -> /console/
+    app.router.add_get("/", pages.overview, name="overview")
+    app.router.add_get("/login", auth.login_form, name="login")
+    app.router.add_post("/login", auth.login_submit, name="login_submit")
+    app.router.add_post("/logout", auth.logout, name="logout")
+    app.router.add_static("/static/", STATIC, name="static", follow_symlinks=False)
+
+    async def prepare(_: web.Application) -> None:
+        await console.passwords.prepare()  # the dummy hash for unknown users, before the first login
+
+    app.on_startup.append(prepare)
+    return app

@@ -1,0 +1,102 @@
+"""The audit log: who did what, when, from where, with the value before and after. Append-only.
+
+This module inserts rows and reads them; it has no update or delete, and nothing else writes the table.
+A tenant reads only its own rows; the provider reads all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callrouter.store.schema import audit_log
+from callrouter.store.tenants import Scope, utc
+
+# The actions written today (page builders add theirs here, so the audit page can name them).
+ACTIONS = (
+    "login", "login_failed", "logout",
+    "tenant_add", "tenant_number_add", "tenant_number_remove",
+    "user_add", "user_password", "user_disable", "user_enable", "user_role", "user_revoke_sessions",
+    "token_add", "token_revoke",
+    "blacklist_add", "blacklist_remove",
+    "calls_export", "recording_download", "recording_listen",
+)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One thing to record. `by()` fills who and where from a scope."""
+
+    action: str
+    target: str
+    tenant_id: int | None
+    user_id: int | None
+    username: str
+    address: str
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+
+    @classmethod
+    def by(cls, scope: Scope, address: str, action: str, target: str,
+           before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None) -> "AuditEvent":
+        return cls(action, target, scope.tenant_id, scope.user_id, scope.username, address, before, after)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    tenant_id: int | None
+    user_id: int | None
+    username: str
+    address: str
+    action: str
+    target: str
+    before: Any  # the JSON value recorded, or None
+    after: Any
+
+
+def _dump(value: Mapping[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+async def record(engine: AsyncEngine, event: AuditEvent, *, now: datetime) -> None:
+    row = {
+        "at": now, "tenant_id": event.tenant_id, "user_id": event.user_id, "username": event.username[:80],
+        "address": event.address[:64], "action": event.action[:40], "target": event.target[:200],
+        "before_json": _dump(event.before), "after_json": _dump(event.after),
+    }
+    async with engine.begin() as conn:
+        await conn.execute(audit_log.insert().values(**row))
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+async def audit_entries(
+    engine: AsyncEngine, *, tenant_id: int | None, limit: int, before_id: int | None = None, action: str | None = None
+) -> list[AuditEntry]:
+    """Newest first; tenant_id None: every row (the provider), else only that tenant's."""
+    q = select(audit_log)
+    if tenant_id is not None:
+        q = q.where(audit_log.c.tenant_id == tenant_id)
+    if before_id is not None:
+        q = q.where(audit_log.c.id < before_id)
+    if action is not None:
+        q = q.where(audit_log.c.action == action)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(q.order_by(audit_log.c.id.desc()).limit(limit))).mappings().all()
+    return [
+        AuditEntry(
+            id=int(r["id"]), at=utc(r["at"]), tenant_id=r["tenant_id"], user_id=r["user_id"], username=str(r["username"]),
+            address=str(r["address"]), action=str(r["action"]), target=str(r["target"]),
+            before=_load(r["before_json"]), after=_load(r["after_json"]),
+        )
+        for r in rows
+    ]
