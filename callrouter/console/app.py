@@ -46,6 +46,14 @@ def build_console_app(deps: AdminDeps, settings: Console, passwords: Passwords |
     app.router.add_get("/login", auth.login_form, name="login")
     app.router.add_post("/login", auth.login_submit, name="login_submit")
     app.router.add_post("/logout", auth.logout, name="logout")
+    # Each page's routes go in its own block below (the name marks the menu item: console/context.NAV).
+    # -- live (overview figures, calls in progress) --
+    # -- calls --
+    # -- stats --
+    # -- blacklist --
+    # -- numbers --
+    # -- audit --
+    # -- accounts (tenants, users) --
     app.router.add_static("/static/", STATIC, name="static", follow_symlinks=False)
 
     async def prepare(_: web.Application) -> None:

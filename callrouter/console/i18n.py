@@ -12,12 +12,14 @@ from typing import Callable, Mapping
 
 from aiohttp import web
 
+from callrouter.console.words import accounts, audit, blacklist, calls, live, numbers, stats
+
 LANGS = ("zh", "en")
 DEFAULT_LANG = "zh"
 LANG_COOKIE = "callrouter_lang"
 
-# key -> (中文, English). Page builders add their keys here.
-MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType({
+# key -> (中文, English). Each page's own words are in console/words/<page>.py.
+_BASE: dict[str, tuple[str, str]] = {
     "app.name": ("400 管理后台", "400 Console"),
     "lang.other": ("English", "中文"),
     "nav.label": ("主菜单", "Main menu"),
@@ -59,7 +61,20 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType({
     "error.500": ("服务器内部错误，编号 {request_id}。", "Internal error, reference {request_id}."),
     "error.back": ("返回概览", "Back to the overview"),
     "error.login": ("重新登录", "Log in again"),
-})
+}
+
+
+def _merge(*tables: Mapping[str, tuple[str, str]]) -> Mapping[str, tuple[str, str]]:
+    merged: dict[str, tuple[str, str]] = {}
+    for table in tables:
+        twice = merged.keys() & table.keys()
+        if twice:
+            raise ValueError(f"console words defined twice: {sorted(twice)}")
+        merged.update(table)
+    return MappingProxyType(merged)
+
+
+MESSAGES = _merge(_BASE, live.WORDS, calls.WORDS, stats.WORDS, blacklist.WORDS, numbers.WORDS, audit.WORDS, accounts.WORDS)
 
 
 def pick_language(request: web.Request) -> str:
