@@ -23,6 +23,7 @@ from callrouter.exporter.http import registry_text
 from callrouter.exporter.service import CdrExporter
 from callrouter.crm.client import CrmClient
 from callrouter.config.holder import ConfigHolder
+from callrouter.notify.line_health import LineHealthAlerts, LineHealthMonitor
 from callrouter.notify.rules import OutboxMessage, missed_call_messages
 from callrouter.notify.sender import OutboxSender
 from callrouter.packages.watcher import PackageWatcher
@@ -126,7 +127,9 @@ async def start_crm(config: RoutingConfig, metrics: RouterMetrics, stack: AsyncE
     return client
 
 
-def build_deps(config: RoutingConfig, metrics: RouterMetrics, store: Store, crm: CrmClient | None = None) -> SessionDeps:
+def build_deps(
+    config: RoutingConfig, metrics: RouterMetrics, store: Store, crm: CrmClient | None = None, alerts: LineHealthAlerts | None = None
+) -> SessionDeps:
     return SessionDeps(
         state=store.state,
         sink=store.writer,
@@ -136,6 +139,7 @@ def build_deps(config: RoutingConfig, metrics: RouterMetrics, store: Store, crm:
         instance=store.instance,
         runtime_blacklist=lambda: store.blacklist.current,
         crm=crm,
+        line_alerts=alerts.changed if alerts is not None else None,
     )
 
 
@@ -165,6 +169,7 @@ async def start_admin(
         metrics=[registry_text(metrics.registry)] + ([exporter.exposition] if exporter else []),
         clock=utc_now,
         extra_ready=exporter.not_ready_reason if exporter else (lambda: None),
+        line_health=store.state.line_health,
     )
     console = holder.current.service.console  # a change takes effect at the next start
     mounts = {"/console/": build_console_app(deps, console)} if console.enabled else {}
@@ -191,12 +196,14 @@ async def serve(config: RoutingConfig, *, host: str | None = None, port: int | N
             OutboxSender(store.engine, current, metrics.registry, utc_now, random.Random()),  # missed-call SMS, package warnings
             PackageWatcher(store.engine, current, metrics.registry, utc_now),
             RetentionPurger(store.engine, current, metrics.registry, utc_now),
+            LineHealthMonitor(store.state.line_health, current, metrics.registry, utc_now),  # callrouter_line_state
         ):
             await part.start()
             stack.push_async_callback(part.close)
         await start_admin(holder, metrics, store, exporter, stack, admin_port)
         crm = await start_crm(config, metrics, stack)
-        server = AgiServer(holder, build_deps(config, metrics, store, crm))
+        alerts = LineHealthAlerts(store.engine, current, store.state.line_health)  # the manager told of lines that fail
+        server = AgiServer(holder, build_deps(config, metrics, store, crm, alerts))
         listen = config.service.listen
         await server.start(host or listen.host, listen.port if port is None else port)
         stop = asyncio.Event()

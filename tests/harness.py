@@ -7,7 +7,7 @@ import random
 import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Coroutine, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, TypeVar
 
 from callrouter.config.loader import RoutingConfig, load_config
 from callrouter.crm.client import CrmClient
@@ -20,6 +20,7 @@ from callrouter.fastagi.server import AgiServer
 from callrouter.fastagi.session import SessionDeps
 from callrouter.store.memory import MemoryRoutingState
 from callrouter.fastagi.ports import RoutingState
+from callrouter.routing.health import LineChange
 from tests.planning import NOW
 
 T = TypeVar("T")
@@ -80,13 +81,16 @@ async def call_held_in_dial(router: Router, target: str, digits: str, uniqueid: 
 
 @asynccontextmanager
 async def running_router(
-    config: RoutingConfig | None = None, state: RoutingState | None = None, crm: CrmClient | None = None, metrics: RouterMetrics | None = None
+    config: RoutingConfig | None = None, state: RoutingState | None = None, crm: CrmClient | None = None, metrics: RouterMetrics | None = None,
+    line_alerts: Callable[[LineChange], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Router]:
     config = config or sample_config()
     metrics = metrics or RouterMetrics()
     sink = MemorySink()
     state = state or MemoryRoutingState()
-    deps = SessionDeps(state=state, sink=sink, metrics=metrics, clock=lambda: NOW, rng=random.Random(5), instance="test", crm=crm)
+    deps = SessionDeps(
+        state=state, sink=sink, metrics=metrics, clock=lambda: NOW, rng=random.Random(5), instance="test", crm=crm, line_alerts=line_alerts
+    )
     server = AgiServer(ConfigHolder(config, metrics), deps)
     await server.start("127.0.0.1", 0)
     try:

@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 
 from callrouter.exporter.service import CdrExporter
 from callrouter.metrics import RouterMetrics
+from callrouter.notify.line_health import LineHealthMetrics
 from callrouter.notify.sender import NotifyMetrics
 from callrouter.packages.watcher import PackageMetrics
 from callrouter.retention.purge import RetentionMetrics
@@ -24,4 +25,5 @@ def all_families() -> list[Metric]:
     NotifyMetrics(router.registry)  # registered on the router's registry by `serve`, as here
     PackageMetrics(router.registry)
     RetentionMetrics(router.registry)
+    LineHealthMetrics(router.registry)
     return [*router.registry.collect(), *exporter.families()]

@@ -13,6 +13,7 @@ from callrouter.config.yamlsource import parse_yaml
 from callrouter.routing.caller import caller_from
 from callrouter.routing.dryrun import DryRun, DryRunInputs, LineOutcome, dry_run
 from callrouter.routing.engine import CallInfo, route
+from callrouter.routing.health import LineRecord
 
 # Tuesday 2026-11-24 10:30 in Shanghai.
 NOW = datetime(2026, 11, 24, 2, 30, tzinfo=timezone.utc)
@@ -47,6 +48,7 @@ def run_call(
     service: ServiceConfig = SERVICE,
     leave_message: bool = True,
     last_used: dict[str, float] | None = None,
+    health: dict[str, LineRecord] | None = None,
 ) -> DryRun:
     call = CallInfo(number=plan.number, caller=caller_from(caller), uniqueid="1700000000.42")
     inputs = DryRunInputs(
@@ -57,6 +59,8 @@ def run_call(
         leave_message=leave_message,
         last_used=last_used if last_used is not None else {},
         clock=max((last_used or {}).values(), default=0.0),
+        health=health if health is not None else {},
+        at=now,
     )
     return dry_run(route(call, plan, service, now, random.Random(seed)), inputs)
 

@@ -12,6 +12,7 @@ from callrouter.emulator.agi_args import parse_args
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, DialScript, HangupAt
 from callrouter.fastagi.session import display_name
+from callrouter.routing.health import LineRecord
 from tests.harness import arun, call_held_in_dial, config_with_plan, running_router, sample_config
 
 ZHANG, LI, WANG = (f"Local/1380013800{i}@callrouter-lines" for i in (1, 2, 3))
@@ -273,6 +274,12 @@ class ExplodingState:
         return {}
 
     async def mark_used(self, line_key: str, when: float) -> None: ...
+
+    async def line_health(self, line_keys: tuple[str, ...]) -> dict[str, LineRecord]:
+        return {}
+
+    async def report_line(self, line_key: str, status: str, when: float) -> tuple[LineRecord, LineRecord]:
+        return LineRecord(line_key), LineRecord(line_key)
 
 
 def test_a_crash_in_one_call_touches_no_other_call() -> None:

@@ -8,7 +8,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from callrouter.api import blacklist, calls, health, recordings, reports
+from callrouter.api import blacklist, calls, health, lines, recordings, reports
 from callrouter.api.auth import auth_middleware, browser_guard, check_bind, exempt_apps
 from callrouter.api.context import CURSOR_KEY, DEPS, PENDING, SETTINGS, AdminDeps
 from callrouter.api.errors import ApiError, Handler, error_response, errors_middleware
@@ -35,6 +35,7 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("DELETE", "/api/blacklist/{scope}/{caller}", blacklist.remove_entry),
     ("GET", "/api/stats/{number}", reports.stats),
     ("GET", "/api/plans", reports.plans),
+    ("GET", "/api/lines", lines.status),
     ("POST", "/api/reload", reports.reload),
 ]
 

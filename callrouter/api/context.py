@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.config.service import Admin
 from callrouter.config.holder import ConfigHolder
+from callrouter.routing.health import LineRecord
 from callrouter.store.audit import AuditEvent, record
 from callrouter.store.blacklist import BlacklistStore
 from callrouter.store.tenants import Scope
@@ -29,6 +30,9 @@ class AdminDeps:
     metrics: Sequence[Callable[[], bytes]]  # exposition sources served together by GET /metrics
     clock: Callable[[], datetime]
     extra_ready: Callable[[], str | None] = _always_ready  # a reason when not ready (e.g. exporter loading)
+    # Line health as this router sees it (its routing state: the database when shared, else its memory);
+    # None: read from the database.
+    line_health: Callable[[tuple[str, ...]], Awaitable[Mapping[str, LineRecord]]] | None = None
 
 
 DEPS = web.AppKey("deps", AdminDeps)

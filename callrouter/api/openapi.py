@@ -129,6 +129,43 @@ def document() -> dict[str, Any]:
                 },
                 "Report": {"type": "object", "description": "totals, days, hours, peak_hours and lines of one number"},
                 "Plans": {"type": "object", "properties": {"plans": {"type": "array", "items": {"type": "object"}}}},
+                "Lines": {
+                    "type": "object",
+                    "properties": {
+                        "numbers": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "number": {"type": "string"},
+                                    "name": {"type": "string"},
+                                    "working": {"type": "integer", "description": "lines rung in their place (healthy or half-open)"},
+                                    "total": {"type": "integer"},
+                                    "lines": {"type": "array", "items": {"$ref": "#/components/schemas/LineStatus"}},
+                                },
+                            },
+                        }
+                    },
+                },
+                "LineStatus": {
+                    "type": "object",
+                    "properties": {
+                        "number": {"type": "string"},
+                        "line": {"type": "string", "description": "the line's id in the plan"},
+                        "name": {"type": ["string", "null"]},
+                        "phone": {"type": "string", "description": "its number or dial target, masked: 138****8001"},
+                        "groups": {"type": "array", "items": {"type": "string"}},
+                        "state": {"type": "string", "enum": ["healthy", "suspended", "half_open"]},
+                        "working": {"type": "boolean"},
+                        "unavailable": {"type": "integer", "description": "CHANUNAVAIL / CONGESTION since it last answered"},
+                        "noanswer": {"type": "integer", "description": "NOANSWER since it last answered"},
+                        "last_status": {"type": ["string", "null"]},
+                        "since": {"type": ["string", "null"], "format": "date-time", "description": "first of those failures"},
+                        "last_failure": {"type": ["string", "null"], "format": "date-time"},
+                        "retry_at": {"type": ["string", "null"], "format": "date-time", "description": "when the cool-down ends (or ended)"},
+                        "reason": {"type": "string"},
+                    },
+                },
                 "ReloadIssues": {
                     "type": "object",
                     "properties": {
@@ -255,6 +292,13 @@ def document() -> dict[str, Any]:
                 }
             },
             "/api/plans": {"get": {"summary": "loaded plans", "responses": {"200": _json("Plans", "summary of every plan"), **_AUTH}}},
+            "/api/lines": {
+                "get": {
+                    "summary": "each line's health (working, suspended, half-open) and why, as the routers share it",
+                    "parameters": [_q("number", "one 400 number (digits); default: every plan")],
+                    "responses": {"200": _json("Lines", "the lines of each number"), "400": _ERR, "404": _ERR, **_AUTH},
+                }
+            },
             "/api/reload": {
                 "post": {
                     "summary": "reload config.yaml and every plan: validated whole, then swapped in",

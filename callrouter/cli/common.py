@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, TextIO, TypeAlias
 
 from callrouter.config.loader import RoutingConfig
 from callrouter.config.loader import load_config as load_routing_config
 from callrouter.config.yamlsource import ConfigError
+from callrouter.fastagi.calllog import CallFilter
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,8 +23,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and the answer is no: a prompt without a file, unhealthy, a schema behind, ...
 EXIT_BAD_INPUT = 2  # refused before doing the work: a configuration that does not load, bad input, an unusable database
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(call_prefix)s%(message)s"  # call_prefix: `[uniqueid] ` inside a call
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 URL_HELP = "database URL (default: store.url in the config, or CALLROUTER_DATABASE_URL)"
 
 
@@ -67,9 +71,41 @@ def load_config(path: str, err: TextIO | None = None) -> RoutingConfig:
         raise CommandExit(EXIT_BAD_INPUT) from None
 
 
-def setup_logging(level: str) -> None:
-    """Logging for the long-running commands (serve, exporter); the schema check at start is not news."""
-    logging.basicConfig(level=level, format=LOG_FORMAT)
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message; inside a call its uniqueid, number and
+    caller hash (set by fastagi.calllog.CallFilter); a traceback as `exc`, inside the same line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ("uniqueid", "number", "caller_hash"):
+            value = getattr(record, name, "")
+            if value:
+                out[name] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def log_handler(fmt: str, stream: TextIO) -> logging.Handler:
+    """A handler writing `text` or `json` lines to `stream`, each record marked with its call, if any."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(LOG_FORMAT))
+    handler.addFilter(CallFilter())  # on the handler: records of every logger pass through it
+    return handler
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Logging for the long-running commands (serve, exporter), once; the schema check at start is not news.
+    Python's warnings go through it too, so a JSON log stays JSON on every line."""
+    logging.basicConfig(level=level, handlers=[log_handler(fmt, sys.stderr)])
+    logging.captureWarnings(True)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -126,5 +162,6 @@ def add_database_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
-    """`--log-level`, overriding the config's log_level."""
+    """`--log-level`, overriding the config's log_level; `--log-format`, overriding logging.format."""
     parser.add_argument("--log-level", choices=list(LOG_LEVELS))
+    parser.add_argument("--log-format", choices=list(LOG_FORMATS), help="text (the default) or json: one object per line (overrides logging.format)")

@@ -23,6 +23,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--line", action="append", default=[], help="LINE_ID=STATUS[:ring[:talk]], e.g. zhang=BUSY li=ANSWER:8")
     parser.add_argument("--default-line", default="NOANSWER", help="outcome of lines not given with --line")
     parser.add_argument("--rotation", action="append", default=[], help="GROUP=TURN: hunts of this round-robin group before this call (turn n starts at line n mod lines)")
+    parser.add_argument(
+        "--health", action="append", default=[],
+        help="LINE_ID=STATUS:COUNT[@HH:MM]: the line's failures since it last answered, e.g. zhang=NOANSWER:4@10:02 (STATUS: CHANUNAVAIL, CONGESTION, NOANSWER)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed for random/weighted groups")
     parser.add_argument("--no-message", action="store_true", help="caller leaves no voicemail")
 
@@ -41,8 +45,9 @@ def _parse_time(text: str | None, tz: str) -> datetime:
 
 def run(args: argparse.Namespace) -> int:
     from callrouter.routing.caller import caller_from
-    from callrouter.routing.dryrun import DryRunInputs, LineOutcome, dry_run
+    from callrouter.routing.dryrun import DryRunInputs, LineOutcome, dry_run, health_record
     from callrouter.routing.engine import CallInfo, route
+    from callrouter.routing.health import line_key
 
     config = load_config(args.config)
     number = "".join(ch for ch in args.number if ch.isdigit())
@@ -70,8 +75,22 @@ def run(args: argparse.Namespace) -> int:
         rotation[f"{plan.number}/{group}"] = int(turn)
     digits = [d.strip() for part in args.digits for d in part.split(",")]
     now = _parse_time(args.time, plan.timezone or config.service.timezone)
+    keys = {line.id: line_key(line, config.service.dialing.template) for group in plan.hunt_groups.values() for line in group.lines}
+    health = {}
+    try:
+        for spec in args.health:
+            line_id, sep, state = spec.partition("=")
+            if not sep or line_id.strip() not in keys:
+                raise ValueError(f"--health {spec!r}: write LINE_ID=STATUS:COUNT[@HH:MM] with a line of this plan ({', '.join(sorted(keys))})")
+            key = keys[line_id.strip()]
+            health[key] = health_record(key, state, now.astimezone(ZoneInfo(plan.timezone or config.service.timezone)))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
     call = CallInfo(number=plan.number, caller=caller_from(args.caller, args.caller_name), uniqueid="explain")
-    inputs = DryRunInputs(digits=digits, lines=lines, default_line=default, rotation=rotation, leave_message=not args.no_message)
+    inputs = DryRunInputs(
+        digits=digits, lines=lines, default_line=default, rotation=rotation, leave_message=not args.no_message, health=health, at=now
+    )
     done = dry_run(route(call, plan, config.service, now, random.Random(args.seed)), inputs)
     for i, step in enumerate(done.result.trace, 1):
         print(f"{i:2d}. {step}")

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from callrouter.store.db import StoreError
 
     config = load_config(args.config)
-    setup_logging(args.log_level or config.service.log_level)
+    setup_logging(args.log_level or config.service.log_level, args.log_format or config.service.logging.format)
     try:
         return asyncio.run(run_exporter(config, args.host, args.port))
     except StoreError as exc:

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from callrouter.app import serve
 
     config = load_config(args.config)
-    setup_logging(args.log_level or config.service.log_level)
+    setup_logging(args.log_level or config.service.log_level, args.log_format or config.service.logging.format)
     from callrouter.api.auth import AdminConfigError
     from callrouter.config.envsubst import MissingEnvironment
     from callrouter.store.db import StoreError

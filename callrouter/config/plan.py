@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from callrouter.config.line_health import LineHealth
 from callrouter.config.notify import MissedCallNotify
 from callrouter.config.package import Package
 from callrouter.model.phone import normalize_number
@@ -259,6 +260,7 @@ class NumberPlan(Frozen):
     notify: MissedCallNotify = MissedCallNotify()  # who gets an SMS about a missed call
     crm_lookup: bool = True  # ask the service's CRM (if configured) for callers' names
     package: Package | None = None  # the monthly minutes package, for usage alerts
+    line_health: LineHealth = LineHealth()  # failing lines set aside for a cool-down, and the manager told
 
     def group_of(self, name: str) -> HuntGroup:
         return self.hunt_groups[name]

@@ -211,6 +211,12 @@ class Retention(Frozen):
     orphans: bool = True  # also delete files older than the retention that no CDR names
 
 
+class Logging(Frozen):
+    """The log on stderr: `text` for a terminal, `json` (one object per line) for a log collector."""
+
+    format: Literal["text", "json"] = "text"  # `serve --log-format` overrides
+
+
 class ServiceConfig(Frozen):
     listen: Listen = Listen()
     max_sessions: int = Field(default=2000, ge=1, le=100_000)
@@ -237,6 +243,7 @@ class ServiceConfig(Frozen):
     packages: Packages = Packages()
     retention: Retention = Retention()
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    logging: Logging = Logging()
 
     @property
     def pending_header_limit(self) -> int:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from callrouter.model.record import CallRecord
+from callrouter.routing.health import LineRecord
 
 
 class RoutingState(Protocol):
-    """Round-robin positions and how many calls each line carries, shared between calls (and routers)."""
+    """Round-robin positions, how many calls each line carries and each line's health, shared between
+    calls (and routers)."""
 
     async def next_turn(self, key: str) -> int:
         """This hunt's turn in a round-robin group: how many hunts of it came before (atomic)."""
@@ -29,6 +31,12 @@ class RoutingState(Protocol):
         """When each line last finished an answered call (epoch seconds); unknown lines are left out."""
 
     async def mark_used(self, line_key: str, when: float) -> None: ...
+
+    async def line_health(self, line_keys: tuple[str, ...]) -> dict[str, LineRecord]:
+        """The health records of these lines; lines that work (no failure since they last answered) are left out."""
+
+    async def report_line(self, line_key: str, status: str, when: float) -> tuple[LineRecord, LineRecord]:
+        """Apply one Dial outcome to a line's record (routing.health.apply_outcome), atomically; (before, after)."""
 
 
 class RecordSink(Protocol):

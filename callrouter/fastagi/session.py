@@ -15,8 +15,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
+from callrouter.fastagi.calllog import identify, marking
 from callrouter.fastagi.channel import AgiChannel, AgiCommandError, AgiTimeout, ChannelHungUp
 from callrouter.agi.dialtiming import ANSWERED_CONTEXT, DIALING_CONTEXT, normal_status, whole_seconds
 from callrouter.agi.errors import AgiError
@@ -38,14 +39,18 @@ from callrouter.routing.effects import (
     Digits,
     Effect,
     Hangup,
+    LineHealthRead,
     LineHistoryRead,
+    LineOutcomeReport,
     Play,
     RecordVoicemail,
     RotationNext,
     StartRecording,
+    STORE_EFFECTS,
     dispatch,
 )
 from callrouter.routing.engine import CallFlow, CallInfo
+from callrouter.routing.health import LineChange, LineRecord, masked
 from callrouter.model.record import CallRecord, RouteResult
 from callrouter.fastagi.ports import RoutingState
 
@@ -98,6 +103,7 @@ class SessionDeps:
     instance: str
     runtime_blacklist: Callable[[], RuntimeBlacklist] = RuntimeBlacklist  # the current snapshot of database entries
     crm: CrmClient | None = None  # caller names from the company's CRM
+    line_alerts: Callable[[LineChange], Awaitable[None]] | None = None  # told after each line-health report (the manager's messages)
 
 
 class CallSession:
@@ -120,7 +126,11 @@ class CallSession:
         return f"{self.config.service.asterisk_prompts_dir.rstrip('/')}/{prompt}"
 
     async def run(self) -> str:
-        """Route the call; returns the session outcome label."""
+        """Route the call; returns the session outcome label. Every line logged meanwhile names the call."""
+        with marking(self.env.uniqueid):
+            return await self._run()
+
+    async def _run(self) -> str:
         script = self.env.script.lstrip("/").split("?", 1)[0]
         if script == HEALTH_SCRIPT:
             await self.tell_dialplan("HEALTHY")  # a liveness probe: `callrouter probe`, or a monitoring dialplan
@@ -130,13 +140,14 @@ class CallSession:
             await self.tell_dialplan("UNKNOWN_SCRIPT")
             return "unknown_script"
         number = dialled_number(self.env)
+        caller = caller_from(self.env.callerid, self.env.calleridname)
+        identify(number, caller.number)
         plan = self.config.plans.get(number)
         if plan is None:
             log.warning("no routing plan for number %r (channel %r)", number, self.env.channel[:64])
             await self.tell_dialplan("NO_PLAN")
             return "no_plan"
         self.plan = plan
-        caller = caller_from(self.env.callerid, self.env.calleridname)
         if self.deps.crm is not None and plan.crm_lookup and caller.number:
             self._crm_answer = self.deps.crm.lookup(caller.number, plan.number)  # runs while the caller hears the menu
             self._crm_asked = time.monotonic()
@@ -185,7 +196,7 @@ class CallSession:
 
     async def perform(self, effect: Effect) -> Any:
         """Execute one effect; channel effects answer HUNG_UP once the caller is gone."""
-        if self.channel.dead and not isinstance(effect, (Hangup, RotationNext, LineHistoryRead)):
+        if self.channel.dead and not isinstance(effect, (Hangup, *STORE_EFFECTS)):
             return HUNG_UP
         try:
             return await dispatch(effect, self)
@@ -199,6 +210,21 @@ class CallSession:
 
     async def line_history_read(self, effect: LineHistoryRead) -> dict[str, float]:
         return await self.deps.state.last_used(effect.keys)
+
+    async def line_health_read(self, effect: LineHealthRead) -> dict[str, LineRecord]:
+        return await self.deps.state.line_health(effect.keys)
+
+    async def line_outcome_report(self, effect: LineOutcomeReport) -> LineRecord:
+        """Report to the shared state; when that suspends or restores a line, the manager is told."""
+        at = self.deps.clock().timestamp()
+        before, after = await self.deps.state.report_line(effect.key, effect.status, at)
+        if self.deps.line_alerts is not None and before != after:
+            try:
+                await self.deps.line_alerts(LineChange(before, after, at))
+            except Exception as exc:  # the call goes on; the message is lost, and said so
+                log.warning("line %s: the manager's message could not be queued: %s: %s", masked(effect.key[:64]), type(exc).__name__, exc)
+                self.deps.metrics.store_errors.labels(operation="line_alerts").inc()
+        return after
 
     async def answer(self, effect: Answer) -> bool:
         await self.channel.answer()

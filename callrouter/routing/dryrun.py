@@ -3,12 +3,15 @@
 Used by `callrouter explain` ("why did my call go there?") and by the scenario tests. Line outcomes are
 written `STATUS[:ring_seconds[:talk_seconds]]`, e.g. `BUSY`, `ANSWER:8:120`, `NOANSWER`, and `CANCEL` for
 a caller who hangs up while that line rings; `FULL` plays a line at its concurrent-call limit. A digits
-entry of `HANGUP` is a caller who hangs up at that menu.
+entry of `HANGUP` is a caller who hangs up at that menu. Line health is a table of records (`health`),
+updated by the run as the store would be, so a scenario can run call after call with its own clock.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from callrouter.routing.effects import (
@@ -20,14 +23,18 @@ from callrouter.routing.effects import (
     Digits,
     Effect,
     Hangup,
+    LineHealthRead,
     LineHistoryRead,
+    LineOutcomeReport,
     Play,
     RecordVoicemail,
     RotationNext,
     StartRecording,
+    STORE_EFFECTS,
     dispatch,
 )
 from callrouter.routing.engine import Flow
+from callrouter.routing.health import UNAVAILABLE, LineRecord, apply_outcome
 from callrouter.model.record import RouteResult
 
 STATUSES = ("ANSWER", "BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL", "FULL")
@@ -66,6 +73,8 @@ class DryRunInputs:
     rotation: dict[str, int] = field(default_factory=dict)  # round-robin turns taken per group key, updated by the run
     last_used: dict[str, float] = field(default_factory=dict)  # least-recent memory: key -> when, updated by the run
     clock: float = 0.0  # "now" for last_used updates; advanced one second per answered call
+    health: dict[str, LineRecord] = field(default_factory=dict)  # line health by dial target, updated by the run
+    at: datetime | None = None  # when line outcomes are reported (the call's time); None: epoch 0
     leave_message: bool = True
     recording_works: bool = True
 
@@ -88,7 +97,7 @@ class _Responder:
 
     def respond(self, effect: Effect) -> Any:
         """The answer to one effect; once the caller is gone, HUNG_UP for everything but the store's."""
-        if self.hung_up and not isinstance(effect, (RotationNext, LineHistoryRead)):
+        if self.hung_up and not isinstance(effect, STORE_EFFECTS):
             return HUNG_UP
         return dispatch(effect, self)
 
@@ -99,6 +108,15 @@ class _Responder:
 
     def line_history_read(self, effect: LineHistoryRead) -> dict[str, float]:
         return {k: self.inputs.last_used[k] for k in effect.keys if k in self.inputs.last_used}
+
+    def line_health_read(self, effect: LineHealthRead) -> dict[str, LineRecord]:
+        return {k: self.inputs.health[k] for k in effect.keys if k in self.inputs.health}
+
+    def line_outcome_report(self, effect: LineOutcomeReport) -> LineRecord:
+        at = self.inputs.at.timestamp() if self.inputs.at is not None else 0.0
+        after = apply_outcome(self.inputs.health.get(effect.key) or LineRecord(effect.key), effect.status, at)
+        self.inputs.health[effect.key] = after
+        return after
 
     def collect(self, effect: Collect) -> Any:
         entry = self.digits.pop(0) if self.digits else ""
@@ -161,3 +179,23 @@ def dry_run(flow: Flow, inputs: DryRunInputs) -> DryRun:
             effect = flow.send(responder.respond(effect))
     except StopIteration as stop:
         return DryRun(result=stop.value, effects=effects)
+
+
+_HEALTH = re.compile(r"(CHANUNAVAIL|CONGESTION|NOANSWER):([0-9]{1,3})(?:@([0-9]{1,2}):([0-9]{2}))?\Z")
+
+
+def health_record(key: str, spec: str, now: datetime) -> LineRecord:
+    """`NOANSWER:4@10:02` (4 unanswered in a row, the first and the last at 10:02 on the day of `now`, in
+    its time zone; without the time: at `now`) as the store would hold it, for `callrouter explain`."""
+    m = _HEALTH.match(spec.strip().upper())
+    if m is None:
+        raise ValueError(f"{spec!r}: write STATUS:COUNT[@HH:MM] with STATUS one of CHANUNAVAIL, CONGESTION, NOANSWER")
+    status, count = m.group(1), int(m.group(2))
+    when = now
+    if m.group(3) is not None:
+        when = now.replace(hour=int(m.group(3)), minute=int(m.group(4)), second=0, microsecond=0)
+        if when > now:
+            when -= timedelta(days=1)
+    at = when.timestamp()
+    unavailable, noanswer = (count, 0) if status in UNAVAILABLE else (0, count)
+    return LineRecord(key, unavailable, noanswer, since=at, last_failure=at, last_status=status, updated_at=at)

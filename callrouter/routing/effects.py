@@ -105,6 +105,24 @@ class LineHistoryRead:
 
 
 @dataclass(frozen=True)
+class LineHealthRead:
+    """Each line's health record (by occupancy key), shared by every router; answered with
+    {key: routing.health.LineRecord}, lines with no record left out."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LineOutcomeReport:
+    """How a line did on a Dial (a status that counts: routing.health.COUNTED); answered with the line's
+    LineRecord after the store applied it. The driver also tells the manager when this suspends or
+    restores the line."""
+
+    key: str
+    status: str
+
+
+@dataclass(frozen=True)
 class RecordVoicemail:
     """Play `prompt`, then record a message; answered with True if something was recorded."""
 
@@ -122,8 +140,10 @@ class Hangup:
 
 
 Effect = (
-    Answer | Play | Collect | StartRecording | Dial | RotationNext | LineHistoryRead | RecordVoicemail | Hangup
+    Answer | Play | Collect | StartRecording | Dial | RotationNext | LineHistoryRead | LineHealthRead | LineOutcomeReport
+    | RecordVoicemail | Hangup
 )
+STORE_EFFECTS = (RotationNext, LineHistoryRead, LineHealthRead, LineOutcomeReport)  # still answered once the caller is gone
 
 T = TypeVar("T", covariant=True)
 
@@ -140,6 +160,8 @@ class EffectHandler(Protocol[T]):
     def dial(self, effect: Dial) -> T: ...
     def rotation_next(self, effect: RotationNext) -> T: ...
     def line_history_read(self, effect: LineHistoryRead) -> T: ...
+    def line_health_read(self, effect: LineHealthRead) -> T: ...
+    def line_outcome_report(self, effect: LineOutcomeReport) -> T: ...
     def record_voicemail(self, effect: RecordVoicemail) -> T: ...
     def hangup(self, effect: Hangup) -> T: ...
 
@@ -161,6 +183,10 @@ def dispatch(effect: Effect, handler: EffectHandler[T]) -> T:
             return handler.rotation_next(effect)
         case LineHistoryRead():
             return handler.line_history_read(effect)
+        case LineHealthRead():
+            return handler.line_health_read(effect)
+        case LineOutcomeReport():
+            return handler.line_outcome_report(effect)
         case RecordVoicemail():
             return handler.record_voicemail(effect)
         case Hangup():

@@ -22,7 +22,9 @@ from callrouter.routing.caller import Caller
 from callrouter.routing.effects import (
     HUNG_UP,
     Answer,
+    LineHealthRead,
     LineHistoryRead,
+    LineOutcomeReport,
     Collect,
     Dial,
     DialLeg,
@@ -35,6 +37,7 @@ from callrouter.routing.effects import (
     RotationNext,
     StartRecording,
 )
+from callrouter.routing.health import LineRecord, arrange, change_note, counts, line_key
 from callrouter.routing.hours import check_hours
 from callrouter.routing.order import least_recent_order, random_order, rotate_for_turn, weighted_order
 from callrouter.model.record import Attempt, RouteResult
@@ -65,10 +68,7 @@ def safe_component(text: str, fallback: str) -> str:
 
 
 def dial_target(line: Line, template: str) -> str:
-    if line.target is not None:
-        return line.target
-    assert line.number is not None  # guaranteed by Line's validator
-    return template.replace("{number}", line.number)
+    return line_key(line, template)
 
 
 def classify_failure(attempts: tuple[Attempt, ...] | list[Attempt]) -> str:
@@ -104,6 +104,7 @@ class CallFlow:
         self.context: str | None = None  # "blacklisted" / "after_hours": what the final action is for
         self.hunt_failure: str | None = None
         self.steps = 0
+        self.health: dict[str, LineRecord] = {}  # line health as read at each hunt, updated by each report
 
     # -- results -------------------------------------------------------------------------------
 
@@ -307,6 +308,7 @@ class CallFlow:
         if not (yield from self.start_recording()):
             return self.abandoned("before the hunt")
         ordered = yield from self.order(name, group, lines)
+        ordered = yield from self.healthy_first(ordered, ring_all=group.strategy == "ring_all")
         if group.strategy == "ring_all":
             return (yield from self.ring_all(group, ordered))
         budget = group.ring_budget
@@ -329,6 +331,7 @@ class CallFlow:
             clock = "" if out.timed_by == "asterisk" else " (router's clock: the dialplan's timing hooks are missing)"
             talked = f", talked {out.talk_seconds}s" if out.status == "ANSWER" else ""
             self.note(f"line {line.id} ({leg.target}, {timeout}s): {out.status} after {out.ring_seconds}s ringing{talked}{clock}")
+            yield from self.report(line, leg.key, out.status)
             if out.status == "ANSWER":
                 return self.finish("answered", f"answered by {line.id}", answered_line=line.id, talk_seconds=out.talk_seconds)
             if out.status == "CANCEL":
@@ -358,6 +361,10 @@ class CallFlow:
             talk = out.talk_seconds if i == out.answered_leg else 0
             self.attempts.append(Attempt(leg.line_id, leg.target, status, 0 if status == "FULL" else out.ring_seconds, talk))
         self.note(f"ring all {len(legs)} lines ({timeout}s): {out.status} after {out.ring_seconds}s")
+        for i, (line, leg) in enumerate(zip(lines, legs)):
+            if i in out.full or (out.answered_leg is not None and i != out.answered_leg):
+                continue  # not rung, or cancelled by Asterisk when another line answered: says nothing about it
+            yield from self.report(line, leg.key, out.status)
         if out.status == "ANSWER":
             line_id = legs[out.answered_leg].line_id if out.answered_leg is not None else None
             return self.finish("answered", f"answered by {line_id or 'a line'}", answered_line=line_id, talk_seconds=out.talk_seconds)
@@ -366,6 +373,39 @@ class CallFlow:
         self.hunt_failure = classify_failure(self.attempts)
         self.note(f"no line answered: {self.hunt_failure}")
         return group.on_failure or HANGUP_ACTION
+
+    def healthy_first(self, lines: list[Line], *, ring_all: bool) -> Generator[Effect, Any, list[Line]]:
+        """The hunt's lines with suspended ones skipped or put last, as the plan's `line_health` says."""
+        settings = self.plan.line_health
+        if not settings.enabled or not lines:
+            return lines
+        keys = tuple(self.leg(line).key for line in lines)
+        got = yield LineHealthRead(keys)
+        records = got if isinstance(got, dict) else {}
+        self.health.update(records)
+        arranged = arrange(lines, keys, records, settings, self.now.timestamp(), self.tz, ring_all=ring_all)
+        for note in arranged.notes:
+            self.note(note)
+        return arranged.lines
+
+    def report(self, line: Line, key: str, status: str) -> Generator[Effect, Any, None]:
+        """Tell the store how a line did; the trace says when that suspends or restores it."""
+        settings = self.plan.line_health
+        if not settings.enabled or not counts(status):
+            return
+        before = self.health.get(key)
+        after = yield LineOutcomeReport(key, status)
+        if isinstance(after, LineRecord):
+            self.health[key] = after
+            note = change_note(line, before, after, settings, self.now.timestamp(), self.tz)
+            if note is not None:
+                self.note(note)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        zone = self.local_now.tzinfo
+        assert isinstance(zone, ZoneInfo)
+        return zone
 
     def play_and_hang_up(self, prompt: str) -> Flow:
         if not (yield from self.answer()):

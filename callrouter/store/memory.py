@@ -7,6 +7,7 @@ routers and for durable CDRs.
 from __future__ import annotations
 
 from callrouter.model.record import CallRecord
+from callrouter.routing.health import LineRecord, apply_outcome
 
 
 class MemoryRoutingState:
@@ -16,6 +17,7 @@ class MemoryRoutingState:
         self._turns: dict[str, int] = {}
         self._active: dict[str, int] = {}
         self._used: dict[str, float] = {}
+        self._health: dict[str, LineRecord] = {}  # only lines that failed since they last answered
 
     async def next_turn(self, key: str) -> int:
         turn = self._turns.get(key, 0)
@@ -44,6 +46,18 @@ class MemoryRoutingState:
 
     async def mark_used(self, line_key: str, when: float) -> None:
         self._used[line_key] = when
+
+    async def line_health(self, line_keys: tuple[str, ...]) -> dict[str, LineRecord]:
+        return {k: self._health[k] for k in line_keys if k in self._health}
+
+    async def report_line(self, line_key: str, status: str, when: float) -> tuple[LineRecord, LineRecord]:
+        before = self._health.get(line_key) or LineRecord(line_key)
+        after = apply_outcome(before, status, when)
+        if after.clean:
+            self._health.pop(line_key, None)
+        else:
+            self._health[line_key] = after
+        return before, after
 
 
 class MemorySink:

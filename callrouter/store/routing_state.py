@@ -3,6 +3,9 @@
 - Round robin: one counter row per group, incremented and read in one statement.
 - Line limits: a lease row per call on a line. Taking one first writes the line's guard row (a row lock
   in Postgres, the write lock in SQLite), so two routers cannot both see "one place left" and both take it.
+- Line health: one row per line that failed since it last answered (`store.line_health`), changed under
+  a row lock, so a failure reported by two routers at once is counted twice, and one of them crosses the
+  threshold.
 - A lease counts only while its router is alive: each router keeps its `router_instances` row fresh with
   a heartbeat, and leases of a router whose row has expired (crash, kill -9, lost network) stop counting
   and are swept away.
@@ -26,6 +29,8 @@ from sqlalchemy import Integer, String, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.metrics import RouterMetrics
+from callrouter.routing.health import LineRecord
+from callrouter.store import line_health
 from callrouter.tasks import Backoff, Periodic, within
 from callrouter.store.memory import MemoryRoutingState
 from callrouter.store.dialect import increment, upsert_set
@@ -257,6 +262,16 @@ class SqlRoutingState:
                 return {k: float(v) for k, v in (await conn.execute(query)).all()}
 
         return await self._shared(shared, lambda: self.local.last_used(line_keys), "least-recent history")
+
+    async def line_health(self, line_keys: tuple[str, ...]) -> dict[str, LineRecord]:
+        return await self._shared(
+            lambda: line_health.read_lines(self.engine, line_keys), lambda: self.local.line_health(line_keys), "line health"
+        )
+
+    async def report_line(self, line_key: str, status: str, when: float) -> tuple[LineRecord, LineRecord]:
+        return await self._shared(
+            lambda: line_health.report(self.engine, line_key, status, when), lambda: self.local.report_line(line_key, status, when), "line health"
+        )
 
     async def mark_used(self, line_key: str, when: float) -> None:
         async def shared() -> None:

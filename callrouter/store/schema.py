@@ -168,6 +168,20 @@ line_usage = Table(
     Column("last_answered", Float, nullable=False),  # epoch seconds the last answered call ended
 )
 
+# Line health: counted failures of each line (by dial target) since it last answered, shared by every
+# router (routing/health.py decides what they mean). A line that works has no row.
+line_health = Table(
+    "line_health",
+    metadata,
+    Column("line_key", String(160), primary_key=True),
+    Column("unavailable", Integer, nullable=False),  # CHANUNAVAIL / CONGESTION since the line last answered
+    Column("noanswer", Integer, nullable=False),  # NOANSWER since the line last answered
+    Column("since", Float),  # epoch seconds of the first of them: the episode
+    Column("last_failure", Float),  # epoch seconds; the cool-down runs from here
+    Column("last_status", String(16), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 blacklist_entries = Table(
     "blacklist_entries",
     metadata,

@@ -1,0 +1,63 @@
+"""Which call a log line belongs to: the session marks the call for its duration, a logging filter adds it.
+
+The mark is a ContextVar, so it follows the call's task (and the tasks it starts) and nothing else; every
+log line written while routing a call, by any module, carries the call's uniqueid, its 400 number and a
+short hash of the caller (never the caller's number: logs travel further than CDRs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class CallMark:
+    uniqueid: str
+    number: str = ""
+    caller_hash: str = ""  # first 8 hex digits of sha256 of the normalised caller; "" when withheld
+
+
+_CALL: ContextVar[CallMark | None] = ContextVar("callrouter_call", default=None)
+
+
+def caller_hash(caller: str) -> str:
+    """Tells one caller's calls apart in the logs without naming the caller."""
+    return hashlib.sha256(caller.encode("utf-8", "replace")).hexdigest()[:8] if caller else ""
+
+
+@contextmanager
+def marking(uniqueid: str) -> Iterator[None]:
+    """Mark everything logged inside as this call's."""
+    token = _CALL.set(CallMark(uniqueid[:64]))
+    try:
+        yield
+    finally:
+        _CALL.reset(token)
+
+
+def identify(number: str, caller: str) -> None:
+    """Add what is known once the call is identified (inside `marking`)."""
+    mark = _CALL.get()
+    if mark is not None:
+        _CALL.set(replace(mark, number=number, caller_hash=caller_hash(caller)))
+
+
+def current() -> CallMark | None:
+    return _CALL.get()
+
+
+class CallFilter(logging.Filter):
+    """Adds `uniqueid`, `number`, `caller_hash` and `call_prefix` (`[uniqueid] ` inside a call) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mark = _CALL.get()
+        record.uniqueid = mark.uniqueid if mark else ""
+        record.number = mark.number if mark else ""
+        record.caller_hash = mark.caller_hash if mark else ""
+        record.call_prefix = f"[{mark.uniqueid}] " if mark else ""
+        return True
