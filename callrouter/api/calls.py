@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -17,13 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callrouter.api import params
 from callrouter.api.context import CURSOR_KEY, audit, deps_of, scope_of
 from callrouter.api.errors import ApiError
+from callrouter.store.call_export import csv_chunks, filter_json
 from callrouter.store.calls import CALL_FIELDS, CallFilter, StoredCall, count_calls, find_call, search_calls
 from callrouter.store.tenants import Scope
 
 log = logging.getLogger(__name__)
-EXPORT_PAGE = 1000  # rows per query of a CSV export
-LIST_COLUMNS = CALL_FIELDS  # the keys of a listed call and the CSV columns, in this order
-_CSV_RISKY = ("=", "+", "-", "@", "\t", "\r")
+LIST_COLUMNS = CALL_FIELDS  # the keys of a listed call and the CSV columns (store/call_export.py), in this order
 
 
 def parse_filter(query: MultiMapping[str], tz: ZoneInfo) -> CallFilter:
@@ -75,18 +72,6 @@ async def search(request: web.Request) -> web.Response:
     return web.json_response({"calls": [call_json(r) for r in rows], "next_cursor": next_cursor})
 
 
-def filter_json(f: CallFilter) -> dict[str, Any]:
-    """A filter as the audit log records it."""
-    return {"number": f.number, "caller": f.caller, "from": _json_value(f.since), "to": _json_value(f.until),
-            "disposition": list(f.dispositions)}
-
-
-def csv_cell(value: Any) -> str:
-    """A spreadsheet must never run a caller's text as a formula."""
-    text = "" if value is None else str(_json_value(value))
-    return "'" + text if text.startswith(_CSV_RISKY) else text
-
-
 async def export_csv(request: web.Request) -> web.StreamResponse:
     deps, settings = deps_of(request)
     f, scope = scoped_filter(request, ZoneInfo(deps.holder.current.service.timezone))
@@ -113,23 +98,11 @@ class _ClientGone(Exception):
 
 
 async def _stream_rows(response: web.StreamResponse, engine: AsyncEngine, f: CallFilter, numbers: frozenset[str] | None) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(LIST_COLUMNS)
-    after: tuple[datetime, int] | None = None
-    while True:  # keyset pages: memory stays flat whatever the export's size
-        rows = await search_calls(engine, f, EXPORT_PAGE, after, numbers=numbers)
-        for row in rows:
-            writer.writerow([csv_cell(getattr(row, name)) for name in LIST_COLUMNS])
+    async for chunk in csv_chunks(engine, f, numbers=numbers):  # keyset pages: memory stays flat whatever the export's size
         try:
-            await response.write(buffer.getvalue().encode("utf-8"))
+            await response.write(chunk)
         except ConnectionResetError:
             raise _ClientGone from None
-        buffer.seek(0)
-        buffer.truncate()
-        if len(rows) < EXPORT_PAGE:
-            return
-        after = (rows[-1].started_at, rows[-1].id)
 
 
 async def load_call(request: web.Request) -> dict[str, Any]:

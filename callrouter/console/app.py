@@ -16,6 +16,7 @@ from aiohttp import web
 from callrouter.api.context import AdminDeps
 from callrouter.config.service import Console
 from callrouter.console import auth, pages
+from callrouter.console import calls as call_pages
 from callrouter.console.context import CONSOLE, ConsoleDeps
 from callrouter.console.passwords import Passwords
 from callrouter.console.security import MIDDLEWARES
@@ -49,6 +50,11 @@ def build_console_app(deps: AdminDeps, settings: Console, passwords: Passwords |
     # Each page's routes go in its own block below (the name marks the menu item: console/context.NAV).
     # -- live (overview figures, calls in progress) --
     # -- calls --
+    app.router.add_get("/calls", call_pages.calls_page, name="calls")
+    app.router.add_get("/calls.csv", call_pages.calls_export, name="calls_export")
+    app.router.add_get("/calls/{uniqueid}", call_pages.call_page, name="call")
+    app.router.add_get("/calls/{uniqueid}/recording", call_pages.recording_listen, name="call_recording")
+    app.router.add_get("/calls/{uniqueid}/recording/download", call_pages.recording_download, name="call_recording_download")
     # -- stats --
     # -- blacklist --
     # -- numbers --

@@ -100,3 +100,14 @@ async def audit_entries(
         )
         for r in rows
     ]
+
+
+async def has_entry_since(engine: AsyncEngine, *, tenant_id: int | None, user_id: int | None, action: str, target: str,
+                          since: datetime) -> bool:
+    """Whether this user already has an `action` row for `target` at or after `since` (the console audits a
+    recording's first ranged request of a session as one listen, not each seek)."""
+    q = select(audit_log.c.id).where(audit_log.c.action == action, audit_log.c.target == target[:200], audit_log.c.at >= since)
+    q = q.where(audit_log.c.tenant_id.is_(None) if tenant_id is None else audit_log.c.tenant_id == tenant_id)
+    q = q.where(audit_log.c.user_id.is_(None) if user_id is None else audit_log.c.user_id == user_id)
+    async with engine.connect() as conn:
+        return (await conn.execute(q.limit(1))).first() is not None

@@ -123,6 +123,27 @@ async def search_calls(
         return [_call(row) for row in (await conn.execute(q)).mappings()]
 
 
+async def search_calls_newer(
+    engine: AsyncEngine, f: CallFilter, limit: int, before: tuple[datetime, int], *, numbers: frozenset[str] | None
+) -> list[StoredCall]:
+    """The `limit` matching calls just newer than the keyset position (started_at, id), newest first: the
+    page before one that starts there (the console's "previous page")."""
+    at, row_id = before
+    q = (select(*_LISTED).where(*_where(f, numbers))
+         .where(or_(calls.c.started_at > at, and_(calls.c.started_at == at, calls.c.id > row_id)))
+         .order_by(calls.c.started_at.asc(), calls.c.id.asc()).limit(limit))
+    async with engine.connect() as conn:
+        rows = [_call(row) for row in (await conn.execute(q)).mappings()]
+    return rows[::-1]
+
+
+async def count_calls_upto(engine: AsyncEngine, f: CallFilter, cap: int, *, numbers: frozenset[str] | None) -> int:
+    """How many calls match, counting no further than `cap` (a page's "more than 10000" stays cheap)."""
+    inner = select(calls.c.id).where(*_where(f, numbers)).limit(cap).subquery()
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(inner))).scalar_one())
+
+
 async def count_calls(engine: AsyncEngine, f: CallFilter, *, numbers: frozenset[str] | None) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(calls).where(*_where(f, numbers)))).scalar_one())
