@@ -17,6 +17,7 @@ from callrouter.api.context import AdminDeps
 from callrouter.config.service import Console
 from callrouter.console import auth, pages
 from callrouter.console import calls as call_pages
+from callrouter.console import stats
 from callrouter.console.context import CONSOLE, ConsoleDeps
 from callrouter.console.passwords import Passwords
 from callrouter.console.security import MIDDLEWARES
@@ -56,6 +57,8 @@ def build_console_app(deps: AdminDeps, settings: Console, passwords: Passwords |
     app.router.add_get("/calls/{uniqueid}/recording", call_pages.recording_listen, name="call_recording")
     app.router.add_get("/calls/{uniqueid}/recording/download", call_pages.recording_download, name="call_recording_download")
     # -- stats --
+    app.router.add_get("/stats", stats.stats_page, name="stats")
+    app.router.add_get("/stats.csv", stats.stats_csv, name="stats_csv")
     # -- blacklist --
     # -- numbers --
     # -- audit --

@@ -126,6 +126,19 @@ def service_level(agents: int, traffic: float, handle_seconds: float, target_sec
     return 1.0 - erlang_c(agents, traffic) * math.exp(-(agents - traffic) * target_seconds / handle_seconds)
 
 
+def agents_needed(calls_per_hour: float, handle_seconds: float, target_seconds: float = 20.0,
+                  target_level: float = 0.8) -> tuple[int, float]:
+    """The fewest agents that answer `target_level` of the calls within `target_seconds` (Erlang C), and the
+    share they do answer in time: the staffing of one busy hour, for `usage size` and the console's statistics."""
+    if calls_per_hour < 0 or handle_seconds <= 0 or target_seconds < 0 or not 0 < target_level < 1:
+        raise ValueError("calls per hour >= 0, handle time > 0, target seconds >= 0, target level in (0, 1)")
+    traffic = calls_per_hour * handle_seconds / 3600
+    agents = max(1, math.floor(traffic) + 1)
+    while service_level(agents, traffic, handle_seconds, target_seconds) < target_level:
+        agents += 1
+    return agents, service_level(agents, traffic, handle_seconds, target_seconds)
+
+
 def size_package(
     calls_per_day: float,
     minutes_per_call: float,
@@ -146,8 +159,5 @@ def size_package(
     package = next((s for s in sizes if s >= padded), None)
     peak_calls = calls_per_day * peak_share
     handle = minutes_per_call * 60
-    traffic = peak_calls * handle / 3600
-    agents = max(1, math.floor(traffic) + 1)
-    while service_level(agents, traffic, handle, target_seconds) < target_level:
-        agents += 1
-    return Sizing(billed, padded, package, peak_calls, traffic, agents, service_level(agents, traffic, handle, target_seconds))
+    agents, level = agents_needed(peak_calls, handle, target_seconds, target_level)
+    return Sizing(billed, padded, package, peak_calls, peak_calls * handle / 3600, agents, level)
