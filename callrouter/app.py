@@ -32,10 +32,11 @@ from callrouter.metrics import RouterMetrics
 from callrouter.fastagi.server import AgiServer
 from callrouter.fastagi.session import SessionDeps
 from callrouter.store.memory import MemoryRoutingState
-from callrouter.fastagi.ports import RoutingState
+from callrouter.fastagi.ports import LiveCalls, RoutingState
 from callrouter.store.blacklist import BlacklistFollower, BlacklistStore
 from callrouter.store.cdr_store import CdrStore
 from callrouter.store.cdr_writer import CdrWriter, WriterSettings
+from callrouter.store.live_calls import SqlLiveCalls
 from callrouter.store.db import StoreError, StoreUnreachable, open_engine, require_current_schema, resolve_url, shown
 from callrouter.store.routing_state import SqlRoutingState, new_instance_id
 from callrouter.store.spool import Spool, SpoolInUse
@@ -57,6 +58,7 @@ class Store:
     state: RoutingState
     blacklist: BlacklistFollower
     instance: str
+    live: LiveCalls | None = None  # the calls in progress, for the console's live view
 
 
 async def dispose_within(engine: AsyncEngine, seconds: float) -> None:
@@ -110,11 +112,16 @@ async def open_store(holder: ConfigHolder, metrics: RouterMetrics, stack: AsyncE
         state = shared
     else:
         state = MemoryRoutingState()
+    # Calls in progress, shared through the database (its rows count while this router beats: the shared
+    # routing state beats for it, else it beats itself).
+    live = SqlLiveCalls(engine, metrics, instance=instance, lease_ttl=svc.store.lease_ttl, heartbeat=mode != "shared")
+    await live.start()
+    stack.push_async_callback(live.close)
     follower = BlacklistFollower(BlacklistStore(engine), metrics, utc_now, svc.store.blacklist_refresh)
     await follower.start()
     stack.push_async_callback(follower.close)
     log.info("store: %s (routing state %s), CDR spool %s", shown(url), mode, spool.directory)
-    return Store(engine, writer, state, follower, instance)
+    return Store(engine, writer, state, follower, instance, live)
 
 
 async def start_crm(config: RoutingConfig, metrics: RouterMetrics, stack: AsyncExitStack) -> CrmClient | None:
@@ -140,6 +147,7 @@ def build_deps(
         runtime_blacklist=lambda: store.blacklist.current,
         crm=crm,
         line_alerts=alerts.changed if alerts is not None else None,
+        live=store.live,
     )
 
 

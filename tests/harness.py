@@ -19,7 +19,7 @@ from callrouter.store.memory import MemorySink
 from callrouter.fastagi.server import AgiServer
 from callrouter.fastagi.session import SessionDeps
 from callrouter.store.memory import MemoryRoutingState
-from callrouter.fastagi.ports import RoutingState
+from callrouter.fastagi.ports import LiveCalls, RoutingState
 from callrouter.routing.health import LineChange
 from tests.planning import NOW
 
@@ -82,14 +82,15 @@ async def call_held_in_dial(router: Router, target: str, digits: str, uniqueid: 
 @asynccontextmanager
 async def running_router(
     config: RoutingConfig | None = None, state: RoutingState | None = None, crm: CrmClient | None = None, metrics: RouterMetrics | None = None,
-    line_alerts: Callable[[LineChange], Awaitable[None]] | None = None,
+    line_alerts: Callable[[LineChange], Awaitable[None]] | None = None, live: LiveCalls | None = None,
 ) -> AsyncIterator[Router]:
     config = config or sample_config()
     metrics = metrics or RouterMetrics()
     sink = MemorySink()
     state = state or MemoryRoutingState()
     deps = SessionDeps(
-        state=state, sink=sink, metrics=metrics, clock=lambda: NOW, rng=random.Random(5), instance="test", crm=crm, line_alerts=line_alerts
+        state=state, sink=sink, metrics=metrics, clock=lambda: NOW, rng=random.Random(5), instance="test", crm=crm, line_alerts=line_alerts,
+        live=live,
     )
     server = AgiServer(ConfigHolder(config, metrics), deps)
     await server.start("127.0.0.1", 0)

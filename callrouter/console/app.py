@@ -16,6 +16,7 @@ from aiohttp import web
 from callrouter.api.context import AdminDeps
 from callrouter.config.service import Console
 from callrouter.console import auth, pages
+from callrouter.console import live
 from callrouter.console import calls as call_pages
 from callrouter.console import stats
 from callrouter.console.context import CONSOLE, ConsoleDeps
@@ -50,6 +51,7 @@ def build_console_app(deps: AdminDeps, settings: Console, passwords: Passwords |
     app.router.add_post("/logout", auth.logout, name="logout")
     # Each page's routes go in its own block below (the name marks the menu item: console/context.NAV).
     # -- live (overview figures, calls in progress) --
+    live.add_routes(app)  # /live/events: the overview's calls in progress, as Server-Sent Events
     # -- calls --
     app.router.add_get("/calls", call_pages.calls_page, name="calls")
     app.router.add_get("/calls.csv", call_pages.calls_export, name="calls_export")

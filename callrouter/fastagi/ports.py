@@ -1,12 +1,14 @@
-"""What a call needs from outside the FastAGI edge: shared routing state and a sink for finished records.
+"""What a call needs from outside the FastAGI edge: shared routing state, a sink for finished records, and
+where it tells what is in progress now (`LiveCalls`).
 
-Interfaces only. The database implements both (`store.routing_state`, `store.cdr_writer`), and
+Interfaces only. The database implements them (`store.routing_state`, `store.cdr_writer`, `store.live_calls`), and
 `store.memory` holds the in-process versions (one router; tests). The session depends on these, never
 on the store, so the call path can be tested with either.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from callrouter.model.record import CallRecord
@@ -46,3 +48,18 @@ class RecordSink(Protocol):
     async def submit(self, record: CallRecord) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class LiveCalls(Protocol):
+    """Calls in progress, as the console's live view shows them. Told, never asked: each method only notes
+    the change and returns at once (the writing happens elsewhere, later), so reporting can neither slow
+    a call down nor make it fail. A call is (uniqueid, source), as its CDR is."""
+
+    def call_started(self, uniqueid: str, source: str, number: str, caller: str, at: datetime) -> None: ...
+
+    def call_changed(self, uniqueid: str, source: str, state: str, line_id: str | None = None, *,
+                     talking_after: datetime | None = None) -> None:
+        """`state` ivr (with the router), ringing (a Dial on `line_id`) or talking. A Dial still running at
+        `talking_after` (its ring timeout) has been answered: the state becomes talking then by itself."""
+
+    def call_ended(self, uniqueid: str, source: str) -> None: ...

@@ -52,7 +52,7 @@ from callrouter.routing.effects import (
 from callrouter.routing.engine import CallFlow, CallInfo
 from callrouter.routing.health import LineChange, LineRecord, masked
 from callrouter.model.record import CallRecord, RouteResult
-from callrouter.fastagi.ports import RoutingState
+from callrouter.fastagi.ports import LiveCalls, RoutingState
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class SessionDeps:
     runtime_blacklist: Callable[[], RuntimeBlacklist] = RuntimeBlacklist  # the current snapshot of database entries
     crm: CrmClient | None = None  # caller names from the company's CRM
     line_alerts: Callable[[LineChange], Awaitable[None]] | None = None  # told after each line-health report (the manager's messages)
+    live: LiveCalls | None = None  # told what the call is doing now (the console's live view); never waited on
 
 
 class CallSession:
@@ -121,6 +122,7 @@ class CallSession:
         self._crm_answer: asyncio.Future[CrmResult] | None = None  # owned by the CRM client, never by the call
         self._crm_asked = 0.0
         self._crm: CrmResult | None = None
+        self._live_key: tuple[str, str] | None = None  # (uniqueid, source) once reported as in progress
 
     def prompt_path(self, prompt: str) -> str:
         return f"{self.config.service.asterisk_prompts_dir.rstrip('/')}/{prompt}"
@@ -128,7 +130,10 @@ class CallSession:
     async def run(self) -> str:
         """Route the call; returns the session outcome label. Every line logged meanwhile names the call."""
         with marking(self.env.uniqueid):
-            return await self._run()
+            try:
+                return await self._run()
+            finally:
+                self.tell_live(lambda live, uid, src: live.call_ended(uid, src))
 
     async def _run(self) -> str:
         script = self.env.script.lstrip("/").split("?", 1)[0]
@@ -148,6 +153,9 @@ class CallSession:
             await self.tell_dialplan("NO_PLAN")
             return "no_plan"
         self.plan = plan
+        if self.deps.live is not None and self.env.uniqueid:
+            self._live_key = (self.env.uniqueid[:64], call_source(self.env, self.channel.peer))
+            self.tell_live(lambda live, uid, src: live.call_started(uid, src, plan.number, caller.number, self.started_at))
         if self.deps.crm is not None and plan.crm_lookup and caller.number:
             self._crm_answer = self.deps.crm.lookup(caller.number, plan.number)  # runs while the caller hears the menu
             self._crm_asked = time.monotonic()
@@ -269,6 +277,9 @@ class CallSession:
             targets = [effect.legs[i].target for i in reserved]
             timeouts = self.config.service.timeouts
             before = self.deps.clock()
+            lines = ",".join(effect.legs[i].line_id for i in reserved)
+            answered_by = before + timedelta(seconds=effect.timeout + 1)  # a Dial still running then was answered
+            self.tell_live(lambda live, uid, src: live.call_changed(uid, src, "ringing", lines, talking_after=answered_by))
             result = await self.channel.dial(
                 targets, effect.timeout, effect.options, reply_timeout=timeouts.max_call,
                 timing_hooks=self.config.service.dialing.timing_hooks,
@@ -276,6 +287,7 @@ class CallSession:
         finally:
             for i in reserved:
                 await self.release(effect.legs[i].key)
+            self.tell_live(lambda live, uid, src: live.call_changed(uid, src, "ivr"))
         status = normal_status(result.status)
         if status == "OTHER":
             log.warning("call %s: Dial returned an undocumented DIALSTATUS %r", self.env.uniqueid[:32], result.status[:32])
@@ -297,6 +309,16 @@ class CallSession:
             status, answered_leg, whole_seconds(timing.ring_seconds), whole_seconds(timing.talk_seconds), tuple(full),
             timed_by=timing.timed_by,
         )
+
+    def tell_live(self, tell: Callable[[LiveCalls, str, str], None]) -> None:
+        """Tell the live view about this call (send, never wait); whatever goes wrong there is logged, and
+        the call goes on."""
+        if self.deps.live is None or self._live_key is None:
+            return
+        try:
+            tell(self.deps.live, *self._live_key)
+        except Exception as exc:
+            log.warning("call %s: the live view was not told: %s: %s", self.env.uniqueid[:32], type(exc).__name__, exc)
 
     async def show_caller_name(self, plan: NumberPlan) -> None:
         """Show the caller's name on the answering phone, once, cleaned of control characters."""

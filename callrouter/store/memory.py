@@ -1,10 +1,14 @@
 """In-process implementations of the FastAGI ports: correct for one router process, and for tests.
 
-`store.routing_state` and `store.cdr_writer` implement the same ports on the database, for several
-routers and for durable CDRs.
+`store.routing_state`, `store.cdr_writer` and `store.live_calls` implement the same ports on the database,
+for several routers and for durable CDRs.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Callable
 
 from callrouter.model.record import CallRecord
 from callrouter.routing.health import LineRecord, apply_outcome
@@ -69,3 +73,89 @@ class MemorySink:
 
     async def close(self) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class ActiveCall:
+    """A call in progress, as the `active_calls` table holds it."""
+
+    instance: str  # the router that has it
+    uniqueid: str
+    source: str
+    number: str
+    caller: str
+    started_at: datetime
+    state: str  # ivr, ringing, talking
+    line_id: str | None  # the line(s) of the Dial in progress, ids joined by ','
+    updated_at: datetime
+
+    @property
+    def line_ids(self) -> tuple[str, ...]:
+        return tuple(i for i in (self.line_id or "").split(",") if i)
+
+
+LINE_ID_LENGTH = 200  # the column's width
+
+
+def joined_line_ids(line_id: str | None) -> str | None:
+    """Line ids as stored: whole ids only, as many as fit the column."""
+    if not line_id:
+        return None
+    kept: list[str] = []
+    for part in line_id.split(","):
+        if part and len(",".join([*kept, part])) <= LINE_ID_LENGTH:
+            kept.append(part)
+    return ",".join(kept) or None
+
+
+class MemoryLiveCalls:
+    """The calls in progress on this router, in process memory (one router; tests; and the book-keeping
+    that `store.live_calls.SqlLiveCalls` writes to the database)."""
+
+    def __init__(self, instance: str = "", clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.instance, self.clock = instance, clock
+        self._calls: dict[tuple[str, str], ActiveCall] = {}
+        self._answered_by: dict[tuple[str, str], datetime] = {}  # a Dial still running then was answered
+
+    def call_started(self, uniqueid: str, source: str, number: str, caller: str, at: datetime) -> None:
+        key = (uniqueid, source)
+        self._calls[key] = ActiveCall(self.instance, uniqueid, source, number, caller, at, "ivr", None, at)
+        self._answered_by.pop(key, None)
+        self.touched(key)
+
+    def call_changed(self, uniqueid: str, source: str, state: str, line_id: str | None = None, *,
+                     talking_after: datetime | None = None) -> None:
+        key = (uniqueid, source)
+        current = self._calls.get(key)
+        if current is None:
+            return
+        self._calls[key] = replace(current, state=state, line_id=joined_line_ids(line_id), updated_at=self.clock())
+        if talking_after is not None and state == "ringing":
+            self._answered_by[key] = talking_after
+        else:
+            self._answered_by.pop(key, None)
+        self.touched(key)
+
+    def call_ended(self, uniqueid: str, source: str) -> None:
+        key = (uniqueid, source)
+        self._answered_by.pop(key, None)
+        if self._calls.pop(key, None) is not None:
+            self.touched(key)
+
+    def promote(self, now: datetime) -> None:
+        """Dials that outlasted their ring timeout were answered: their calls are talking now."""
+        for key, when in list(self._answered_by.items()):
+            if now >= when:
+                del self._answered_by[key]
+                current = self._calls.get(key)
+                if current is not None and current.state == "ringing":
+                    self._calls[key] = replace(current, state="talking", updated_at=when)
+                    self.touched(key)
+
+    def calls(self, now: datetime | None = None) -> list[ActiveCall]:
+        """This router's calls in progress, oldest first."""
+        self.promote(now or self.clock())
+        return sorted(self._calls.values(), key=lambda c: (c.started_at, c.uniqueid))
+
+    def touched(self, key: tuple[str, str]) -> None:
+        """A call changed (started, moved on, ended): the database version writes it."""

@@ -161,6 +161,26 @@ line_leases = Table(
 Index("ix_line_leases_line_key", line_leases.c.line_key)
 Index("ix_line_leases_instance", line_leases.c.instance)
 
+# Calls in progress now (migration 0006), for the console's live view: each router writes its own calls'
+# rows; a row counts only while its router's `router_instances` row is fresh, as a line lease does.
+LIVE_STATES = ("ivr", "ringing", "talking")
+active_calls = Table(
+    "active_calls",
+    metadata,
+    Column("instance", String(120), nullable=False),  # the router that has the call
+    Column("uniqueid", String(64), nullable=False),
+    Column("source", String(80), nullable=False),  # with uniqueid: the call (as in `calls`)
+    Column("number", String(20), nullable=False),  # the 400 number
+    Column("caller", String(32), nullable=False),  # normalised; '' when withheld
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),  # ivr: with the router (menus, prompts, voicemail); ringing/talking: on a line
+    Column("line_id", String(200)),  # the line(s) of the Dial in progress, ids joined by ','
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("instance", "uniqueid", "source"),
+    CheckConstraint("state IN ('ivr', 'ringing', 'talking')", name="state"),
+)
+Index("ix_active_calls_number", active_calls.c.number)
+
 line_usage = Table(
     "line_usage",
     metadata,

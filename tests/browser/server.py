@@ -9,9 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, Iterator, TypeVar
 
 import yaml
 
@@ -101,6 +102,29 @@ class ServeProcess:
     def place_call(self, script: CallScript, timeout: float = 20.0) -> CallTranscript:
         """One call from the Asterisk emulator to this server's FastAGI port, as Asterisk would place it."""
         return run_async(run_call("127.0.0.1", self.agi_port, script, timeout=timeout), timeout + 5)
+
+    @contextmanager
+    def held_call(self, script: Callable[[asyncio.Event], CallScript], timeout: float = 60.0) -> Iterator[Future[CallTranscript]]:
+        """A call that stays in its Dial until the block ends, e.g.
+        `script=lambda hold: CallScript(dtmf=("3",), default_dial=DialScript("ANSWER", 1, 30, hold=hold))`.
+
+        The call runs on an event loop of its own in another thread (see `run_async`); the block gets its
+        transcript's future, done once the call has ended (after the block, or earlier if it ends by itself)."""
+        ready: Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = Future()
+
+        async def call() -> CallTranscript:
+            hold = asyncio.Event()
+            ready.set_result((asyncio.get_running_loop(), hold))
+            return await run_call("127.0.0.1", self.agi_port, script(hold), timeout=timeout)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="browser-test-held-call") as pool:
+            done = pool.submit(asyncio.run, call())
+            loop, hold = ready.result(10)
+            try:
+                yield done
+            finally:
+                loop.call_soon_threadsafe(hold.set)
+                done.result(timeout + 5)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `callrouter <args>` in the server's folder, so it uses the same config.yaml and database.
