@@ -75,6 +75,6 @@ def read_password(args: argparse.Namespace) -> str:
 
 
 def user_json(user: Any) -> dict[str, Any]:
-    """What the audit log records of a user (never a password hash)."""
-    return {"username": user.username, "role": user.role, "tenant": user.tenant_name, "can_listen": user.can_listen,
-            "can_download": user.can_download, "disabled": user.disabled_at is not None}
+    """What the audit log records of a user (never a password hash): the same as the console records."""
+    facts: dict[str, Any] = user.audit_json()
+    return facts

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -44,9 +43,8 @@ def _parse_time(text: str | None, tz: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
-    from callrouter.routing.caller import caller_from
-    from callrouter.routing.dryrun import DryRunInputs, LineOutcome, dry_run, health_record
-    from callrouter.routing.engine import CallInfo, route
+    from callrouter.routing.dryrun import LineOutcome, health_record
+    from callrouter.routing.explain import Question, explain, split_digits
     from callrouter.routing.health import line_key
 
     config = load_config(args.config)
@@ -72,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         if not turn.isdigit():
             print(f"--rotation {spec!r}: write GROUP=TURN, TURN a whole number", file=sys.stderr)
             return EXIT_BAD_INPUT
-        rotation[f"{plan.number}/{group}"] = int(turn)
-    digits = [d.strip() for part in args.digits for d in part.split(",")]
+        rotation[group] = int(turn)
+    digits = split_digits(args.digits)
     now = _parse_time(args.time, plan.timezone or config.service.timezone)
     keys = {line.id: line_key(line, config.service.dialing.template) for group in plan.hunt_groups.values() for line in group.lines}
     health = {}
@@ -87,14 +85,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return EXIT_BAD_INPUT
-    call = CallInfo(number=plan.number, caller=caller_from(args.caller, args.caller_name), uniqueid="explain")
-    inputs = DryRunInputs(
-        digits=digits, lines=lines, default_line=default, rotation=rotation, leave_message=not args.no_message, health=health, at=now
-    )
-    done = dry_run(route(call, plan, config.service, now, random.Random(args.seed)), inputs)
-    for i, step in enumerate(done.result.trace, 1):
+    result = explain(plan, config.service, Question(
+        caller=args.caller, caller_name=args.caller_name, at=now, digits=digits, lines=lines, default_line=default,
+        rotation=rotation, health=health, seed=args.seed, leave_message=not args.no_message,
+    ))
+    for i, step in enumerate(result.trace, 1):
         print(f"{i:2d}. {step}")
-    result = done.result
     print()
     print(f"disposition: {result.disposition}   answered by: {result.answered_line or '-'}   IVR: {' '.join(result.ivr_path) or '-'}")
     for a in result.attempts:

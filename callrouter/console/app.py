@@ -16,6 +16,7 @@ from aiohttp import web
 from callrouter.api.context import AdminDeps
 from callrouter.config.service import Console
 from callrouter.console import auth, pages
+from callrouter.console import accounts, audit as audit_pages, blacklist as blacklist_pages, numbers as number_pages
 from callrouter.console import live
 from callrouter.console import calls as call_pages
 from callrouter.console import stats
@@ -62,9 +63,28 @@ def build_console_app(deps: AdminDeps, settings: Console, passwords: Passwords |
     app.router.add_get("/stats", stats.stats_page, name="stats")
     app.router.add_get("/stats.csv", stats.stats_csv, name="stats_csv")
     # -- blacklist --
+    blacklist_resource = app.router.add_resource("/blacklist", name="blacklist")
+    blacklist_resource.add_route("GET", blacklist_pages.blacklist_page)
+    blacklist_resource.add_route("POST", blacklist_pages.blacklist_add)
+    app.router.add_post("/blacklist/remove", blacklist_pages.blacklist_remove, name="blacklist_remove")
     # -- numbers --
+    app.router.add_get("/numbers", number_pages.numbers_page, name="numbers")
+    app.router.add_get("/numbers/{number}", number_pages.number_page, name="number_plan")
     # -- audit --
+    app.router.add_get("/audit", audit_pages.audit_page, name="audit")
     # -- accounts (tenants, users) --
+    tenants_resource = app.router.add_resource("/tenants", name="tenants")
+    tenants_resource.add_route("GET", accounts.tenants_page)
+    tenants_resource.add_route("POST", accounts.tenant_add)
+    app.router.add_post("/tenants/{id}/numbers", accounts.tenant_number_add, name="tenant_number_add")
+    app.router.add_post("/tenants/{id}/numbers/remove", accounts.tenant_number_remove, name="tenant_number_remove")
+    users_resource = app.router.add_resource("/users", name="users")
+    users_resource.add_route("GET", accounts.users_page)
+    users_resource.add_route("POST", accounts.user_add)
+    app.router.add_post("/users/{id}/role", accounts.user_role, name="user_role")
+    app.router.add_post("/users/{id}/disable", accounts.user_disable, name="user_disable")
+    app.router.add_post("/users/{id}/enable", accounts.user_enable, name="user_enable")
+    app.router.add_post("/users/{id}/revoke", accounts.user_revoke, name="user_revoke")
     app.router.add_static("/static/", STATIC, name="static", follow_symlinks=False)
 
     async def prepare(_: web.Application) -> None:

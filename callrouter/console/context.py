@@ -13,6 +13,7 @@ Another tenant's number or row must answer `not_found()`, never 403 and never it
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
@@ -118,10 +119,18 @@ def address_of(request: web.Request) -> str:
 
 
 async def audit(request: web.Request, action: str, target: str, *,
-                before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None) -> None:
-    """Append to the audit log as the logged-in user, from the client's address."""
+                before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
+                for_tenant: int | None = None) -> None:
+    """Append to the audit log as the logged-in user, from the client's address.
+
+    `for_tenant`: the tenant a provider's action concerns (a user or blacklist entry of that company), so
+    the company sees it in its own log; a tenant's user always writes to its own tenant."""
     deps = console_deps(request)
-    await record(deps.engine, AuditEvent.by(scope_of(request), address_of(request), action, target, before, after), now=deps.now())
+    scope = scope_of(request)
+    event = AuditEvent.by(scope, address_of(request), action, target, before, after)
+    if scope.is_provider and for_tenant is not None:
+        event = dataclasses.replace(event, tenant_id=for_tenant)
+    await record(deps.engine, event, now=deps.now())
 
 
 def nav_items(scope: Scope | None, lang: str, current: str | None) -> list[dict[str, Any]]:

@@ -10,17 +10,21 @@ from callrouter.config.plan import Blacklist
 from callrouter.routing.caller import Caller
 
 GLOBAL_SCOPE = "*"  # a runtime entry for every 400 number
+PREFIX_MARK = "*"  # a runtime entry ending in it is a prefix: "0755*"
 
 
 @dataclass(frozen=True)
 class RuntimeBlacklist:
-    """Numbers refused per scope ('*' = every 400 number), normalised like callers are."""
+    """Numbers refused per scope ('*' = every 400 number), normalised like callers are; "0755*" is a prefix."""
 
     by_scope: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
 
     def for_number(self, number: str) -> Blacklist:
-        numbers = self.by_scope.get(GLOBAL_SCOPE, frozenset()) | self.by_scope.get(number, frozenset())
-        return Blacklist(numbers=numbers) if numbers else _EMPTY
+        entries = self.by_scope.get(GLOBAL_SCOPE, frozenset()) | self.by_scope.get(number, frozenset())
+        if not entries:
+            return _EMPTY
+        prefixes = tuple(sorted(e[:-1] for e in entries if e.endswith(PREFIX_MARK)))
+        return Blacklist(numbers=frozenset(e for e in entries if not e.endswith(PREFIX_MARK)), prefixes=prefixes)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_scope.values())

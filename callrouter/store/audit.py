@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.store.schema import audit_log
@@ -80,9 +80,13 @@ def _load(text: str | None) -> Any:
 
 
 async def audit_entries(
-    engine: AsyncEngine, *, tenant_id: int | None, limit: int, before_id: int | None = None, action: str | None = None
+    engine: AsyncEngine, *, tenant_id: int | None, limit: int, before_id: int | None = None, action: str | None = None,
+    username: str | None = None, since: datetime | None = None, until: datetime | None = None,
 ) -> list[AuditEntry]:
-    """Newest first; tenant_id None: every row (the provider), else only that tenant's."""
+    """Newest first; tenant_id None: every row (the provider), else only that tenant's.
+
+    `before_id` pages back (the last id of the previous page); `username` matches whole names, any case;
+    `since` is inclusive and `until` exclusive."""
     q = select(audit_log)
     if tenant_id is not None:
         q = q.where(audit_log.c.tenant_id == tenant_id)
@@ -90,6 +94,12 @@ async def audit_entries(
         q = q.where(audit_log.c.id < before_id)
     if action is not None:
         q = q.where(audit_log.c.action == action)
+    if username is not None:
+        q = q.where(func.lower(audit_log.c.username) == username.strip().lower())
+    if since is not None:
+        q = q.where(audit_log.c.at >= since)
+    if until is not None:
+        q = q.where(audit_log.c.at < until)
     async with engine.connect() as conn:
         rows = (await conn.execute(q.order_by(audit_log.c.id.desc()).limit(limit))).mappings().all()
     return [

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callrouter.routing.blacklist import RuntimeBlacklist
+from callrouter.routing.blacklist import PREFIX_MARK, RuntimeBlacklist
 from callrouter.metrics import RouterMetrics
 from callrouter.tasks import Backoff, Periodic, PeriodicPart, within
 from callrouter.model.phone import normalize_number
@@ -54,6 +54,10 @@ class BlacklistEntry:
     created_at: datetime
     expires_at: datetime | None
 
+    @property
+    def is_prefix(self) -> bool:
+        return self.caller.endswith(PREFIX_MARK)
+
 
 
 
@@ -64,13 +68,35 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+def normalize_prefix(raw: str) -> str:
+    """A prefix as callers' numbers start once normalised: '+852' is '00852', '+86 755' is '0755', '+86 139' is '139'."""
+    text = raw.strip()
+    digits = "".join(ch for ch in text if "0" <= ch <= "9")
+    if text.startswith("+"):
+        digits = "00" + digits
+    if digits.startswith("0086") and len(digits) > 4:
+        rest = digits[4:]
+        digits = rest if rest.startswith("1") else "0" + rest.lstrip("0")
+    return digits
+
+
 def check_entry(scope: str, caller: str, reason: str, created_by: str) -> tuple[str, str]:
-    """(scope, normalised caller), or BlacklistInputError with a message fit for an API response."""
+    """(scope, normalised caller), or BlacklistInputError with a message fit for an API response.
+
+    A caller ending in '*' is a prefix ('0755*': every number starting 0755), stored with its '*'."""
     if not _SCOPE.match(scope):
         raise BlacklistInputError(f"scope must be a 400 number (digits) or '*' for all numbers, not {scope[:40]!r}")
-    if not _NUMBER.match(caller):
+    if caller.endswith(PREFIX_MARK):
+        if not _NUMBER.match(caller[:-1]):
+            raise BlacklistInputError(f"a prefix is digits (optional leading +) followed by '*', not {caller[:40]!r}")
+        prefix = normalize_prefix(caller[:-1])
+        if not 2 <= len(prefix) <= 20:
+            raise BlacklistInputError("a prefix has 2 to 20 digits")
+        normalised = prefix + PREFIX_MARK
+    elif not _NUMBER.match(caller):
         raise BlacklistInputError(f"caller must be a phone number (digits, optional leading +), not {caller[:40]!r}")
-    normalised = normalize_number(caller)
+    else:
+        normalised = normalize_number(caller)
     if not normalised:
         raise BlacklistInputError("caller has no digits")
     if len(reason) > 200 or len(created_by) > 80:

@@ -111,6 +111,11 @@ class User:
     def permissions(self) -> frozenset[str]:
         return permissions_for(self.role, self.can_listen, self.can_download)
 
+    def audit_json(self) -> dict[str, Any]:
+        """What the audit log records of a user (never a password hash)."""
+        return {"username": self.username, "role": self.role, "tenant": self.tenant_name, "can_listen": self.can_listen,
+                "can_download": self.can_download, "disabled": self.disabled_at is not None}
+
 
 @dataclass(frozen=True)
 class Credentials:
