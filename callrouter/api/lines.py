@@ -4,14 +4,12 @@ meant to show the same `number_view`."""
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
-
 from aiohttp import web
 
 from callrouter.api import params
 from callrouter.api.context import deps_of, scope_of
 from callrouter.api.errors import ApiError
-from callrouter.routing.health import number_view, plan_keys, plan_lines
+from callrouter.routing.health import number_views, plans_keys
 from callrouter.store.line_health import read_lines
 
 
@@ -26,11 +24,7 @@ async def status(request: web.Request) -> web.Response:
         if not plans:
             raise ApiError(404, f"no plan routes {number}")  # another tenant's number: the same answer
     template = config.service.dialing.template
-    keys = tuple(dict.fromkeys(k for _, plan in plans for k in plan_keys(plan, template)))
+    keys = plans_keys([p for _, p in plans], template)
     records = await deps.line_health(keys) if deps.line_health is not None else await read_lines(deps.engine, keys)
-    now = deps.clock().timestamp()
-    out = []
-    for _, plan in plans:
-        tz = ZoneInfo(plan.timezone or config.service.timezone)
-        out.append(number_view(plan, plan_lines(plan, template, records, now), tz, now))
-    return web.json_response({"numbers": out})
+    views = number_views([p for _, p in plans], template, records, deps.clock().timestamp(), config.service.timezone)
+    return web.json_response({"numbers": views})

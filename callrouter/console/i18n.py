@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 from aiohttp import web
 
-from callrouter.console.words import accounts, audit, blacklist, calls, live, numbers, stats
+from callrouter.console.words import accounts, audit, blacklist, calls, lines, live, numbers, stats
 
 LANGS = ("zh", "en")
 DEFAULT_LANG = "zh"
@@ -74,7 +74,7 @@ def _merge(*tables: Mapping[str, tuple[str, str]]) -> Mapping[str, tuple[str, st
     return MappingProxyType(merged)
 
 
-MESSAGES = _merge(_BASE, live.WORDS, calls.WORDS, stats.WORDS, blacklist.WORDS, numbers.WORDS, audit.WORDS, accounts.WORDS)
+MESSAGES = _merge(_BASE, live.WORDS, calls.WORDS, stats.WORDS, blacklist.WORDS, numbers.WORDS, audit.WORDS, accounts.WORDS, lines.WORDS)
 
 
 def pick_language(request: web.Request) -> str:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from callrouter.config.plan import Action, HuntGroup, Line, NumberPlan
 from callrouter.config.service import ServiceConfig
+from callrouter.console.lines import line_summaries
 from callrouter.console.context import console_deps, nav_items, not_found, render, require
 from callrouter.console.i18n import pick_language, translator
 from callrouter.console.numbers_svg import FONT, LINE, Circle, Drawing, Path, Rect, Text, num, text_units, wrap
@@ -715,7 +716,7 @@ async def number_page(request: web.Request) -> web.StreamResponse:
     if plan is None:
         if scope.numbers is None:
             raise not_found()
-        return render(request, "numbers_plan.html", _detail_context(request, number, None, None, None, None))
+        return render(request, "numbers_plan.html", await _with_lines(request, number, _detail_context(request, number, None, None, None, None)))
     t = translator(pick_language(request))
     form = _form_of(request, plan, config.service, deps.now())
     error = result = None
@@ -726,8 +727,13 @@ async def number_page(request: web.Request) -> web.StreamResponse:
         elif question is not None:
             result = explain_view(await _run(request, plan, config.service, question), plan, t)
     view = plan_view(plan, config.service, t)
-    return render(request, "numbers_plan.html", _detail_context(request, number, view, form, error, result),
+    return render(request, "numbers_plan.html", await _with_lines(request, number, _detail_context(request, number, view, form, error, result)),
                   status=422 if error else 200)
+
+
+async def _with_lines(request: web.Request, number: str, context: dict[str, object]) -> dict[str, object]:
+    """The number's line health (issue 16) beside its picture: "5 条线路中 4 条正常"."""
+    return {**context, "lines": await line_summaries(request, [number])}
 
 
 def _detail_context(request: web.Request, number: str, view: PlanView | None, form: ExplainForm | None, error: str | None,

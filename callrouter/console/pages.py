@@ -8,6 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from callrouter.console import live
+from callrouter.console.lines import line_summaries
 from callrouter.console.context import console_deps, render, scope_of
 from callrouter.store.tenants import list_tenants
 
@@ -20,4 +21,5 @@ async def overview(request: web.Request) -> web.StreamResponse:
         context["tenant_count"] = len(tenants)
         context["number_count"] = sum(len(t.numbers) for t in tenants)
     context.update(await live.overview_context(request, scope))  # today, missed calls, the package, now
+    context["lines"] = await line_summaries(request, scope.numbers) if scope.numbers is not None else []
     return render(request, "overview.html", context)

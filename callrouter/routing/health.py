@@ -300,3 +300,18 @@ def number_view(plan: NumberPlan, lines: Sequence[PlanLine], tz: ZoneInfo, now: 
     """A number's lines, with how many of them work ("2 of 5 lines working")."""
     views = [status_view(pl, tz, now) for pl in lines]
     return {"number": plan.number, "name": plan.name, "working": sum(bool(v["working"]) for v in views), "total": len(views), "lines": views}
+
+
+def plans_keys(plans: Sequence[NumberPlan], template: str) -> tuple[str, ...]:
+    """Every enabled line's key across several plans, once: what to read from the store for `number_views`."""
+    return tuple(dict.fromkeys(k for plan in plans for k in plan_keys(plan, template)))
+
+
+def number_views(
+    plans: Sequence[NumberPlan], template: str, records: Mapping[str, LineRecord], now: float, default_tz: str
+) -> list[dict[str, object]]:
+    """`number_view` of each plan in its own time zone: what the admin API, `lines status` and the console show."""
+    return [
+        number_view(plan, plan_lines(plan, template, records, now), ZoneInfo(plan.timezone or default_tz), now)
+        for plan in plans
+    ]
