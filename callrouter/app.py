@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.api.app import AdminServer, build_admin_app
@@ -35,6 +36,7 @@ from callrouter.store.memory import MemoryRoutingState
 from callrouter.fastagi.ports import LiveCalls, RoutingState
 from callrouter.store.blacklist import BlacklistFollower, BlacklistStore
 from callrouter.store.cdr_store import CdrStore
+from callrouter.store.tenants import count_users
 from callrouter.store.cdr_writer import CdrWriter, WriterSettings
 from callrouter.store.live_calls import SqlLiveCalls
 from callrouter.store.db import StoreError, StoreUnreachable, open_engine, require_current_schema, resolve_url, shown
@@ -188,7 +190,23 @@ async def start_admin(
         raise AdminConfigError(f"admin API cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
     stack.push_async_callback(server.close)
     log.info("admin API listening on %s:%d", settings.host, server.port)
+    if console.enabled:
+        await _say_how_to_log_in(store.engine, f"http://{settings.host}:{server.port}/console/")
     return server
+
+
+async def _say_how_to_log_in(engine: AsyncEngine, url: str) -> None:
+    """The first start has no account yet: say how to make one, so `make run` leads to a console that opens."""
+    try:
+        users = await count_users(engine)
+    except SQLAlchemyError as exc:  # the database is away: serve starts anyway, and says nothing of accounts
+        log.debug("could not count console users: %s", exc)
+        return
+    if users:
+        log.info("console (管理后台) at %s", url)
+    else:
+        log.warning("console (管理后台) at %s has no account yet: make the first one with "
+                    "`callrouter users add --provider admin` (docs/console.md)", url)
 
 
 async def serve(config: RoutingConfig, *, host: str | None = None, port: int | None = None, admin_port: int | None = None) -> int:

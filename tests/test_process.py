@@ -208,3 +208,28 @@ def test_probe_reports_health_over_fastagi(tmp_path: Path) -> None:
         assert not any("protocol error" in line or "went silent" in line for line in server.log)
 
     arun(body(), timeout=60)
+
+
+def test_serve_says_where_the_console_is_and_how_to_make_the_first_account(tmp_path: Path) -> None:
+    cfg = workspace(tmp_path)
+
+    async def body() -> None:
+        server, _ = await start_serve(cfg)
+        try:
+            hint = await server.wait_for(r"console \(管理后台\) at (http://127\.0\.0\.1:\d+/console/) has no account yet: (.*)")
+            assert "callrouter users add --provider" in hint.group(2)
+        finally:
+            server.proc.send_signal(signal.SIGTERM)
+            await server.proc.wait()
+        done = subprocess.run([sys.executable, "-m", "callrouter", "users", "add", "--provider", "admin", "--password-stdin", "--config", str(cfg)],
+                              input="a-long-enough-password\n", capture_output=True, text=True, env=ENV, cwd=str(tmp_path))
+        assert done.returncode == 0, done.stdout + done.stderr
+        server, _ = await start_serve(cfg)
+        try:
+            await server.wait_for(r"console \(管理后台\) at http://127\.0\.0\.1:\d+/console/$")
+            assert not [line for line in server.log if "has no account yet" in line]
+        finally:
+            server.proc.send_signal(signal.SIGTERM)
+            await server.proc.wait()
+
+    arun(body(), timeout=60)
