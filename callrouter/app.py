@@ -63,6 +63,10 @@ class Store:
     live: LiveCalls | None = None  # the calls in progress, for the console's live view
 
 
+class CannotListen(Exception):
+    """The FastAGI server cannot bind its address: `serve` stops with this message, exit 2."""
+
+
 async def dispose_within(engine: AsyncEngine, seconds: float) -> None:
     """Close the pool on stop, but never hang the stop on a database that does not answer."""
     try:
@@ -231,7 +235,12 @@ async def serve(config: RoutingConfig, *, host: str | None = None, port: int | N
         alerts = LineHealthAlerts(store.engine, current, store.state.line_health)  # the manager told of lines that fail
         server = AgiServer(holder, build_deps(config, metrics, store, crm, alerts))
         listen = config.service.listen
-        await server.start(host or listen.host, listen.port if port is None else port)
+        bind_host, bind_port = host or listen.host, listen.port if port is None else port
+        try:
+            await server.start(bind_host, bind_port)
+        except OSError as exc:  # the port is taken (another router?) or the address is not this host's
+            raise CannotListen(f"FastAGI cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc} "
+                               "(another router running? set listen.port or --port)") from None
         stop = asyncio.Event()
         reloads: set[asyncio.Task[list[str]]] = set()
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -233,3 +234,15 @@ def test_serve_says_where_the_console_is_and_how_to_make_the_first_account(tmp_p
             await server.proc.wait()
 
     arun(body(), timeout=60)
+
+
+def test_serve_on_a_taken_port_says_so_and_exits_2(tmp_path: Path) -> None:
+    cfg = workspace(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", str(port), "--admin-port", "0"],
+                              capture_output=True, text=True, env=ENV, cwd=str(tmp_path), timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"FastAGI cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr

@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from callrouter.app import serve
+    from callrouter.app import CannotListen, serve
 
     config = load_config(args.config)
     setup_logging(args.log_level or config.service.log_level, args.log_format or config.service.logging.format)
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.event_loop)) as runner:
             return runner.run(serve(config, host=args.host, port=args.port, admin_port=args.admin_port))
-    except (StoreError, AdminConfigError, MissingEnvironment) as exc:
+    except (StoreError, AdminConfigError, MissingEnvironment, CannotListen) as exc:
         print(f"callrouter: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
