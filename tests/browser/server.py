@@ -126,16 +126,20 @@ class ServeProcess:
                 loop.call_soon_threadsafe(hold.set)
                 done.result(timeout + 5)
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run `callrouter <args>` in the server's folder, so it uses the same config.yaml and database.
 
         e.g. `server.cli("tenants", "add", ...)`, `server.cli("users", "add", ...)`.
         """
-        run = subprocess.run([sys.executable, "-m", "callrouter", *args], cwd=self.workdir, env=ENV,
+        run = subprocess.run([sys.executable, "-m", "callrouter", *args], cwd=self.workdir, env=ENV, input=stdin,
                              capture_output=True, text=True, timeout=60)
         if check and run.returncode != 0:
             raise AssertionError(f"callrouter {' '.join(args)} exited {run.returncode}:\n{run.stdout}{run.stderr}")
         return run
+
+    def add_user(self, password: str, *args: str) -> None:
+        """`callrouter users add <args>` with the password on standard input (never an argument)."""
+        self.cli("users", "add", *args, "--password-stdin", stdin=password + "\n")
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM (calls get their drain time), SIGKILL if it does not go; returns the exit status."""

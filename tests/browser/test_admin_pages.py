@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +22,7 @@ from playwright.sync_api import Browser, Page
 from callrouter.emulator.script import CallScript, DialScript
 from tests.browser.pages import ConsoleLog, new_page, screenshot
 from tests.browser.server import ServeProcess
-from tests.test_process import ENV, ROOT
+from tests.test_process import ROOT
 
 PASSWORD = "admin-pages-password-1"
 NUMBER = "4008001234"  # the sample plan (open around the clock in the browser workspace)
@@ -34,10 +32,7 @@ PHONE = {"width": 390, "height": 844}
 
 
 def add_user(server: ServeProcess, name: str, *args: str) -> None:
-    """`callrouter users add` with the password on standard input (server.cli passes no input)."""
-    run = subprocess.run([sys.executable, "-m", "callrouter", "users", "add", name, *args, "--password-stdin"], cwd=server.workdir,
-                         env=ENV, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    server.add_user(PASSWORD, name, *args)
 
 
 @pytest.fixture(scope="module")

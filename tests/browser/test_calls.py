@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +21,6 @@ from playwright.sync_api import Browser, Page, Response
 from callrouter.emulator.script import CallScript, DialScript
 from tests.browser.pages import ConsoleLog, new_page, screenshot
 from tests.browser.server import ServeProcess
-from tests.test_process import ENV
 
 PASSWORD = "browser-test-password"
 NUMBER_A, NUMBER_B = "4008001234", "4008005678"
@@ -34,10 +31,7 @@ PHONE = {"width": 390, "height": 844}
 
 
 def add_user(server: ServeProcess, *args: str) -> None:
-    """`callrouter users add ... --password-stdin` in the server's folder (the password is never an argument)."""
-    run = subprocess.run([sys.executable, "-m", "callrouter", "users", "add", *args, "--password-stdin"], cwd=server.workdir,
-                         env=ENV, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    server.add_user(PASSWORD, *args)
 
 
 def api_call(server: ServeProcess, uniqueid: str) -> dict[str, Any] | None:

@@ -4,8 +4,6 @@ next call does not ring 赵强. Screenshots in tests/artifacts/screenshots/line-
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Iterator
 
 import pytest
@@ -14,7 +12,6 @@ from playwright.sync_api import Page
 from callrouter.emulator.script import CallScript, DialScript
 from tests.browser.pages import screenshot
 from tests.browser.server import ServeProcess
-from tests.test_process import ENV
 
 PASSWORD = "line-health-password-1"
 NUMBER = "4008001234"  # the sample plan: "3" reaches the complaints group, 赵强 then 张伟
@@ -25,9 +22,7 @@ ZHAO = "Local/01088886666@callrouter-lines"
 def owner(server: ServeProcess) -> Iterator[str]:
     server.cli("tenants", "add", "丙公司")
     server.cli("tenants", "numbers", "add", "丙公司", NUMBER)
-    run = subprocess.run([sys.executable, "-m", "callrouter", "users", "add", "c-owner", "--tenant", "丙公司", "--role", "owner",
-                          "--password-stdin"], cwd=server.workdir, env=ENV, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    server.add_user(PASSWORD, "c-owner", "--tenant", "丙公司", "--role", "owner")
     yield "c-owner"
 
 

@@ -3,23 +3,18 @@ HttpOnly and SameSite=Lax. Screenshots tests/artifacts/screenshots/login-*.png."
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 from playwright.sync_api import Page
 
 from tests.browser.pages import ConsoleLog, screenshot
 from tests.browser.server import ServeProcess
-from tests.test_process import ENV
 
 PASSWORD = "login-test-password-1"
 
 
 def test_wrong_passwords_are_refused_then_rate_limited_and_the_cookie_is_guarded(page: Page, server: ServeProcess, console_log: ConsoleLog) -> None:
     server.cli("tenants", "add", "丁公司")
-    run = subprocess.run([sys.executable, "-m", "callrouter", "users", "add", "d-owner", "--tenant", "丁公司", "--role", "owner",
-                          "--password-stdin"], cwd=server.workdir, env=ENV, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    server.add_user(PASSWORD, "d-owner", "--tenant", "丁公司", "--role", "owner")
     statuses: list[int] = []
     page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/console/login") and r.request.method == "POST" else None)
     for _ in range(5):

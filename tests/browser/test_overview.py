@@ -7,8 +7,6 @@ desktop and the phone page in tests/artifacts/screenshots/.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from datetime import datetime
@@ -21,7 +19,6 @@ from playwright.sync_api import Browser, Page, expect
 from callrouter.emulator.script import CallScript, DialScript
 from tests.browser.pages import ConsoleLog, new_page, screenshot
 from tests.browser.server import ServeProcess
-from tests.test_process import ENV
 
 PASSWORD = "overview-password-1"
 NUMBER = "4008001234"  # the sample plan, open around the clock in the browser workspace
@@ -32,10 +29,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def add_user(server: ServeProcess, name: str, *args: str) -> None:
-    """`callrouter users add` with the password on standard input (server.cli passes no input)."""
-    run = subprocess.run([sys.executable, "-m", "callrouter", "users", "add", name, *args, "--password-stdin"], cwd=server.workdir,
-                         env=ENV, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    server.add_user(PASSWORD, name, *args)
 
 
 @pytest.fixture(scope="module")

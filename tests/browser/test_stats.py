@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 import urllib.request
 from datetime import date, datetime, time as clock, timedelta
@@ -24,7 +22,6 @@ from callrouter.store.db import open_engine
 from callrouter.store.schema import call_stats, line_stats
 from tests.browser.pages import ConsoleLog, new_page, screenshot
 from tests.browser.server import ServeProcess, run_async
-from tests.test_process import ENV
 
 NUMBER_A, NUMBER_B = "4008001234", "4008005678"
 PASSWORD = "stats-page-password-1"
@@ -37,10 +34,7 @@ CALLS = (  # uniqueid, the caller's key press (3: complaints, two lines in turn)
 
 
 def add_user(server: ServeProcess, name: str, tenant: str) -> None:
-    """`callrouter users add` with the password on standard input (server.cli passes no input)."""
-    run = subprocess.run([sys.executable, "-m", "callrouter", "users", "add", name, "--tenant", tenant, "--role", "viewer", "--password-stdin"],
-                         cwd=server.workdir, env=ENV, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
+    server.add_user(PASSWORD, name, "--tenant", tenant, "--role", "viewer")
 
 
 @pytest.fixture(scope="module")
