@@ -32,8 +32,8 @@ MAX_PASSWORD = 1024
 
 def safe_next(value: object) -> str:
     """Where to go after login: a console path only (never another site: no open redirect)."""
-    if not isinstance(value, str) or len(value) > 500:
-        return f"{PREFIX}/"
+    if not isinstance(value, str) or len(value) > 500 or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return f"{PREFIX}/"  # a control character (CR LF) would break the Location header: never reflected
     parts = urlsplit(value)
     if parts.scheme or parts.netloc or not value.startswith(f"{PREFIX}/") or "\\" in value or value.startswith("//"):
         return f"{PREFIX}/"
