@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.store.schema import call_stats, line_stats
-from callrouter.store.stats import fixed_offset, local_range
+from callrouter.store.stats import Rates, fixed_offset, local_range
 
 # Calls that never wanted an agent: staffing is sized without them.
 NOT_FOR_AGENTS = frozenset({"after_hours", "blacklisted"})
@@ -26,7 +26,7 @@ _EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
-class Sums:
+class Sums(Rates):
     """Calls of one day, hour or cell. `talk_seconds` is the billable talk of all of them."""
 
     calls: int = 0
@@ -38,13 +38,6 @@ class Sums:
         return Sums(self.calls + other.calls, self.answered + other.answered, self.talk_seconds + other.talk_seconds,
                     self.agent_calls + other.agent_calls)
 
-    @property
-    def answer_rate(self) -> float | None:
-        return self.answered / self.calls if self.calls else None
-
-    @property
-    def average_talk_seconds(self) -> float | None:
-        return self.talk_seconds / self.answered if self.answered else None
 
 
 def _sums(disposition: str, calls: int, talk: int) -> Sums:

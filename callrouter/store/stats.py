@@ -22,8 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callrouter.store.schema import call_stats, line_stats
 
 
+class Rates:
+    """Answer rate and average talk of anything that counts `calls`, `answered` and `talk_seconds`: one
+    definition for `callrouter stats`, the API and the console's statistics (store/number_stats.py)."""
+
+    calls: int
+    answered: int
+    talk_seconds: int
+
+    @property
+    def answer_rate(self) -> float | None:
+        return self.answered / self.calls if self.calls else None
+
+    @property
+    def average_talk_seconds(self) -> float | None:
+        return self.talk_seconds / self.answered if self.answered else None
+
+
 @dataclass
-class Totals:
+class Totals(Rates):
     calls: int = 0
     answered: int = 0
     talk_seconds: int = 0
@@ -38,14 +55,6 @@ class Totals:
         self.rung_calls += rung
         self.ring_seconds += ring
         self.dispositions[disposition] = self.dispositions.get(disposition, 0) + calls
-
-    @property
-    def answer_rate(self) -> float | None:
-        return self.answered / self.calls if self.calls else None
-
-    @property
-    def average_talk_seconds(self) -> float | None:
-        return self.talk_seconds / self.answered if self.answered else None
 
     @property
     def average_ring_seconds(self) -> float | None:

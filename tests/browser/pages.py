@@ -123,3 +123,12 @@ def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{safe}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def log_in(page: Page, base: str, username: str, password: str, path: str = "/console/") -> None:
+    """The console's login form, then wait for the page it sends the user to (`path`, via `?next=`)."""
+    page.goto(f"{base}/console/login" + (f"?next={path}" if path != "/console/" else ""))
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}{path}")

@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Page
 
 from callrouter.emulator.script import CallScript, DialScript
 from tests.browser.pages import ConsoleLog, new_page, screenshot
+from tests.browser import pages
 from tests.browser.server import ServeProcess
 from tests.test_process import ROOT
 
@@ -60,11 +61,7 @@ def add_plan_with_hours(server: ServeProcess) -> None:
 
 
 def log_in(page: Page, server: ServeProcess, username: str, path: str) -> None:
-    page.goto(server.url(f"/console/login?next={path}"))
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(server.url(path))
+    pages.log_in(page, server.url("").rstrip("/"), username, PASSWORD, path)
 
 
 def phone(browser: Browser, log: ConsoleLog, server: ServeProcess, username: str, path: str, name: str) -> None:

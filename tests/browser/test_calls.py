@@ -20,6 +20,7 @@ from playwright.sync_api import Browser, Page, Response
 
 from callrouter.emulator.script import CallScript, DialScript
 from tests.browser.pages import ConsoleLog, new_page, screenshot
+from tests.browser import pages
 from tests.browser.server import ServeProcess
 
 PASSWORD = "browser-test-password"
@@ -92,11 +93,7 @@ def api_calls(server: ServeProcess, number: str) -> list[dict[str, Any]]:
 
 
 def log_in(page: Page, server: ServeProcess, username: str) -> None:
-    page.goto(server.url("/console/login?next=/console/calls"))
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(server.url("/console/calls"))
+    pages.log_in(page, server.url("").rstrip("/"), username, PASSWORD, "/console/calls")
 
 
 def only_404s(log: ConsoleLog) -> None:

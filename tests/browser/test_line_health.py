@@ -11,6 +11,7 @@ from playwright.sync_api import Page
 
 from callrouter.emulator.script import CallScript, DialScript
 from tests.browser.pages import screenshot
+from tests.browser import pages
 from tests.browser.server import ServeProcess
 
 PASSWORD = "line-health-password-1"
@@ -34,11 +35,7 @@ def test_an_unreachable_line_is_shown_set_aside_and_is_not_rung(page: Page, serv
     third = server.place_call(CallScript(uniqueid="1700000400.9", dtmf=("3",), default_dial=DialScript("ANSWER", 2, 20)))
     assert ZHAO not in [target for d in third.dials for target in d.targets]  # set aside: not rung at all
 
-    page.goto(server.url("/console/login"))
-    page.fill("#username", owner)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(server.url("/console/"))
+    pages.log_in(page, server.url("").rstrip("/"), owner, PASSWORD)
     card = page.locator(f'section.line-health[data-number="{NUMBER}"]')
     text = card.inner_text()
     assert "条线路中" in text and "条正常" in text

@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from callrouter.emulator.script import CallScript, DialScript
 from tests.browser.pages import ConsoleLog, new_page, screenshot
+from tests.browser import pages
 from tests.browser.server import ServeProcess
 
 PASSWORD = "overview-password-1"
@@ -44,11 +45,7 @@ def accounts(server: ServeProcess) -> Iterator[None]:
 
 
 def log_in(page: Page, server: ServeProcess, username: str) -> None:
-    page.goto(server.url("/console/login"))
-    page.fill("#username", username)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(server.url("/console/"))
+    pages.log_in(page, server.url("").rstrip("/"), username, PASSWORD)
 
 
 def stored_calls(server: ServeProcess, want: int) -> list[dict[str, Any]]:
