@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 from aiohttp import web
 
 from callrouter.console.words import accounts, audit, blacklist, calls, lines, live, numbers, stats
+from callrouter.console.words import plan_changes
 
 LANGS = ("zh", "en")
 DEFAULT_LANG = "zh"
@@ -74,7 +75,8 @@ def _merge(*tables: Mapping[str, tuple[str, str]]) -> Mapping[str, tuple[str, st
     return MappingProxyType(merged)
 
 
-MESSAGES = _merge(_BASE, live.WORDS, calls.WORDS, stats.WORDS, blacklist.WORDS, numbers.WORDS, audit.WORDS, accounts.WORDS, lines.WORDS)
+MESSAGES = _merge(_BASE, live.WORDS, calls.WORDS, stats.WORDS, blacklist.WORDS, numbers.WORDS, audit.WORDS, accounts.WORDS, lines.WORDS,
+                  plan_changes.WORDS)
 
 
 def pick_language(request: web.Request) -> str:
