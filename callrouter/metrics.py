@@ -97,6 +97,11 @@ class RouterMetrics:
         self.config_last_success = Gauge(
             "callrouter_config_last_reload_success_timestamp_seconds", "When the configuration last loaded", registry=r
         )
+        self.plan_versions_applied = Counter(
+            "callrouter_plan_versions_applied_total",
+            "Plan versions from the database this router ran (applied) or refused as invalid (its running plan stayed)",
+            ["result"], registry=r,
+        )
         self.crm_lookups = Counter(
             "callrouter_crm_lookups", "CRM caller-name lookups by result (over_budget: the call went on without waiting)", ["result"], registry=r
         )
@@ -114,6 +119,8 @@ class RouterMetrics:
             self.config_reloads.labels(result=result)
         for reason in CONNECTION_REFUSALS:
             self.connections_refused.labels(reason=reason)
+        for result in ("applied", "refused"):
+            self.plan_versions_applied.labels(result=result)
 
     def observe_command(self, verb: str, seconds: float) -> None:
         """Per-command reply time; the labelled child is cached, this runs for every AGI command."""

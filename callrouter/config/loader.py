@@ -8,7 +8,7 @@ never leaves a half-applied configuration.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
@@ -16,6 +16,9 @@ from callrouter.config.plan import Action, NumberPlan
 from callrouter.config.service import ServiceConfig
 from callrouter.config.validation import validate_document
 from callrouter.config.yamlsource import ConfigError, ConfigIssue, LocatedDocument, read_yaml
+
+
+DATABASE_SOURCE = "(database)"  # `sources` of a number whose plan exists only as versions in the database
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,22 @@ class RoutingConfig:
     sources: Mapping[str, str]  # number -> plan file
     config_path: str
     base_dir: str
+    # number -> the database version it runs (docs/plans.md); a number not here runs from its file
+    versions: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def version_of(self, number: str) -> int | None:
+        """The plan version `number` runs: None when it runs from its file in dialplans/."""
+        return self.versions.get(number)
+
+    def with_versions(self, plans: Mapping[str, tuple[NumberPlan, int]]) -> "RoutingConfig":
+        """A new snapshot with these plans (number -> (plan, version)) in place of the ones running; the
+        rest unchanged. A number with no file is listed in `sources` as `DATABASE_SOURCE`."""
+        if not plans:
+            return self
+        merged = dict(self.plans) | {number: plan for number, (plan, _) in plans.items()}
+        versions = dict(self.versions) | {number: version for number, (_, version) in plans.items()}
+        sources = {number: DATABASE_SOURCE for number in plans if number not in self.sources} | dict(self.sources)
+        return replace(self, plans=MappingProxyType(merged), versions=MappingProxyType(versions), sources=MappingProxyType(sources))
 
     def path(self, relative: str) -> str:
         """A path from config.yaml, resolved against the folder config.yaml lives in."""
@@ -60,9 +79,9 @@ def cross_check(plan: NumberPlan, doc: LocatedDocument) -> list[ConfigIssue]:
         where = ".".join(str(p) for p in path)
         if action.kind in tables and action.target not in tables[action.kind]:
             known = ", ".join(sorted(tables[action.kind])) or "none defined"
-            issues.append(ConfigIssue(doc.file, doc.line_of(path), f"{where}: no {action.kind} named {action.target!r} (known: {known})"))
+            issues.append(ConfigIssue(doc.file, doc.line_of(path), f"{where}: no {action.kind} named {action.target!r} (known: {known})", path))
         if action.kind in ("repeat", "back") and not in_menu:
-            issues.append(ConfigIssue(doc.file, doc.line_of(path), f"{where}: '{action.kind}' only works as a menu option"))
+            issues.append(ConfigIssue(doc.file, doc.line_of(path), f"{where}: '{action.kind}' only works as a menu option", path))
     return issues
 
 
@@ -106,7 +125,7 @@ def load_config(config_path: str) -> RoutingConfig:
             issues.extend(exc.issues)
             continue
         if plan.number in plans:
-            issues.append(ConfigIssue(path, 1, f"number {plan.number} is already routed by {sources[plan.number]}"))
+            issues.append(ConfigIssue(path, 1, f"number {plan.number} is already routed by {sources[plan.number]}", ("number",)))
             continue
         plans[plan.number] = plan
         sources[plan.number] = path

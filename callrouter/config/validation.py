@@ -33,7 +33,7 @@ def issues_from(exc: ValidationError, doc: LocatedDocument, prefix: tuple[Any, .
             msg = err["msg"]
             msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
             message = f"{_dotted(loc)}: {msg}"
-        out.append(ConfigIssue(doc.file, doc.line_of(loc), message))
+        out.append(ConfigIssue(doc.file, doc.line_of(loc), message, tuple(p for p in loc if isinstance(p, (str, int)))))
     return sorted(out, key=lambda issue: issue.line)
 
 

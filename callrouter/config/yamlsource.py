@@ -14,7 +14,7 @@ never ends). Every such refusal is a ConfigIssue with its line.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -39,6 +39,9 @@ class ConfigIssue:
     file: str
     line: int
     message: str
+    # Where in the YAML document (keys and item indexes), so a form can show the issue next to its field;
+    # () when it is about the file as a whole. Not compared: two issues are the same whatever path found them.
+    path: Path_ = field(default=(), compare=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.message}"
@@ -130,7 +133,7 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str, iss
         try:
             return _scalar(node)
         except _Refused as exc:
-            issues.append(ConfigIssue(file, exc.line, exc.message))
+            issues.append(ConfigIssue(file, exc.line, exc.message, path))
             return None
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, path + (i,), lines, file, issues) for i, item in enumerate(node.value)]
@@ -138,14 +141,14 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: str, iss
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                issues.append(ConfigIssue(file, key_node.start_mark.line + 1, "mapping keys must be plain values"))
+                issues.append(ConfigIssue(file, key_node.start_mark.line + 1, "mapping keys must be plain values", path))
                 continue
             key = key_node.value  # keys are always text: "1" stays "1", `no` stays "no"
             if key == "<<":
-                issues.append(ConfigIssue(file, key_node.start_mark.line + 1, "merge keys (<<) are not supported"))
+                issues.append(ConfigIssue(file, key_node.start_mark.line + 1, "merge keys (<<) are not supported", path))
                 continue
             if key in out:
-                issues.append(ConfigIssue(file, key_node.start_mark.line + 1, f"duplicate key {key!r}"))
+                issues.append(ConfigIssue(file, key_node.start_mark.line + 1, f"duplicate key {key!r}", path + (key,)))
                 continue
             lines[path + (key,)] = key_node.start_mark.line + 1
             out[key] = _build(value_node, path + (key,), lines, file, issues)
@@ -192,6 +195,20 @@ def _too_large(size: int) -> str:
     return f"file is larger than {MAX_FILE_BYTES // 1024} KiB ({size} bytes or more): this is not a routing file"
 
 
+def parse_text(text: str, file: str) -> LocatedDocument:
+    """YAML text that comes from no file (the database, a console form, the API), with a file's caps: its
+    size counted in UTF-8 bytes as read_yaml counts a file's, its line ends read as text mode reads them."""
+    size = len(text.encode("utf-8", "replace"))
+    if size > MAX_FILE_BYTES:
+        raise ConfigError([ConfigIssue(file, 1, _too_large(size))])
+    return parse_yaml(normalise_newlines(text), file)
+
+
+def normalise_newlines(text: str) -> str:
+    """CR LF and lone CR as LF: what a file read in text mode gives, and what a browser's form sends as CR LF."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_yaml(path: str) -> LocatedDocument:
     """Read and parse a YAML file; unreadable, oversized or non-UTF-8 files are ConfigErrors too."""
     try:
@@ -206,4 +223,4 @@ def read_yaml(path: str) -> LocatedDocument:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError([ConfigIssue(path, line, f"not UTF-8 text (byte {exc.start}): save the file as UTF-8")]) from None
-    return parse_yaml(text.replace("\r\n", "\n").replace("\r", "\n"), path)  # as text mode reads it
+    return parse_yaml(normalise_newlines(text), path)  # as text mode reads it

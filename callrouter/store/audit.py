@@ -25,6 +25,7 @@ ACTIONS = (
     "token_add", "token_revoke",
     "blacklist_add", "blacklist_remove",
     "calls_export", "recording_download", "recording_listen",
+    "plan_save", "plan_restore", "plan_apply",  # issue 14: a new plan version (console/API), a restore, `plans apply`
 )
 
 

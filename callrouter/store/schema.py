@@ -342,3 +342,24 @@ login_failures = Table(
 )
 Index("ix_login_failures_username_at", login_failures.c.username, login_failures.c.at)
 Index("ix_login_failures_address_at", login_failures.c.address, login_failures.c.at)
+
+# Every version of every number's routing plan (issue 14): the YAML text as ops would write it, comments
+# included. A number runs its newest version; with none it runs from its file in dialplans/. Rows are only
+# inserted; unique (number, version) makes the second of two concurrent saves fail instead of overwriting.
+PLAN_ORIGINS = ("file", "console", "api", "restore")
+plan_versions = Table(
+    "plan_versions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("number", String(32), nullable=False),
+    Column("version", Integer, nullable=False),  # 1, 2, ... per number
+    Column("text", Text, nullable=False),
+    Column("author", String(120), nullable=False),  # console username, or "ops:<os user>@<host>" for the CLI
+    Column("origin", String(16), nullable=False),
+    Column("summary", Text, nullable=False),  # a short readable list of what changed
+    Column("restored_from", Integer),  # the version a restore copied
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("origin IN (" + ", ".join(f"'{o}'" for o in PLAN_ORIGINS) + ")", name="origin"),
+    CheckConstraint("version >= 1", name="version_positive"),
+    UniqueConstraint("number", "version"),
+)
