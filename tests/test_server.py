@@ -13,6 +13,8 @@ from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, DialScript, HangupAt
 from callrouter.fastagi.session import display_name
 from callrouter.routing.health import LineRecord
+from callrouter.routing.hunt_start import HuntStart
+from callrouter.store.memory import hunt_start_by_parts
 from tests.harness import arun, call_held_in_dial, config_with_plan, running_router, sample_config
 
 ZHANG, LI, WANG = (f"Local/1380013800{i}@callrouter-lines" for i in (1, 2, 3))
@@ -280,6 +282,16 @@ class ExplodingState:
 
     async def report_line(self, line_key: str, status: str, when: float) -> tuple[LineRecord, LineRecord]:
         return LineRecord(line_key), LineRecord(line_key)
+
+    async def start_hunt(self, turn_key: str | None, lines: tuple[tuple[str, int], ...], health: bool) -> HuntStart:
+        return await hunt_start_by_parts(self, turn_key, lines, health)  # a turn explodes, as next_turn does
+
+    def release_soon(self, line_key: str) -> None: ...
+
+    def report_soon(self, line_key: str, status: str, when: float) -> asyncio.Future[tuple[LineRecord, LineRecord]]:
+        done: asyncio.Future[tuple[LineRecord, LineRecord]] = asyncio.get_running_loop().create_future()
+        done.set_result((LineRecord(line_key), LineRecord(line_key)))
+        return done
 
 
 def test_a_crash_in_one_call_touches_no_other_call() -> None:

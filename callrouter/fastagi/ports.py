@@ -8,11 +8,13 @@ on the store, so the call path can be tested with either.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Protocol
 
 from callrouter.model.record import CallRecord
 from callrouter.routing.health import LineRecord
+from callrouter.routing.hunt_start import HuntStart
 
 
 class RoutingState(Protocol):
@@ -39,6 +41,20 @@ class RoutingState(Protocol):
 
     async def report_line(self, line_key: str, status: str, when: float) -> tuple[LineRecord, LineRecord]:
         """Apply one Dial outcome to a line's record (routing.health.apply_outcome), atomically; (before, after)."""
+
+    async def start_hunt(self, turn_key: str | None, lines: tuple[tuple[str, int], ...], health: bool) -> HuntStart:
+        """A hunt's start in one go (one round trip on Postgres): the turn of `turn_key` (if given), the
+        health of `lines` (if asked) and a lease on the line the turn starts at (or the first), unless that
+        line has a health record. `lines`: (key, limit) in the group's order. The lease, if taken, is
+        released like one from `acquire`."""
+
+    def release_soon(self, line_key: str) -> None:
+        """`release`, sent without waiting: the call goes on at once; the lease's TTL covers a crash, and
+        what is still unsent when the state closes is sent then."""
+
+    def report_soon(self, line_key: str, status: str, when: float) -> asyncio.Future[tuple[LineRecord, LineRecord]]:
+        """`report_line`, sent without waiting; applied in order with this router's other reports. The
+        future has the store's (before, after) once applied."""
 
 
 class RecordSink(Protocol):

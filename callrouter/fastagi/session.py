@@ -13,7 +13,7 @@ import random
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
@@ -35,6 +35,7 @@ from callrouter.routing.effects import (
     Answer,
     Collect,
     Dial,
+    DialLeg,
     DialOutcome,
     Digits,
     Effect,
@@ -51,6 +52,7 @@ from callrouter.routing.effects import (
 )
 from callrouter.routing.engine import CallFlow, CallInfo
 from callrouter.routing.health import LineChange, LineRecord, masked
+from callrouter.routing.hunt_start import HuntStart
 from callrouter.model.record import CallRecord, RouteResult
 from callrouter.fastagi.ports import LiveCalls, RoutingState
 
@@ -82,6 +84,11 @@ def call_source(env: Environment, peer: str) -> str:
     return f"ip:{peer}"[:80] if peer else ""
 
 
+def _lines(legs: tuple[DialLeg, ...]) -> tuple[tuple[str, int], ...]:
+    """(key, limit) of each leg, as the store takes them."""
+    return tuple((leg.key, leg.max_calls) for leg in legs)
+
+
 def dialled_number(env: Environment) -> str:
     """The 400 number: the first AGI argument if the dialplan passes one, else DNID, else the extension."""
     for candidate in (env.args[0] if env.args else "", env.dnid, env.extension):
@@ -105,6 +112,7 @@ class SessionDeps:
     crm: CrmClient | None = None  # caller names from the company's CRM
     line_alerts: Callable[[LineChange], Awaitable[None]] | None = None  # told after each line-health report (the manager's messages)
     live: LiveCalls | None = None  # told what the call is doing now (the console's live view); never waited on
+    pending: set[asyncio.Future[Any]] = field(default_factory=set)  # the manager's messages after reports not waited for
 
 
 class CallSession:
@@ -123,6 +131,7 @@ class CallSession:
         self._crm_asked = 0.0
         self._crm: CrmResult | None = None
         self._live_key: tuple[str, str] | None = None  # (uniqueid, source) once reported as in progress
+        self.ahead: HuntStart | None = None  # the store's answer at the hunt's start, until its first Dial
 
     def prompt_path(self, prompt: str) -> str:
         return f"{self.config.service.asterisk_prompts_dir.rstrip('/')}/{prompt}"
@@ -213,26 +222,65 @@ class CallSession:
 
     # -- the effects (routing.effects.EffectHandler) ----------------------------------------------
 
+    # The store is waited for once per hunt (issue 15): the turn, the lines' health and the lease on the
+    # line the hunt will most likely ring first come in one answer (`start_hunt`), kept in `self.ahead`
+    # for the LineHealthRead and the Dial that follow. Releases and answered-call reports are sent
+    # without waiting. A failure report is waited for: the next call, on any router, must see it.
+
     async def rotation_next(self, effect: RotationNext) -> int:
-        return await self.deps.state.next_turn(effect.key)
+        if not effect.legs:
+            return await self.deps.state.next_turn(effect.key)
+        self.drop_ahead()
+        self.ahead = await self.deps.state.start_hunt(effect.key, _lines(effect.legs), effect.health)
+        return self.ahead.turn or 0
 
     async def line_history_read(self, effect: LineHistoryRead) -> dict[str, float]:
         return await self.deps.state.last_used(effect.keys)
 
     async def line_health_read(self, effect: LineHealthRead) -> dict[str, LineRecord]:
-        return await self.deps.state.line_health(effect.keys)
+        known = self.ahead.health_of(effect.keys) if self.ahead is not None else None
+        if known is not None:
+            return known
+        if not effect.legs:
+            return await self.deps.state.line_health(effect.keys)
+        self.drop_ahead()
+        self.ahead = await self.deps.state.start_hunt(None, _lines(effect.legs), True)
+        return self.ahead.health_of(effect.keys) or {}
+
+    def drop_ahead(self) -> None:
+        """Give back the lease taken at the hunt's start if no Dial used it."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead.taken and ahead.lease_key is not None:
+            self.deps.state.release_soon(ahead.lease_key)
 
     async def line_outcome_report(self, effect: LineOutcomeReport) -> LineRecord:
         """Report to the shared state; when that suspends or restores a line, the manager is told."""
         at = self.deps.clock().timestamp()
+        if effect.status == "ANSWER":  # the record after an answer is clean whatever the store held: no need to wait
+            reported = self.deps.state.report_soon(effect.key, effect.status, at)
+            reported.add_done_callback(lambda done: self.tell_manager(effect.key, done.result(), at))
+            return LineRecord(effect.key, last_status="ANSWER", updated_at=at)
         before, after = await self.deps.state.report_line(effect.key, effect.status, at)
-        if self.deps.line_alerts is not None and before != after:
-            try:
-                await self.deps.line_alerts(LineChange(before, after, at))
-            except Exception as exc:  # the call goes on; the message is lost, and said so
-                log.warning("line %s: the manager's message could not be queued: %s: %s", masked(effect.key[:64]), type(exc).__name__, exc)
-                self.deps.metrics.store_errors.labels(operation="line_alerts").inc()
+        self.tell_manager(effect.key, (before, after), at)
         return after
+
+    def tell_manager(self, key: str, change: tuple[LineRecord, LineRecord], at: float) -> None:
+        """Queue the manager's message when a report suspended or restored a line (the call never waits)."""
+        before, after = change
+        if self.deps.line_alerts is None or before == after:
+            return
+        alerts = self.deps.line_alerts
+
+        async def tell() -> None:
+            try:
+                await alerts(LineChange(before, after, at))
+            except Exception as exc:  # the call goes on; the message is lost, and said so
+                log.warning("line %s: the manager's message could not be queued: %s: %s", masked(key[:64]), type(exc).__name__, exc)
+                self.deps.metrics.store_errors.labels(operation="line_alerts").inc()
+
+        task = asyncio.ensure_future(tell())
+        self.deps.pending.add(task)
+        task.add_done_callback(self.deps.pending.discard)
 
     async def answer(self, effect: Answer) -> bool:
         await self.channel.answer()
@@ -263,12 +311,20 @@ class CallSession:
         """Reserve the legs against their limits, ring them, release them."""
         full: list[int] = []
         reserved: list[int] = []
+        ahead, self.ahead = self.ahead, None
         for i, leg in enumerate(effect.legs):
-            if await self.deps.state.acquire(leg.key, leg.max_calls):
+            if ahead is not None and ahead.lease_key == leg.key:  # asked at the hunt's start
+                got, ahead = ahead.taken, None
+            else:
+                got = await self.deps.state.acquire(leg.key, leg.max_calls)
+            if got:
                 self.held.append(leg.key)
                 reserved.append(i)
             else:
                 full.append(i)
+        if ahead is not None:  # the hunt rings another line first: that lease goes back
+            self.ahead = ahead
+            self.drop_ahead()
         if not reserved:
             return DialOutcome("FULL", None, 0, 0, tuple(full))
         try:
@@ -331,15 +387,17 @@ class CallSession:
             await self.channel.set_variable("CALLERID(name)", name)
 
     async def release(self, key: str) -> None:
+        """Give the line back without waiting for the store (the lease's TTL covers a crash)."""
         if key in self.held:
             self.held.remove(key)
             try:
-                await self.deps.state.release(key)
+                self.deps.state.release_soon(key)
             except Exception:  # a store outage must not leave the call hanging; the store expires stale counts
                 log.exception("could not release line %s", key)
                 self.deps.metrics.store_errors.labels(operation="state").inc()
 
     async def release_all(self) -> None:
+        self.drop_ahead()
         for key in list(self.held):
             await self.release(key)
 

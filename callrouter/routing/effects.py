@@ -8,7 +8,7 @@ line, and tests answer them from literal tables. Any effect may be answered with
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, assert_never
 
 
@@ -92,9 +92,14 @@ class DialOutcome:
 @dataclass(frozen=True)
 class RotationNext:
     """Take this call's turn in a round-robin group: answered with how many hunts of the group came
-    before it (0, 1, 2, ...). The store counts atomically, so routers sharing it take turns fairly."""
+    before it (0, 1, 2, ...). The store counts atomically, so routers sharing it take turns fairly.
+
+    `legs` (the group's lines in their order, before the turn rotates them) and `health` (a LineHealthRead
+    follows) let the driver ask the store for the turn, the health and the first line's lease at once."""
 
     key: str
+    legs: tuple[DialLeg, ...] = field(default=(), compare=False)
+    health: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,11 @@ class LineHistoryRead:
 @dataclass(frozen=True)
 class LineHealthRead:
     """Each line's health record (by occupancy key), shared by every router; answered with
-    {key: routing.health.LineRecord}, lines with no record left out."""
+    {key: routing.health.LineRecord}, lines with no record left out. `legs`: the same lines as DialLegs,
+    so the driver may lease the first one in the same round trip."""
 
     keys: tuple[str, ...]
+    legs: tuple[DialLeg, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

@@ -254,7 +254,8 @@ class CallFlow:
 
     def order(self, name: str, group: HuntGroup, lines: list[Line]) -> Generator[Effect, Any, list[Line]]:
         if group.strategy == "round_robin":
-            turn = yield RotationNext(self.rotation_key(name))
+            legs = tuple(self.leg(line) for line in lines)
+            turn = yield RotationNext(self.rotation_key(name), legs, self.plan.line_health.enabled)
             ordered = rotate_for_turn(lines, turn if isinstance(turn, int) else 0)
             if ordered:
                 self.note(f"round robin: turn {turn}, starting at {ordered[0].id}")
@@ -379,8 +380,9 @@ class CallFlow:
         settings = self.plan.line_health
         if not settings.enabled or not lines:
             return lines
-        keys = tuple(self.leg(line).key for line in lines)
-        got = yield LineHealthRead(keys)
+        legs = tuple(self.leg(line) for line in lines)
+        keys = tuple(leg.key for leg in legs)
+        got = yield LineHealthRead(keys, legs)
         records = got if isinstance(got, dict) else {}
         self.health.update(records)
         arranged = arrange(lines, keys, records, settings, self.now.timestamp(), self.tz, ring_all=ring_all)

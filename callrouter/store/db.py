@@ -83,6 +83,12 @@ def open_engine(url: URL, *, pool_size: int = 20, connect_timeout: float = 5.0) 
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    connect_args = postgres_connect_args(url, connect_timeout)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=10, pool_recycle=1800, connect_args=connect_args)
+
+
+def postgres_connect_args(url: URL, connect_timeout: float = 5.0) -> dict[str, Any]:
+    """asyncpg's connection arguments for the router (the engine's, and the routing state's own pool)."""
     connect_args: dict[str, Any] = {
         "timeout": connect_timeout,
         "command_timeout": 30,
@@ -90,7 +96,7 @@ def open_engine(url: URL, *, pool_size: int = 20, connect_timeout: float = 5.0) 
     }
     if "ssl" not in url.query and "sslmode" not in url.query and (url.host in (None, "", "localhost", "127.0.0.1", "::1")):
         connect_args["ssl"] = False
-    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=10, pool_recycle=1800, connect_args=connect_args)
+    return connect_args
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:

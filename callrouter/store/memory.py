@@ -6,12 +6,16 @@ for several routers and for durable CDRs.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable, Coroutine, Protocol, TypeVar
 
 from callrouter.model.record import CallRecord
 from callrouter.routing.health import LineRecord, apply_outcome
+from callrouter.routing.hunt_start import HuntStart
+
+T = TypeVar("T")
 
 
 class MemoryRoutingState:
@@ -62,6 +66,48 @@ class MemoryRoutingState:
         else:
             self._health[line_key] = after
         return before, after
+
+    async def start_hunt(self, turn_key: str | None, lines: tuple[tuple[str, int], ...], health: bool) -> HuntStart:
+        return await hunt_start_by_parts(self, turn_key, lines, health)
+
+    def release_soon(self, line_key: str) -> None:
+        _settled(self.release(line_key))
+
+    def report_soon(self, line_key: str, status: str, when: float) -> asyncio.Future[tuple[LineRecord, LineRecord]]:
+        done: asyncio.Future[tuple[LineRecord, LineRecord]] = asyncio.get_running_loop().create_future()
+        done.set_result(_settled(self.report_line(line_key, status, when)))
+        return done
+
+
+def _settled(coro: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never suspends (the in-memory operations), without a task."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("an in-memory routing-state operation suspended")
+
+
+class PartsState(Protocol):
+    async def next_turn(self, key: str) -> int: ...
+    async def line_health(self, line_keys: tuple[str, ...]) -> dict[str, LineRecord]: ...
+    async def acquire(self, line_key: str, limit: int) -> bool: ...
+
+
+async def hunt_start_by_parts(state: PartsState, turn_key: str | None, lines: tuple[tuple[str, int], ...], health: bool) -> HuntStart:
+    """A hunt's start from the single operations, one after the other (memory, SQLite): the same answer
+    the one-round-trip function gives on Postgres (migration 0008). The line leased is the one the turn
+    starts at (rotate_for_turn), or the first; only if it has no health record."""
+    keys = tuple(k for k, _ in lines)
+    turn = await state.next_turn(turn_key) if turn_key is not None else None
+    records = await state.line_health(keys) if health and keys else ({} if health else None)
+    if not lines:
+        return HuntStart(keys, turn, records)
+    key, limit = lines[(turn or 0) % len(lines)]
+    if records and key in records:
+        return HuntStart(keys, turn, records)
+    return HuntStart(keys, turn, records, key, await state.acquire(key, limit))
 
 
 class MemorySink:

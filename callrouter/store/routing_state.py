@@ -12,6 +12,15 @@
 
 The store must never stop calls: an operation that fails or takes longer than `timeout` is answered
 from process memory instead, logged and counted (`callrouter_state_fallbacks_total`).
+
+On Postgres (issue 15) a call waits for the database once: `start_hunt` takes the turn, reads the lines'
+health and leases the line the turn starts at in one call of `callrouter_take` (migration 0008), through
+a small asyncpg pool of its own with the statement prepared once per connection (SQLAlchemy's layer cost
+more CPU than the query). `acquire`, `next_turn` and `line_health` use the same function, one round trip
+each. Releases and answered-call reports are not waited for: `release_soon` and `report_soon` queue them,
+and one sender sends what has queued in one statement, in order; a failure report (which decides what
+the next call sees) queues behind them and is waited for. `close` sends what is left; a crash leaves
+leases that stop counting after `lease_ttl`. SQLite runs the same operations one statement at a time.
 """
 
 from __future__ import annotations
@@ -22,17 +31,22 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
 
+import asyncpg
 from sqlalchemy import Integer, String, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.metrics import RouterMetrics
-from callrouter.routing.health import LineRecord
+from callrouter.routing.health import LineRecord, apply_outcome
+from callrouter.routing.hunt_start import HuntStart
 from callrouter.store import line_health
+from callrouter.store.db import postgres_connect_args
 from callrouter.tasks import Backoff, Periodic, within
-from callrouter.store.memory import MemoryRoutingState
+from callrouter.store.memory import MemoryRoutingState, hunt_start_by_parts
 from callrouter.store.dialect import increment, upsert_set
 from callrouter.store.schema import line_guards, line_leases, line_usage, router_instances, rr_turns
 
@@ -49,6 +63,52 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+TAKE = "SELECT * FROM callrouter_take($1, $2, $3, $4, $5, $6, $7)"  # migration 0008
+# What a sender batch does: the leases given back and the lines that answered (a line that works has no
+# health row, so the usual batch deletes leases and finds no health row), in one statement.
+RELEASE_AND_ANSWER = """
+WITH gone AS (DELETE FROM line_leases WHERE id = ANY ($1::text[]))
+DELETE FROM line_health WHERE line_key = ANY ($2::text[])
+RETURNING line_key, unavailable, noanswer, since, last_failure, last_status, updated_at
+"""
+
+
+@dataclass
+class _Report:
+    """A line outcome waiting for the sender; `done` gets the store's (before, after)."""
+
+    key: str
+    status: str
+    when: float
+    done: asyncio.Future[tuple[LineRecord, LineRecord]]
+
+    @property
+    def batched(self) -> bool:
+        """An answer only deletes the line's row: it goes with the releases. A failure is applied alone,
+        under the row's lock (store.line_health.report)."""
+        return self.status == "ANSWER"
+
+
+def _record(row: Any, p: str = "") -> LineRecord:
+    """A health row from asyncpg (RELEASE_AND_ANSWER's, or `callrouter_take`'s with p="r_")."""
+    since, last = row[p + "since"], row[p + "last_failure"]
+    return LineRecord(
+        key=row[p + "line_key"], unavailable=int(row[p + "unavailable"]), noanswer=int(row[p + "noanswer"]),
+        since=None if since is None else float(since), last_failure=None if last is None else float(last),
+        last_status=row[p + "last_status"], updated_at=float(row[p + "updated_at"]),
+    )
+
+
+def _settle(done: asyncio.Future[T], value: T) -> None:
+    if not done.done():  # nobody cancels these, but a loop being closed may have
+        done.set_result(value)
+
+
+async def _keep(conn: asyncpg.Connection) -> None:
+    """Connections go back to the pool as they are: the state opens no transaction, sets nothing and
+    listens to nothing, so asyncpg's reset (a round trip per use) has nothing to undo."""
+
+
 class SqlRoutingState:
     def __init__(
         self,
@@ -59,6 +119,7 @@ class SqlRoutingState:
         timeout: float = 0.5,
         lease_ttl: float = 30.0,
         clock: Callable[[], datetime] = utc_now,
+        pool_size: int = 4,
     ) -> None:
         self.engine, self.metrics, self.timeout, self.clock = engine, metrics, timeout, clock
         # One statement needs no transaction around it: autocommit saves the BEGIN and COMMIT round trips.
@@ -81,7 +142,7 @@ class SqlRoutingState:
             .where(line_leases.c.line_key == bindparam("line_key", type_=String), router_instances.c.expires_at >= now)
             .scalar_subquery()
         )
-        self._take = line_leases.insert().from_select(
+        self._take_lease = line_leases.insert().from_select(
             ["id", "line_key", "instance", "acquired_at"],
             select(bindparam("lease", type_=String), bindparam("line_key", type_=String), bindparam("instance", type_=String), now).where(
                 live < bindparam("limit", type_=Integer)
@@ -90,6 +151,17 @@ class SqlRoutingState:
         self._heartbeat: Periodic | None = None
         self._every = self.lease_ttl.total_seconds() / 3
         self._last_warning = 0.0
+        # Postgres through asyncpg: one round trip per operation (module docstring).
+        self.fast = d == "postgresql" and engine.dialect.driver == "asyncpg"
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._queue: deque[str | _Report] = deque()  # lease ids to delete and reports, in order
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._sender: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -133,9 +205,16 @@ class SqlRoutingState:
         return False
 
     async def close(self) -> None:
-        """Stop beating and give back this router's leases and registration."""
+        """Stop beating, send what is queued, and give back this router's leases and registration."""
         if self._heartbeat is not None:
             await self._heartbeat.close()
+        self._closing = True
+        try:
+            await within(self.flush(), max(self.timeout, 5.0), self._late)
+        except Exception as exc:  # the delete below covers the leases; reports still queued are lost, and said so
+            log.warning("routing state: %d queued operations not sent on stop (%s)", len(self._queue), exc)
+        if self._sender is not None:
+            self._sender.cancel()
         for task in list(self._late):  # background releases: the delete below covers them
             task.cancel()
 
@@ -148,6 +227,12 @@ class SqlRoutingState:
             await within(forget_me(), max(self.timeout, 5.0), self._late)
         except Exception as exc:  # they expire after lease_ttl anyway
             log.warning("could not remove this router's leases on stop (%s); they expire on their own in %s", exc, self.lease_ttl)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await within(pool.close(), 2.0, self._late)
+            except Exception:
+                pool.terminate()
 
     # -- fallback --------------------------------------------------------------------------------
 
@@ -160,19 +245,71 @@ class SqlRoutingState:
     async def _within_budget(self, op: Awaitable[T]) -> T:
         return await within(op, self.timeout, self._late)
 
+    def _fell_back(self, what: str, exc: BaseException) -> None:
+        self.metrics.store_errors.labels(operation="state").inc()
+        self.metrics.state_fallbacks.inc()
+        self._warn(f"routing state: {what} answered from this process's memory: {type(exc).__name__}: {exc}")
+
     async def _shared(self, op: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]], what: str) -> T:
         try:
             return await self._within_budget(op())
         except Exception as exc:
-            self.metrics.store_errors.labels(operation="state").inc()
-            self.metrics.state_fallbacks.inc()
-            self._warn(f"routing state: {what} answered from this process's memory: {type(exc).__name__}: {exc}")
+            self._fell_back(what, exc)
             return await fallback()
+
+    # -- Postgres through asyncpg ----------------------------------------------------------------
+
+    async def _connections(self) -> asyncpg.Pool:
+        """The state's own small asyncpg pool (made on first use; connections opened as needed)."""
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    url = self.engine.url
+                    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+                    self._pool = await asyncpg.create_pool(
+                        dsn, min_size=0, max_size=self.pool_size, reset=_keep, **postgres_connect_args(url),
+                    )
+        return self._pool
+
+    async def _take(self, turn_key: str | None, keys: Sequence[str], limits: Sequence[int | None], health: bool, lease: str | None) -> HuntStart:
+        """One call of `callrouter_take`: one round trip."""
+        pool = await self._connections()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(TAKE, turn_key, list(keys), list(limits), health, self.instance, lease, self.clock())
+        records: dict[str, LineRecord] = {}
+        head: Any = None
+        for row in rows:
+            if row["r_line_key"] is None:
+                head = row
+            else:
+                records[row["r_line_key"]] = _record(row, "r_")
+        assert head is not None  # the function always ends with its summary row
+        turn = None if head["r_turn"] is None else int(head["r_turn"]) - 1
+        return HuntStart(tuple(keys), turn, records if health else None, head["r_lease_key"], bool(head["r_taken"]))
 
     # -- RoutingState ----------------------------------------------------------------------------
 
+    async def start_hunt(self, turn_key: str | None, lines: tuple[tuple[str, int], ...], health: bool) -> HuntStart:
+        if not self.fast:
+            return await hunt_start_by_parts(self, turn_key, lines, health)
+        lease = uuid.uuid4().hex  # made here, so a late insert can be found and removed (as in acquire)
+        try:
+            got = await self._within_budget(self._take(turn_key, [k for k, _ in lines], [n for _, n in lines], health, lease))
+        except Exception as exc:
+            self._fell_back("hunt start", exc)
+            self._spawn(self._release_later(lease, first_delay=0.0))
+            got = await hunt_start_by_parts(self.local, turn_key, lines, health)
+            if got.taken and got.lease_key is not None:
+                self._held.setdefault(got.lease_key, []).append(None)
+            return got
+        if got.taken and got.lease_key is not None:
+            self._held.setdefault(got.lease_key, []).append(lease)
+        return got
+
     async def next_turn(self, key: str) -> int:
         async def shared() -> int:
+            if self.fast:
+                return (await self._take(key, (), (), False, None)).turn or 0
             async with self.single.connect() as conn:
                 turn = (await conn.execute(self._turn, {"key": key, "turn": 1})).scalar_one()
             return int(turn) - 1
@@ -185,19 +322,19 @@ class SqlRoutingState:
         lease = uuid.uuid4().hex
 
         async def shared() -> bool:
+            if self.fast:
+                return (await self._take(None, (line_key,), (limit,), False, lease)).taken
             now = self.clock()
             params = {"lease": lease, "line_key": line_key, "instance": self.instance, "now": now, "limit": limit}
             async with self.engine.begin() as conn:
                 await conn.execute(self._guard, {"line_key": line_key, "touched_at": now})  # serialises this line
-                taken = (await conn.execute(self._take, params)).rowcount
+                taken = (await conn.execute(self._take_lease, params)).rowcount
             return bool(taken)
 
         try:
             taken = await self._within_budget(shared())
         except Exception as exc:
-            self.metrics.store_errors.labels(operation="state").inc()
-            self.metrics.state_fallbacks.inc()
-            self._warn(f"routing state: limit of line {line_key} answered from this process's memory: {type(exc).__name__}: {exc}")
+            self._fell_back(f"limit of line {line_key}", exc)
             self._spawn(self._release_later(lease, first_delay=0.0))
             if await self.local.acquire(line_key, limit):
                 self._held.setdefault(line_key, []).append(None)
@@ -207,13 +344,22 @@ class SqlRoutingState:
             self._held.setdefault(line_key, []).append(lease)
         return taken
 
-    async def release(self, line_key: str) -> None:
+    def _next_lease(self, line_key: str) -> tuple[bool, str | None]:
+        """(held, lease): one of this router's leases on the line, forgotten here; None for a place taken
+        from memory."""
         leases = self._held.get(line_key)
         if not leases:
-            return
+            return False, None
         lease = leases.pop()
         if not leases:
             del self._held[line_key]
+        return True, lease
+
+    async def release(self, line_key: str) -> None:
+        """Give a lease back and wait until it is gone (`release_soon` does not wait)."""
+        held, lease = self._next_lease(line_key)
+        if not held:
+            return
         if lease is None:
             await self.local.release(line_key)
             return
@@ -224,6 +370,29 @@ class SqlRoutingState:
             self.metrics.store_errors.labels(operation="state").inc()
             log.warning("could not release lease %s on %s; retrying in the background", lease, line_key)
             self._spawn(self._release_later(lease))
+
+    def release_soon(self, line_key: str) -> None:
+        held, lease = self._next_lease(line_key)
+        if not held:
+            return
+        if lease is None:
+            self.local.release_soon(line_key)
+        else:
+            self._send(lease)
+
+    def report_soon(self, line_key: str, status: str, when: float) -> asyncio.Future[tuple[LineRecord, LineRecord]]:
+        report = _Report(line_key, status, when, asyncio.get_running_loop().create_future())
+        self._send(report)
+        return report.done
+
+    async def report_line(self, line_key: str, status: str, when: float) -> tuple[LineRecord, LineRecord]:
+        """Applied in order behind what this router has queued; waited for (within the time budget)."""
+        done = self.report_soon(line_key, status, when)
+        try:
+            return await self._within_budget(asyncio.shield(done))
+        except Exception as exc:  # it is still applied when the database answers
+            self._fell_back("line health", exc)
+            return await self.local.report_line(line_key, status, when)
 
     async def _delete_lease(self, lease: str) -> None:
         async with self.single.connect() as conn:
@@ -245,6 +414,77 @@ class SqlRoutingState:
                 self.metrics.store_errors.labels(operation="state").inc()
         log.error("lease %s could not be released; it stays until this router stops", lease)
 
+    # -- the sender: what the call does not wait for -----------------------------------------------
+
+    def _send(self, item: str | _Report) -> None:
+        self._queue.append(item)
+        self._idle.clear()
+        self._wake.set()
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._sending())
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far has been sent (or given up on)."""
+        await self._idle.wait()
+
+    async def _sending(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                try:
+                    await self._send_next()
+                except Exception:  # a bug here must not stop the releases behind it
+                    log.exception("routing state: the sender failed")
+            self._idle.set()
+
+    async def _send_next(self) -> None:
+        """The next report that is applied alone, or every release and answer queued before it, in one go."""
+        first = self._queue[0]
+        if isinstance(first, _Report) and not first.batched:
+            self._queue.popleft()
+            _settle(first.done, await self._shared(
+                lambda: line_health.report(self.engine, first.key, first.status, first.when),
+                lambda: self.local.report_line(first.key, first.status, first.when), "line health",
+            ))
+            return
+        leases: list[str] = []
+        answers: list[_Report] = []
+        while self._queue and not (isinstance(self._queue[0], _Report) and not self._queue[0].batched):
+            item = self._queue.popleft()
+            if isinstance(item, _Report):
+                answers.append(item)
+            else:
+                leases.append(item)
+        try:
+            rows = await within(self._release_and_answer(leases, answers), max(self.timeout, 2.0), self._late)
+        except Exception as exc:
+            for lease in leases:  # until then each holds a place on its line
+                self._spawn(self._release_later(lease))
+            for report in answers:
+                self._fell_back("line health", exc)
+                _settle(report.done, await self.local.report_line(report.key, report.status, report.when))
+            return
+        for report in answers:
+            before = rows.pop(report.key, None) or LineRecord(report.key)
+            _settle(report.done, (before, apply_outcome(before, report.status, report.when)))
+
+    async def _release_and_answer(self, leases: list[str], answers: list[_Report]) -> dict[str, LineRecord]:
+        """Delete the leases and the answered lines' health rows; the rows that were there, by line."""
+        if not self.fast:
+            for lease in leases:
+                await self._delete_lease(lease)
+            found: dict[str, LineRecord] = {}
+            for report in answers:
+                before, _ = await line_health.report(self.engine, report.key, report.status, report.when)
+                if not before.clean:
+                    found.setdefault(report.key, before)
+            return found
+        pool = await self._connections()
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(RELEASE_AND_ANSWER, leases, list(dict.fromkeys(r.key for r in answers)))
+        return {row["line_key"]: _record(row) for row in rows}
+
     async def active(self, line_key: str) -> int:
         now = self.clock()
         query = (
@@ -264,14 +504,12 @@ class SqlRoutingState:
         return await self._shared(shared, lambda: self.local.last_used(line_keys), "least-recent history")
 
     async def line_health(self, line_keys: tuple[str, ...]) -> dict[str, LineRecord]:
-        return await self._shared(
-            lambda: line_health.read_lines(self.engine, line_keys), lambda: self.local.line_health(line_keys), "line health"
-        )
+        async def shared() -> dict[str, LineRecord]:
+            if self.fast:
+                return dict((await self._take(None, line_keys, [None] * len(line_keys), True, None)).health or {})
+            return await line_health.read_lines(self.engine, line_keys)
 
-    async def report_line(self, line_key: str, status: str, when: float) -> tuple[LineRecord, LineRecord]:
-        return await self._shared(
-            lambda: line_health.report(self.engine, line_key, status, when), lambda: self.local.report_line(line_key, status, when), "line health"
-        )
+        return await self._shared(shared, lambda: self.local.line_health(line_keys), "line health")
 
     async def mark_used(self, line_key: str, when: float) -> None:
         async def shared() -> None:

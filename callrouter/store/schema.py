@@ -160,6 +160,8 @@ line_leases = Table(
 )
 Index("ix_line_leases_line_key", line_leases.c.line_key)
 Index("ix_line_leases_instance", line_leases.c.instance)
+# On Postgres the function callrouter_take (migration 0008) takes a round-robin turn, reads line_health
+# and takes a lease in one call (store/routing_state.py); it is no table, so it is not declared here.
 
 # Calls in progress now (migration 0006), for the console's live view: each router writes its own calls'
 # rows; a row counts only while its router's `router_instances` row is fresh, as a line lease does.

@@ -1,0 +1,146 @@
+"""Shared routing state on Postgres costs a call one round trip (issue 15), counted, not timed: every
+connection goes through a TCP proxy that counts what clients send (asyncpg waits for each answer, so one
+send is one round trip). The turn, the lines' health and the first line's lease come in one; the release
+and the answered call's report are sent after, together, and the call does not wait for them: it ends
+while the database passes no bytes at all."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from callrouter.emulator.asterisk import run_call
+from callrouter.emulator.script import CallScript, DialScript
+from callrouter.metrics import RouterMetrics
+from callrouter.routing.health import LineRecord
+from callrouter.store.db import open_engine
+from callrouter.store.routing_state import SqlRoutingState
+from callrouter.store.schema import line_health, line_leases, rr_turns
+from tests.harness import arun, running_router
+from tests.tcpproxy import TcpProxy, proxied
+
+LINES = (("L1", 2), ("L2", 2), ("L3", 2))
+
+
+def counted(proxy: TcpProxy, via_proxy: str, **kw: object) -> SqlRoutingState:
+    """The state on one connection (so its statements are prepared once, in the warm-up) through the proxy;
+    a budget far longer than any test, so a call that waited for the database could not pass."""
+    engine = open_engine(make_url(via_proxy), connect_timeout=2)
+    return SqlRoutingState(engine, RouterMetrics(), instance="counted", timeout=30, pool_size=1, **kw)  # type: ignore[arg-type]
+
+
+async def rows(url: str, table: object) -> int:
+    engine = open_engine(make_url(url))
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
+    finally:
+        await engine.dispose()
+
+
+def test_each_operation_on_the_critical_path_is_one_round_trip_and_the_rest_is_sent_after(pg_url: str) -> None:
+    async def body() -> None:
+        proxy, via_proxy = await proxied(pg_url)
+        s = counted(proxy, via_proxy)
+        await s.beat()
+        await s.start_hunt("g", LINES, True)  # warm-up: connects, prepares the statements
+        s.release_soon("L1")
+        s.report_soon("L1", "ANSWER", 1.0)
+        await s.flush()
+
+        sent = proxy.client_sends
+        got = await s.start_hunt("g", LINES, True)
+        assert proxy.client_sends - sent == 1  # turn, health and lease: one round trip
+        assert (got.turn, got.lease_key, got.taken, got.health) == (1, "L2", True, {})  # the turn starts at L2: leased
+        for op in (s.next_turn("g"), s.acquire("L3", 1), s.line_health(("L1", "L2"))):
+            sent = proxy.client_sends
+            await op
+            assert proxy.client_sends - sent == 1
+        assert not await s.acquire("L3", 1)  # at its limit, in the same one statement
+
+        sent = proxy.client_sends
+        s.release_soon("L2")
+        s.release_soon("L3")
+        answered = s.report_soon("L2", "ANSWER", 2.0)
+        assert proxy.client_sends == sent and not answered.done()  # nothing sent while the call goes on
+        await s.flush()
+        assert proxy.client_sends - sent == 1  # two releases and the answer: one statement, after
+        assert answered.result() == (LineRecord("L2"), LineRecord("L2"))
+        assert await rows(pg_url, line_leases) == 0
+        await s.close()
+        await s.engine.dispose()
+        await proxy.cut()
+
+    arun(body(), 60)
+
+
+def test_a_line_with_a_health_record_is_not_leased_ahead(pg_url: str) -> None:
+    """A line that failed may be set aside by the hunt: its lease waits for its Dial."""
+
+    async def body() -> None:
+        s = SqlRoutingState(open_engine(make_url(pg_url)), RouterMetrics(), instance="r", timeout=5)
+        await s.beat()
+        await s.report_line("L1", "CHANUNAVAIL", 10.0)
+        got = await s.start_hunt(None, LINES, True)
+        assert got.lease_key is None and not got.taken and got.health is not None and got.health["L1"].unavailable == 1
+        assert await rows(pg_url, line_leases) == 0
+        got = await s.start_hunt("g", LINES, True)  # turn 0 starts at L1 too
+        assert got.turn == 0 and got.lease_key is None
+        got = await s.start_hunt("g", LINES, False)  # health not asked: the turn's line (L2) is leased
+        assert (got.turn, got.lease_key, got.taken, got.health) == (1, "L2", True, None)
+        await s.close()
+        await s.engine.dispose()
+
+    arun(body(), 60)
+
+
+def test_a_routed_call_waits_for_the_database_once(pg_url: str) -> None:
+    """A whole call through the FastAGI server (sample plan: menu, press 1, the round-robin sales group
+    with line health): one round trip before the line rings; the release and the answer's report go out
+    after, the call ending while the database is stalled."""
+
+    async def body() -> None:
+        proxy, via_proxy = await proxied(pg_url)
+        s = counted(proxy, via_proxy)
+        await s.beat()
+        async with running_router(state=s) as router:
+            answer = DialScript("ANSWER", 1, 3)
+            warm = await run_call("127.0.0.1", router.port, CallScript(uniqueid="warm.1", dtmf=("1",), default_dial=answer))
+            assert warm.variables["CALLROUTER_RESULT"] == "ROUTED"
+            await s.flush()
+
+            ringing = asyncio.Event()
+
+            class Hold(asyncio.Event):
+                async def wait(self) -> bool:  # type: ignore[override]
+                    ringing.set()
+                    return await super().wait()
+
+            hold = Hold()
+            sent = proxy.client_sends
+            call = asyncio.create_task(run_call("127.0.0.1", router.port, CallScript(
+                uniqueid="counted.1", dtmf=("1",), default_dial=DialScript("ANSWER", 1, 3, hold=hold)), timeout=20))
+            await asyncio.wait_for(ringing.wait(), 10)
+            assert proxy.client_sends - sent == 1  # turn + health + lease, then the line rings
+            assert await rows(pg_url, line_leases) == 1
+
+            proxy.stall()  # from here the database answers nothing: a call that waited for it would hang
+            hold.set()
+            done = await asyncio.wait_for(call, 10)
+            assert done.variables["CALLROUTER_RESULT"] == "ROUTED" and [d.status for d in done.dials] == ["ANSWER"]
+            assert router.metrics.registry.get_sample_value("callrouter_state_fallbacks_total") == 0
+            await router.settle(2)
+            assert router.sink.records[-1].disposition == "answered"
+            proxy.unstall()
+            await s.flush()
+            assert proxy.client_sends - sent == 2  # and one more: the release with the report, after the call
+            assert await rows(pg_url, line_leases) == 0
+            assert await rows(pg_url, line_health) == 0
+            assert await rows(pg_url, rr_turns) == 1
+        await s.close()
+        await s.engine.dispose()
+        await proxy.cut()
+
+    arun(body(), 60)
