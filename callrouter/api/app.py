@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from callrouter.api import blacklist, calls, health, lines, recordings, reports
+from callrouter.api import blacklist, calls, health, lines, plans, recordings, reports
 from callrouter.api.auth import auth_middleware, browser_guard, check_bind, exempt_apps
 from callrouter.api.context import CURSOR_KEY, DEPS, PENDING, SETTINGS, AdminDeps
 from callrouter.api.errors import ApiError, Handler, error_response, errors_middleware
@@ -35,16 +36,54 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("DELETE", "/api/blacklist/{scope}/{caller}", blacklist.remove_entry),
     ("GET", "/api/stats/{number}", reports.stats),
     ("GET", "/api/plans", reports.plans),
+    ("GET", "/api/plans/{number}/versions", plans.history),
+    ("GET", "/api/plans/{number}/versions/{version}", plans.one_version),
+    ("PUT", "/api/plans/{number}", plans.save),
+    ("POST", "/api/plans/{number}/restore/{version}", plans.restore),
     ("GET", "/api/lines", lines.status),
     ("POST", "/api/reload", reports.reload),
 ]
+
+
+@dataclass(frozen=True)
+class BodyCap:
+    """A larger body for one POST route of a mounted app (the console's prompt upload), and that app's own
+    refusal page for a body over it. Every other route keeps MAX_BODY."""
+
+    max_bytes: int
+    refuse: Callable[[web.Request], web.StreamResponse]
+
+
+# route name -> its cap, set by a mounted app on itself (console/app.py), read by body_limit_middleware
+BODY_CAPS = web.AppKey("body_caps", Mapping[str, BodyCap])
+
+
+def body_cap(request: web.Request) -> BodyCap | None:
+    """The cap the innermost app that routed this POST declared for its route, if any."""
+    route = request.match_info.route
+    if request.method != "POST" or route.method != "POST" or route.name is None:
+        return None
+    apps = request.match_info.apps
+    caps = apps[-1].get(BODY_CAPS) if apps else None
+    return caps.get(route.name) if caps else None
 
 
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """MAX_BODY on every route, before its handler runs: aiohttp's client_max_size only bites when a handler
     reads the body, so a route that ignores it (reload) would act on a 2 MB request. A declared length over
-    the cap is refused unread; a chunked body is read (counted as it arrives) and kept for the handler."""
+    the cap is refused unread; a chunked body is read (counted as it arrives) and kept for the handler.
+
+    A route with a BodyCap gets its larger cap instead: over it by declared length, refused unread (with
+    the mounted app's page); within it, the handler reads the body itself (aiohttp stops at the cap)."""
+    cap = body_cap(request)
+    if cap is not None:
+        if request.content_length is not None and request.content_length > cap.max_bytes:
+            log.warning("admin API: refused %s %s: body over %d bytes", request.method, request.path[:200], cap.max_bytes)
+            response = cap.refuse(request)
+            response.force_close()
+            return response
+        return await handler(request.clone(client_max_size=cap.max_bytes))
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _too_large(request)
     if request.body_exists:

@@ -9,7 +9,7 @@ cross-site form POST (the Origin header gives it away). So a token-less API serv
 addressed to a loopback name and not sent from a foreign page (browser_guard).
 
 Besides the admin token (the provider's: every number), a tenant's API token (`callrouter tokens add`)
-gives a scope of that tenant's numbers: `read` for GET, `write` also for the blacklist routes. Routes of a
+gives a scope of that tenant's numbers: `read` for GET, `write` also for the blacklist and plan routes. Routes of a
 mounted application that authenticates its own users (the console) are left to it (`exempt`)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from callrouter.api.context import SCOPE
 from callrouter.api.errors import Handler, error_response
 from callrouter.config.service import Admin
 from callrouter.store.api_tokens import admin_token_scope
-from callrouter.store.tenants import BLACKLIST, PROVIDER, READ, Scope
+from callrouter.store.tenants import BLACKLIST, PLANS, PROVIDER, READ, Scope
 
 TokenScopes = Callable[[str], Awaitable[Scope | None]]  # a tenant token's scope, or None
 
@@ -173,12 +173,16 @@ def required_permission(request: web.Request) -> str:
     resource = request.match_info.route.resource
     if resource is not None and resource.canonical.startswith("/api/blacklist"):
         return BLACKLIST
+    if resource is not None and resource.canonical.startswith("/api/plans/"):
+        return PLANS  # a tenant's write token changes its own numbers' plans
     return PROVIDER
 
 
 def _refusal(needed: str) -> str:
     if needed == BLACKLIST:
         return "this token may only read: blacklist changes need a token with write scope"
+    if needed == PLANS:
+        return "this token may only read: plan changes need a token with write scope"
     if needed == PROVIDER:
         return "only the provider's admin token may do this"
     return "this token may not read"

@@ -166,6 +166,58 @@ def document() -> dict[str, Any]:
                         "reason": {"type": "string"},
                     },
                 },
+                "PlanVersion": {
+                    "type": "object",
+                    "properties": {
+                        "number": {"type": "string"},
+                        "version": {"type": "integer"},
+                        "author": {"type": "string"},
+                        "origin": {"type": "string", "enum": ["file", "console", "api", "restore"]},
+                        "summary": {"type": "string"},
+                        "restored_from": {"type": ["integer", "null"]},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "text": {"type": "string", "description": "the YAML document (one version's GET only)"},
+                    },
+                },
+                "PlanHistory": {
+                    "type": "object",
+                    "properties": {
+                        "number": {"type": "string"},
+                        "runs": {"type": ["integer", "null"], "description": "the version this router runs; null: its file"},
+                        "file": {"type": ["string", "null"]},
+                        "versions": {"type": "array", "items": {"$ref": "#/components/schemas/PlanVersion"}},
+                    },
+                },
+                "PlanSave": {
+                    "type": "object",
+                    "required": ["text"],
+                    "additionalProperties": False,
+                    "properties": {"text": {"type": "string"}, "summary": {"type": "string", "maxLength": 500}},
+                },
+                "StalePlan": {
+                    "type": "object",
+                    "properties": {
+                        "error": {"type": "string"},
+                        "current_version": {"type": ["integer", "null"]},
+                        "current": {"oneOf": [{"$ref": "#/components/schemas/PlanVersion"}, {"type": "null"}]},
+                    },
+                },
+                "PlanIssues": {
+                    "type": "object",
+                    "properties": {
+                        "error": {"type": "string"},
+                        "issues": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "file": {"type": "string"}, "line": {"type": "integer"}, "message": {"type": "string"},
+                                    "path": {"type": "array", "items": {"type": ["string", "integer"]}},
+                                },
+                            },
+                        },
+                    },
+                },
                 "ReloadIssues": {
                     "type": "object",
                     "properties": {
@@ -291,7 +343,62 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _json("Report", "the report"), "400": _ERR, **_AUTH},
                 }
             },
-            "/api/plans": {"get": {"summary": "loaded plans", "responses": {"200": _json("Plans", "summary of every plan"), **_AUTH}}},
+            "/api/plans": {"get": {"summary": "loaded plans, each with the version it runs (null: its file)",
+                                   "responses": {"200": _json("Plans", "summary of every plan"), **_AUTH}}},
+            "/api/plans/{number}/versions": {
+                "get": {
+                    "summary": "every version of a number's plan, newest first (the newest is the one it runs)",
+                    "parameters": [_p("number", "400 number")],
+                    "responses": {"200": _json("PlanHistory", "the versions, without their text"), "400": _ERR, "404": _ERR, **_AUTH},
+                }
+            },
+            "/api/plans/{number}/versions/{version}": {
+                "get": {
+                    "summary": "one version with its YAML text (Accept: application/yaml gives the text alone)",
+                    "parameters": [_p("number", "400 number"), _p("version", "version, from 1")],
+                    "responses": {"200": _json("PlanVersion", "the version; ETag is its number"), "400": _ERR, "404": _ERR, **_AUTH},
+                }
+            },
+            "/api/plans/{number}": {
+                "put": {
+                    "summary": "save a new version: validated as `callrouter check` does, stored whole, every router runs it within 2 s",
+                    "parameters": [
+                        _p("number", "400 number"),
+                        {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
+                         "description": 'the version the text was edited from, or "file" when the number has none yet'},
+                        {"name": "X-Summary", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 500},
+                         "description": "what changed, for the history (with a YAML body)"},
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/yaml": {"schema": {"type": "string"}},
+                            "application/json": {"schema": {"$ref": "#/components/schemas/PlanSave"}},
+                        },
+                    },
+                    "responses": {
+                        "201": _json("PlanVersion", "the version stored (without its text); ETag is its number"),
+                        "400": _ERR, "404": _ERR, "413": _ERR, "415": _ERR,
+                        "412": _json("StalePlan", "someone saved since that version: nothing stored; the current version"),
+                        "422": _json("PlanIssues", "the text does not validate: nothing stored; every issue located"),
+                        "428": _ERR,
+                        **_AUTH,
+                    },
+                }
+            },
+            "/api/plans/{number}/restore/{version}": {
+                "post": {
+                    "summary": "store an older version again as the newest (If-Match optional, as for PUT)",
+                    "parameters": [_p("number", "400 number"), _p("version", "the version to restore")],
+                    "responses": {
+                        "201": _json("PlanVersion", "the new version"),
+                        "404": _ERR,
+                        "412": _json("StalePlan", "someone saved since the If-Match version"),
+                        "422": _json("PlanIssues", "that version no longer validates (config.yaml changed?)"),
+                        **_AUTH,
+                    },
+                }
+            },
             "/api/lines": {
                 "get": {
                     "summary": "each line's health (working, suspended, half-open) and why, as the routers share it",

@@ -71,7 +71,7 @@ async def plans(request: web.Request) -> web.Response:
         if not scope.allows(number):
             continue
         hours = check_hours(plan.schedule, plan.timezone or config.service.timezone, now)
-        out.append(plan_summary(plan, config.sources[number], hours.open))
+        out.append(plan_summary(plan, config.sources[number], hours.open) | {"version": config.version_of(number)})
     return web.json_response({"plans": out})
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from callrouter.cli.common import EXIT_FAILED, EXIT_OK, add_config_argument, load_config
+from callrouter.cli.plans import drift_warnings
 from callrouter.config.loader import RoutingConfig
 from callrouter.prompts.inventory import check_prompts
 
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"{len(missing)} prompt use(s) have no file in {config.service.prompts_dir}", file=sys.stderr)
     for warning in notify_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
+    for warning in drift_warnings(config):  # the database wins over a file that differs (docs/plans.md)
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_FAILED if missing else EXIT_OK
 

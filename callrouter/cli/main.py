@@ -13,6 +13,7 @@ from callrouter.cli import (
     explain,
     exporter,
     lines,
+    plans,
     probe,
     prompts,
     recordings,
@@ -59,6 +60,7 @@ COMMANDS: Mapping[str, Command] = MappingProxyType({
     "tenants": tenants,
     "users": users,
     "tokens": tokens,
+    "plans": plans,
 })
 
 

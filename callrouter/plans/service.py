@@ -196,14 +196,17 @@ class FileChange:
     number: str
     file: str
     before: int | None  # the newest version before (None: none)
-    stored: PlanVersion | None  # the version stored (None: the file is the same as the newest; or a dry run)
-    differs: bool
+    stored: PlanVersion | None  # the version stored (None: unchanged, behind, or a dry run)
+    differs: bool  # the file's text is not the newest version's
+    behind: int | None = None  # the file is this older version, not an edit: not applied unless named
 
 
-async def apply_files(deps: PlanDeps, *, author: str, dry_run: bool = False) -> list[FileChange]:
+async def apply_files(deps: PlanDeps, *, author: str, dry_run: bool = False, numbers: set[str] | None = None) -> list[FileChange]:
     """`callrouter plans apply`: every plan file of the holder's configuration (loaded, so validated
     whole, by the caller) whose text differs from its number's newest version becomes a new version
-    (origin 'file'); all in one transaction, or none. Applied to the holder and audited as save_plan."""
+    (origin 'file'); all in one transaction, or none. A file whose text is an older version of its number
+    (a console edit not exported yet, not a file edit) is left alone unless `numbers` names it: applying
+    it would silently undo that edit. Applied to the holder and audited as save_plan."""
     config = deps.holder.current
     now = deps.clock()
     changes: list[FileChange] = []
@@ -212,19 +215,28 @@ async def apply_files(deps: PlanDeps, *, author: str, dry_run: bool = False) -> 
         async with deps.engine.begin() as conn:
             newest = await plan_versions.newest_of_each(conn)
             for number in sorted(config.plans):
+                if numbers is not None and number not in numbers:
+                    continue
                 path = config.sources[number]
                 text = file_text(number, config)
                 if text is None:
                     continue  # a number that lives only in the database
                 was = newest.get(number)
-                differs = was is None or was.text != text
+                before = was.version if was else None
+                if was is not None and was.text == text:
+                    changes.append(FileChange(number, path, before, None, False))
+                    continue
+                older = next((v.version for v in await plan_versions.history(conn, number) if v.text == text), None) if was else None
+                if older is not None and numbers is None:
+                    changes.append(FileChange(number, path, before, None, True, behind=older))
+                    continue
                 version: PlanVersion | None = None
-                if differs and not dry_run:
+                if not dry_run:
                     plan = check_plan_text(text, number, config)
                     version = await plan_versions.insert(conn, PlanVersion(
-                        number, (was.version if was else 0) + 1, text, author, "file", f"plans apply: {os.path.basename(path)}", None, now))
+                        number, (before or 0) + 1, text, author, "file", f"plans apply: {os.path.basename(path)}", None, now))
                     stored[number] = (plan, version.version)
-                changes.append(FileChange(number, path, was.version if was else None, version, differs))
+                changes.append(FileChange(number, path, before, version, True))
     except VersionTaken as exc:
         async with deps.engine.connect() as conn:
             raise StaleVersion(exc.number, exc.version - 1, await plan_versions.newest(conn, exc.number)) from None

@@ -20,14 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callrouter.store.schema import api_tokens, tenants
 from callrouter.store.tenants import (
-    DOWNLOAD, LISTEN, PROVIDER_ROLE, READ, BLACKLIST, ROLE_PERMISSIONS, AccountError, Scope, tenant_scope_parts, utc, utc_or_none,
+    DOWNLOAD, LISTEN, PLANS, PROVIDER_ROLE, READ, BLACKLIST, ROLE_PERMISSIONS, AccountError, Scope, tenant_scope_parts, utc, utc_or_none,
 )
 
 TOKEN_SCOPES = ("read", "write")
 TOKEN_PREFIX = "crt_"
 SCOPE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "read": frozenset({READ, LISTEN, DOWNLOAD}),
-    "write": frozenset({READ, LISTEN, DOWNLOAD, BLACKLIST}),
+    "write": frozenset({READ, LISTEN, DOWNLOAD, BLACKLIST, PLANS}),
 }
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}\Z")
 _TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per token
