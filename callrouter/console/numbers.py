@@ -27,7 +27,7 @@ from callrouter.routing.dryrun import LineOutcome
 from callrouter.routing.explain import Question, explain, local_time, plan_zone, split_digits
 from callrouter.routing.health import plan_keys
 from callrouter.store.line_health import read_lines
-from callrouter.store.tenants import READ, Scope
+from callrouter.store.tenants import PLANS, READ, Scope
 
 T = Callable[..., str]
 WIDTH = 640  # every picture's viewBox width; the stylesheet scales it to the page
@@ -739,5 +739,9 @@ async def _with_lines(request: web.Request, number: str, context: dict[str, obje
 def _detail_context(request: web.Request, number: str, view: PlanView | None, form: ExplainForm | None, error: str | None,
                     result: ExplainView | None) -> dict[str, object]:
     scope = require(request, READ)
+    saved = request.query.get("saved", "")
     return {"number": number, "view": view, "form": form, "error": error, "result": result, "num": num,
-            "nav": nav_items(scope, pick_language(request), "numbers")}
+            "nav": nav_items(scope, pick_language(request), "numbers"),
+            # issue 14: edit links for who may change the plan, "已生效（版本 N）" after a save, the version it runs
+            "can_edit": scope.can(PLANS) and view is not None, "saved": saved if saved.isdigit() and len(saved) < 10 else None,
+            "running_version": console_deps(request).holder.current.version_of(number)}
