@@ -86,7 +86,7 @@ def server_mem(pid: int) -> dict[str, int]:
     return {k: int(re.search(rf"{k}:\s+(\d+) kB", status).group(1)) for k in ("VmRSS", "VmHWM")}  # type: ignore[union-attr]
 
 
-def workspace(tmp: Path, fsync: bool = True, database: str | None = None) -> Path:
+def workspace(tmp: Path, fsync: bool = True, database: str | None = None, routing_state: str = "auto") -> Path:
     """The sample config and plan, open around the clock, with room for the held calls."""
     shutil.copytree(ROOT / "dialplans", tmp / "dialplans")
     plan = tmp / "dialplans" / "4008001234.yaml"
@@ -96,6 +96,7 @@ def workspace(tmp: Path, fsync: bool = True, database: str | None = None) -> Pat
     plan.write_text(text.replace('ring_timeout: 20}', 'ring_timeout: 20, max_calls: 5000}'))
     cfg = (ROOT / "config.yaml").read_text()
     cfg = cfg.replace("max_sessions: 2000", "max_sessions: 12000")
+    cfg = cfg.replace("routing_state: auto", f"routing_state: {routing_state}")
     if not fsync:
         cfg = cfg.replace("  batch_age: 0.5\n", "  batch_age: 0.5\n  fsync: false\n")
     (tmp / "config.yaml").write_text(cfg)
@@ -209,7 +210,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="callrouter-bench-"))
     try:
-        cfg = workspace(tmp, fsync=not args.no_fsync, database=args.database)
+        cfg = workspace(tmp, fsync=not args.no_fsync, database=args.database, routing_state=args.routing_state)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -307,6 +308,8 @@ if __name__ == "__main__":
     parser.add_argument("--held", type=int, default=10000, help="calls held open in Dial (0 to skip)")
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="the server's event loop")
     parser.add_argument("--no-fsync", action="store_true", help="cdr.fsync false: to see what durable spooling costs")
+    parser.add_argument("--routing-state", choices=["auto", "local", "shared"], default="auto",
+                        help="store.routing_state of the server (auto: shared with --database, else local)")
     parser.add_argument("--database", help="an empty Postgres database URL: CDRs there and routing state shared through it")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
