@@ -28,6 +28,8 @@ from callrouter.notify.line_health import LineHealthAlerts, LineHealthMonitor
 from callrouter.notify.rules import OutboxMessage, missed_call_messages
 from callrouter.notify.sender import OutboxSender
 from callrouter.packages.watcher import PackageWatcher
+from callrouter.plans.follower import PlanFollower
+from callrouter.plans.service import drift
 from callrouter.retention.purge import RetentionPurger
 from callrouter.metrics import RouterMetrics
 from callrouter.fastagi.server import AgiServer
@@ -126,8 +128,21 @@ async def open_store(holder: ConfigHolder, metrics: RouterMetrics, stack: AsyncE
     follower = BlacklistFollower(BlacklistStore(engine), metrics, utc_now, svc.store.blacklist_refresh)
     await follower.start()
     stack.push_async_callback(follower.close)
+    await follow_plans(engine, holder, metrics, stack)
     log.info("store: %s (routing state %s), CDR spool %s", shown(url), mode, spool.directory)
     return Store(engine, writer, state, follower, instance, live)
+
+
+async def follow_plans(engine: AsyncEngine, holder: ConfigHolder, metrics: RouterMetrics, stack: AsyncExitStack) -> PlanFollower:
+    """The plan versions in the database over the files (docs/plans.md: the database wins), now, at every
+    reload, and whenever one is saved anywhere; each file that differs from what its number runs is said."""
+    plans = PlanFollower(engine, holder, metrics)
+    await plans.start()
+    stack.push_async_callback(plans.close)
+    holder.overlay = plans.overlay
+    for differs in drift(holder.current, plans.newest):
+        log.warning("%s", differs.advice())
+    return plans
 
 
 async def start_crm(config: RoutingConfig, metrics: RouterMetrics, stack: AsyncExitStack) -> CrmClient | None:
