@@ -33,7 +33,7 @@ from callrouter.config.yamlsource import ConfigIssue
 from callrouter.console.context import PREFIX, audit, console_deps, nav_items, not_found, render, require, see_other
 from callrouter.console.i18n import pick_language, translator
 from callrouter.plans import edits
-from callrouter.plans.diff import DiffHunk, line_diff, plan_changes, summary_text
+from callrouter.plans.diff import DiffHunk, DiffLine, line_diff, plan_changes, summary_text
 from callrouter.plans.edits import ActionEdit, EditError, LineEdit
 from callrouter.plans.impact import typical_calls
 from callrouter.plans.service import (
@@ -138,9 +138,14 @@ def field_for(path: Sequence[str | int], fields: Mapping[Path, str]) -> str:
 
 
 def issues_by_field(issues: Iterable[ConfigIssue], fields: Mapping[Path, str]) -> dict[str, list[str]]:
+    """Each issue's message under its field; the "schedule.weekly.sat.0: " a message starts with is the
+    field's own place, so next to the field it is left out (above the form it stays)."""
     shown: dict[str, list[str]] = {}
     for issue in issues:
-        shown.setdefault(field_for(issue.path, fields), []).append(issue.message)
+        field = field_for(issue.path, fields)
+        where = ".".join(str(p) for p in issue.path) + ": "
+        message = issue.message.removeprefix(where) if field != TOP and issue.path else issue.message
+        shown.setdefault(field, []).append(message)
     return shown
 
 
@@ -589,11 +594,22 @@ async def versions_page(request: web.Request) -> web.StreamResponse:
     zone = _zone(request)
     async with console_deps(request).engine.connect() as conn:
         found = await plan_versions.history(conn, number, limit=500)
-    rows = [VersionRow(v.version, v.author, _clock(v.created_at, zone), t(f"plan_edit.origin.{v.origin}"), v.summary, v.restored_from, i == 0)
+    rows = [VersionRow(v.version, v.author, _clock(v.created_at, zone), t(f"plan_edit.origin.{v.origin}"), _summary(v, t), v.restored_from, i == 0)
             for i, v in enumerate(found)]
     context = _base(request, number, t("plan_edit.versions.title"))
     context.update({"rows": rows, "can_edit": scope.can(PLANS), "source": console_deps(request).holder.current.sources.get(number, "")})
     return render(request, "plan_versions.html", context)
+
+
+def _summary(v: PlanVersion, t: T) -> str:
+    """A version's summary; the file's text stored before the first change is said in words (its summary
+    names the server's path of the file, which is no business of the company's)."""
+    return t("plan_edit.versions.file_summary") if v.origin == "file" else v.summary
+
+
+def _whole(text: str) -> tuple[DiffHunk, ...]:
+    """A first version's text, every line kept (no predecessor to compare with)."""
+    return (DiffHunk(1, 1, tuple(DiffLine(" ", i, i, line) for i, line in enumerate(text.splitlines(), 1))),)
 
 
 def _version_number(request: web.Request) -> int:
@@ -624,9 +640,9 @@ async def version_page(request: web.Request) -> web.StreamResponse:
     old_plan = _plan_or_none(before.text, number, config) if before else None
     context = _base(request, number, t("plan_edit.version.title", version=this.version))
     context.update({
-        "v": VersionRow(this.version, this.author, _clock(this.created_at, _zone(request)), t(f"plan_edit.origin.{this.origin}"), this.summary,
+        "v": VersionRow(this.version, this.author, _clock(this.created_at, _zone(request)), t(f"plan_edit.origin.{this.origin}"), _summary(this, t),
                         this.restored_from, this.version == newest.version),
-        "hunks": line_diff(before.text if before else "", this.text), "first": before is None,
+        "hunks": line_diff(before.text, this.text) if before else _whole(this.text), "first": before is None,
         "changes": _changes(old_plan, new_plan, t) if new_plan else [], "can_restore": scope.can(PLANS) and this.version != newest.version,
         "newest_version": newest.version,
     })
