@@ -344,3 +344,21 @@ def test_tenant_tokens_change_only_their_own_plans_and_read_tokens_none(db_url: 
 
     arun(body())
 
+
+
+def test_a_reload_with_the_database_away_keeps_the_versions_running(tmp_path: Path) -> None:
+    config = load_config(str(workspace(tmp_path)))
+    text = Path(config.sources[NUMBER]).read_text()
+    edited = check_plan_text(move_line(text, "sales", "wang", -2), NUMBER, config)
+
+    async def body() -> None:
+        engine = open_engine(make_url("postgresql+asyncpg://router@127.0.0.1:1/none"), connect_timeout=1)  # nothing listens there
+        holder = ConfigHolder(config.with_versions({NUMBER: (edited, 4)}), RouterMetrics())
+        holder.overlay = PlanFollower(engine, holder, RouterMetrics(), listen=False).overlay
+        try:
+            assert await holder.reload() == []  # the files are fine: the reload goes through...
+            assert holder.current.version_of(NUMBER) == 4 and sales_order(holder.current) == ["wang", "zhang", "li"]  # ...not back to the file
+        finally:
+            await engine.dispose()
+
+    arun(body())

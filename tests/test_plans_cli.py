@@ -1,4 +1,4 @@
-"""`callrouter plans apply|export|history|show|restore` and `check`'s warning, on a real SQLite database:
+"""`callrouter plans apply|export|history|show|restore` and `check`'s warning, on SQLite and Postgres:
 files and database versions round trip byte for byte (comments too), apply is all or nothing and never
 undoes a console edit that was not exported, check says which command to run."""
 
@@ -22,17 +22,17 @@ from callrouter.plans.service import PlanDeps, save_plan
 from callrouter.store import plan_versions
 from callrouter.store.db import open_engine
 from callrouter.store.plan_versions import PlanVersion
-from tests.databases import fresh_sqlite
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = "4008001234"
 
 
 @pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Path:
+    """The sample config and plans, the database (SQLite, then Postgres) in CALLROUTER_DATABASE_URL."""
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     shutil.copytree(ROOT / "dialplans", tmp_path / "dialplans")
-    monkeypatch.setenv("CALLROUTER_DATABASE_URL", fresh_sqlite(str(tmp_path / "plans.db")))
+    monkeypatch.setenv("CALLROUTER_DATABASE_URL", db_url)
     return tmp_path / "config.yaml"
 
 
