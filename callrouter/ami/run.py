@@ -28,11 +28,17 @@ SETTLE = 2.0  # after the hang-up: how long the OriginateResponse (or our Hangup
 POLL = 0.1
 
 
-async def place(config: RoutingConfig, number: str, caller: str, timeout: float | None = None) -> TestCallReport:
+def placed_call(config: RoutingConfig, number: str) -> PlacedCall:
+    """The (empty) record of a test call to `number`, which `place` fills as Asterisk's events arrive."""
+    return PlacedCall(channel_prefix=f"Local/{number}@{config.service.ami.inbound_context}-")
+
+
+async def place(config: RoutingConfig, number: str, caller: str, timeout: float | None = None, call: PlacedCall | None = None) -> TestCallReport:
     """Originate a test call to `number` from `caller`; the report once it ended.
 
     ValueError: bad input (refused before connecting). AmiError subclasses: AMI could not be reached, refused
     the login or the Originate, or the call outlived `timeout` (default ami.call_timeout; then it is hung up).
+    `call`: a `placed_call` the caller watches while it runs (the console shows which line rings, live).
     """
     settings = config.service.ami
     caller = caller_number(caller)
@@ -46,7 +52,7 @@ async def place(config: RoutingConfig, number: str, caller: str, timeout: float 
         raise ValueError(f"no AMI secret: set {SECRET_ENV} (or ami.secret) to the secret of [{settings.username}] in manager.conf")
     session = AmiSession(settings.host, settings.port, settings.username, secret)
     action_id = f"callrouter-test-{uuid.uuid4().hex}"
-    call = PlacedCall(channel_prefix=f"Local/{number}@{settings.inbound_context}-")
+    call = call if call is not None else placed_call(config, number)
     try:
         await session.connect(settings.connect_timeout)
         answer = session.send(

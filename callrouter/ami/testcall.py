@@ -75,6 +75,8 @@ class TestCallReport:
     uniqueid: str
     answered: bool
     lines: list[str]  # the report, for a human
+    answered_line: str = ""  # the line id that answered, when known (the CDR's, else the events')
+    rung: tuple[tuple[str, str], ...] = ()  # (line id or dial string, status) in order, for a page
 
     @property
     def exit_code(self) -> int:
@@ -103,15 +105,17 @@ def report(
     else:
         why = f"CALLROUTER_RESULT={result or '(not set)'}" + (f", AGISTATUS={agi_status}" if agi_status else "")
         out.append(f"router: did NOT route the call ({why}); the dialplan's fallback line rang instead")
-    answered = False
+    answered, by = False, ""
+    rung: list[tuple[str, str]] = []
     if cdr is not None:
         out.append(f"disposition: {cdr.disposition} - {cdr.reason}")
         if cdr.ivr_path:
             out.append(f"IVR: {cdr.ivr_path}")
         for a in attempts:
             out.append(f"  line {a.line_id:<16} {a.target:<40} {a.status:<12} rang {a.ring_seconds} s")
+            rung.append((a.line_id, a.status))
         if cdr.disposition == "answered":
-            answered = True
+            answered, by = True, cdr.answered_line or ""
             out.append(f"answered by line {cdr.answered_line}")
         elif cdr.disposition == "after_hours":
             out.append("not answered: the number is closed at this time (schedule); check business hours and holidays")
@@ -124,14 +128,14 @@ def report(
             out.append("not answered")
     else:
         out.append(f"router's CDR: {cdr_note}; from Asterisk's events:")
-        by = ""
         for seen in call.dials.values():
             line = (line_ids or {}).get(seen.target, "")
             out.append(f"  dialled {seen.target:<40} {f'line {line}' if line else '':<22} {seen.status or '(no result)'}")
+            rung.append((line or seen.target, seen.status))
             if seen.status == "ANSWER":
                 answered, by = True, line
         out.append((f"answered by line {by}" if by else "answered") if answered else "not answered" + (f" ({call.cause})" if call.cause else ""))
-    return TestCallReport(number, caller, call.inbound_uniqueid, answered, out)
+    return TestCallReport(number, caller, call.inbound_uniqueid, answered, out, by, tuple(rung))
 
 
 def originate_refusal(response: Any) -> str | None:

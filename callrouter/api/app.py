@@ -80,7 +80,12 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     if cap is not None:
         if request.content_length is not None and request.content_length > cap.max_bytes:
             log.warning("admin API: refused %s %s: body over %d bytes", request.method, request.path[:200], cap.max_bytes)
-            response = cap.refuse(request)
+            match = request.match_info
+            outer, match.current_app = match.current_app, match.apps[-1]  # the mounted app's templates and settings
+            try:
+                response = cap.refuse(request)
+            finally:
+                match.current_app = outer
             response.force_close()
             return response
         return await handler(request.clone(client_max_size=cap.max_bytes))

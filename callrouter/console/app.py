@@ -19,6 +19,7 @@ from callrouter.console import auth, pages
 from callrouter.console import accounts, audit as audit_pages, blacklist as blacklist_pages, numbers as number_pages
 from callrouter.console import live
 from callrouter.console import plan_edit
+from callrouter.console import plan_prompts, plan_testcall
 from callrouter.console import calls as call_pages
 from callrouter.console import stats
 from callrouter.console.context import CONSOLE, ConsoleDeps
@@ -73,6 +74,9 @@ def build_console_app(deps: AdminDeps, settings: Console, passwords: Passwords |
     app.router.add_get("/numbers/{number}", number_pages.number_page, name="number_plan")
     # -- plan edits (issue 14): numbers/{number}/edit/..., versions, restore --
     plan_edit.add_routes(app)
+    # -- prompts and the test call (issue 14): numbers/{number}/prompts..., numbers/{number}/test-call... --
+    plan_prompts.add_routes(app)  # also the upload route's larger body cap (BODY_CAPS)
+    plan_testcall.add_routes(app)
     # -- audit --
     app.router.add_get("/audit", audit_pages.audit_page, name="audit")
     # -- accounts (tenants, users) --

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 from aiohttp import web
 
 from callrouter.console.words import accounts, audit, blacklist, calls, lines, live, numbers, stats
-from callrouter.console.words import plan_changes
+from callrouter.console.words import plan_changes, plan_prompts
 from callrouter.console.words import plan_edit
 
 LANGS = ("zh", "en")
@@ -77,7 +77,7 @@ def _merge(*tables: Mapping[str, tuple[str, str]]) -> Mapping[str, tuple[str, st
 
 
 MESSAGES = _merge(_BASE, live.WORDS, calls.WORDS, stats.WORDS, blacklist.WORDS, numbers.WORDS, audit.WORDS, accounts.WORDS, lines.WORDS,
-                  plan_changes.WORDS, plan_edit.WORDS)
+                  plan_changes.WORDS, plan_edit.WORDS, plan_prompts.WORDS)
 
 
 def pick_language(request: web.Request) -> str:

@@ -26,6 +26,7 @@ ACTIONS = (
     "blacklist_add", "blacklist_remove",
     "calls_export", "recording_download", "recording_listen",
     "plan_save", "plan_restore", "plan_apply",  # issue 14: a new plan version (console/API), a restore, `plans apply`
+    "prompt_upload", "prompt_generate", "test_call",  # issue 14: a prompt made from the browser (held until applied), a test call
 )
 
 
