@@ -6,6 +6,7 @@ every save audited. (tests/browser/test_plan_edit.py drives the same pages in a 
 
 from __future__ import annotations
 
+import dataclasses
 import html as htmllib
 import re
 from pathlib import Path
@@ -223,6 +224,31 @@ def test_who_may_edit_viewers_get_403_another_tenant_404_and_csrf(db_url: str, t
             assert status == 303 and location.endswith("saved=3")
             saves = await site.audit("plan_save")
             assert [(e.username, e.tenant_id) for e in saves] == [("boss", site.seeded.tenant_a), ("a-admin", site.seeded.tenant_a)]
+
+    arun(body())
+
+
+def test_a_newest_version_that_no_longer_validates_gets_a_message_not_a_form_and_restore_fixes_it(db_url: str, tmp_path: Path) -> None:
+    async def body() -> None:
+        async with running_site(tmp_path, db_url) as site:
+            await site.login("a-owner")
+            await save_group(site, [WANG, ZHANG, LI])
+            good = (await versions(site))[-1]
+            async with site.engine.begin() as conn:  # e.g. saved before a config.yaml change that refuses it now
+                await plan_versions.insert(conn, dataclasses.replace(good, version=3, text=good.text.replace("ring_budget: 60", "ring_budget: 9999")))
+            status, page, _ = await site.get(GROUP)
+            assert status == 409 and "无法通过检查" in page and "ring_budget" in page and 'id="group-form"' not in page
+            token = csrf_in(page)
+            status, page, _ = await site.post(GROUP, group_form(token, "3", [WANG, ZHANG, LI]))
+            assert status == 409 and len(await versions(site)) == 3
+            status, page, _ = await site.get(f"/console/numbers/{NUMBER_A}/versions/2")
+            assert status == 200 and 'id="restore"' in page
+            restore = f"/console/numbers/{NUMBER_A}/versions/2/restore"
+            status, confirm, _ = await site.post(restore, {"csrf": token, "version": "3", "step": "check"})
+            assert status == 200, confirm[-1500:]
+            status, _, r = await site.post(restore, dict(hidden_fields(confirm)) | {"csrf": token, "step": "apply"})
+            assert status == 303 and (await versions(site))[-1].text == good.text
+            assert (await site.get(GROUP))[0] == 200
 
     arun(body())
 

@@ -445,11 +445,24 @@ async def edit_page(request: web.Request) -> web.StreamResponse:
         text, version = await current_text(deps, number)
     except UnknownPlan:
         raise not_found() from None
-    plan = check_plan_text(text, number, console_deps(request).holder.current)
+    try:
+        plan = check_plan_text(text, number, console_deps(request).holder.current)
+    except PlanRejected as exc:
+        return _broken(request, number, version, exc)
     if not form.exists(plan, name):
         raise not_found()
     t = translator(pick_language(request))
     return _render_form(request, form, number, name, plan, form.values(plan, name, t), version)
+
+
+def _broken(request: web.Request, number: str, version: int | None, exc: PlanRejected) -> web.Response:
+    """The plan's newest text does not validate any more (config.yaml changed since it was saved): no form
+    can be built on it; the number keeps running what it ran, and ops or a restore must fix it."""
+    t = translator(pick_language(request))
+    context = _base(request, number, t("plan_edit.broken.title"))
+    context.update({"message": t("plan_edit.broken", version=version if version is not None else "-"),
+                    "issues": [str(issue) for issue in exc.issues], "back": f"{PREFIX}/numbers/{number}/versions"})
+    return render(request, "plan_message.html", context, status=409)
 
 
 def _version_field(post: Mapping[str, Any]) -> int | None:
@@ -480,7 +493,10 @@ async def edit_submit(request: web.Request) -> web.StreamResponse:
     config = console_deps(request).holder.current
     if version != base_version:
         return await _stale(request, number, base_version, form_href=_form_path(form, number, name))
-    plan = check_plan_text(text, number, config)
+    try:
+        plan = check_plan_text(text, number, config)
+    except PlanRejected as exc:
+        return _broken(request, number, version, exc)
     if not form.exists(plan, name):
         raise not_found()
     values, errors = form.read(post, plan, name, t)
@@ -663,7 +679,7 @@ async def restore_submit(request: web.Request) -> web.StreamResponse:
     new_plan = _plan_or_none(this.text, number, config)
     if new_plan is None:
         context = _base(request, number, t("plan_edit.version.title", version=version))
-        context.update({"message": t("plan_edit.restore.invalid", version=version), "back": restore_href})
+        context.update({"message": t("plan_edit.restore.invalid", version=version), "issues": [], "back": restore_href})
         return render(request, "plan_message.html", context, status=422)
     if _text(post, "step") != "apply":
         return _confirm(request, number, newest.text, this.text, _plan_or_none(newest.text, number, config) or running, new_plan,

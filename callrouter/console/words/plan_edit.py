@@ -141,6 +141,9 @@ WORDS: dict[str, tuple[str, str]] = {
     "plan_edit.restore.hint": ("恢复会保存为一个新版本，可再次恢复。", "A restore is saved as a new version, which can be undone."),
     "plan_edit.restore.what": ("恢复版本 {version}", "Restore version {version}"),
     "plan_edit.restore.summary": ("恢复版本 {version}：{changes}", "Restored version {version}: {changes}"),
+    "plan_edit.broken.title": ("方案无法修改", "The plan cannot be edited"),
+    "plan_edit.broken": ("最新版本（{version}）按现在的配置无法通过检查，不能在它上面修改。请恢复一个正常的版本，或联系服务商。",
+                         "The newest version ({version}) does not pass the checks with today's configuration: restore a good version, or ask your provider."),
     "plan_edit.restore.invalid": ("版本 {version} 按现在的配置已无法通过检查，不能恢复。",
                                   "Version {version} no longer passes the checks with today's configuration: it cannot be restored."),
 }
