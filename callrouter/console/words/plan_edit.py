@@ -10,6 +10,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "plan_edit.edit_greeting": ("修改欢迎语和录音提示", "Edit greeting and recording notice"),
     "plan_edit.versions_link": ("历史版本", "Versions"),
     "plan_edit.saved": ("已生效（版本 {version}）", "Now in effect (version {version})"),
+    "plan_edit.saved_test": ("拨测一下，确认来电按新方案接通", "Place a test call to prove it"),
+    "plan_edit.prompts_link": ("上传或生成这段录音", "Upload or generate the recording"),
     "plan_edit.running": ("正在使用版本 {version}", "Running version {version}"),
     "plan_edit.running_file": ("正在使用文件中的方案（尚未在后台修改过）", "Running the plan file (not changed in the console yet)"),
     "plan_edit.back": ("返回号码", "Back to the number"),
