@@ -28,14 +28,14 @@ from tests.test_process import ROOT, ServerProcess, workspace
 ANSWER = DialScript("ANSWER", 1, 3)
 
 
-async def start(cfg: Path, db_url: str) -> tuple[ServerProcess, int]:
+async def start(cfg: Path, db_url: str, timeout: float = 20) -> tuple[ServerProcess, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLROUTER_DATABASE_URL": db_url}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0",
         stderr=asyncio.subprocess.PIPE, cwd=str(cfg.parent), env=env,
     )
     server = ServerProcess(proc)
-    port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)", timeout=20)).group(1))
+    port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)", timeout=timeout)).group(1))
     return server, port
 
 

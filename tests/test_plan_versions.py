@@ -10,7 +10,7 @@ import json
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -51,6 +51,18 @@ class Audits:
         self.rows.append((action, target, before, after))
 
 
+def on_database(url: str, body: Callable[[AsyncEngine], Awaitable[None]]) -> None:
+    """Run a test body with an engine on `url`, disposed afterwards."""
+    async def run() -> None:
+        engine = open_engine(make_url(url))
+        try:
+            await body(engine)
+        finally:
+            await engine.dispose()
+
+    arun(run())
+
+
 def router(config: RoutingConfig, engine: AsyncEngine, audits: Audits | None = None) -> PlanDeps:
     return PlanDeps(engine, ConfigHolder(config, RouterMetrics()), lambda: T0, audits)
 
@@ -67,150 +79,130 @@ def test_a_save_is_validated_stored_as_the_next_version_and_run_at_once(db_url: 
     config = load_config(str(workspace(tmp_path)))
     file_text = Path(config.sources[NUMBER]).read_text()
 
-    async def body() -> None:
-        engine = open_engine(make_url(db_url))
+    async def body(engine: AsyncEngine) -> None:
         audits = Audits()
         deps = router(config, engine, audits)
-        try:
-            text, version = await current_text(deps, NUMBER)
-            assert (text, version) == (file_text, None)  # no version yet: the file, as an editor starts from it
-            edited = move_line(text, "sales", "wang", -2)  # a console-style edit: 王芳 first
-            saved = await save_plan(deps, NUMBER, edited, author="alice", origin="console", expected_version=None, summary="王芳 first")
-            assert saved.version == 2 and saved.author == "alice" and saved.origin == "console"
-            async with engine.connect() as conn:
-                history = await plan_versions.history(conn, NUMBER)
-            assert [(v.version, v.origin, v.author) for v in history] == [(2, "console", "alice"), (1, "file", "file")]
-            assert history[1].text == file_text  # the file kept as version 1, so a restore can go back to it
-            assert history[0].text == edited and comments(edited) == comments(file_text)  # every comment of the file kept
-            assert deps.holder.current.version_of(NUMBER) == 2 and sales_order(deps.holder.current) == ["wang", "zhang", "li"]
-            assert audits.rows == [("plan_save", NUMBER, audits.rows[0][2], audits.rows[0][3])]
-            assert audits.rows[0][2]["version"] == 1 and audits.rows[0][3]["version"] == 2
-            assert await current_text(deps, NUMBER) == (edited, 2)
-        finally:
-            await engine.dispose()
+        text, version = await current_text(deps, NUMBER)
+        assert (text, version) == (file_text, None)  # no version yet: the file, as an editor starts from it
+        edited = move_line(text, "sales", "wang", -2)  # a console-style edit: 王芳 first
+        saved = await save_plan(deps, NUMBER, edited, author="alice", origin="console", expected_version=None, summary="王芳 first")
+        assert saved.version == 2 and saved.author == "alice" and saved.origin == "console"
+        async with engine.connect() as conn:
+            history = await plan_versions.history(conn, NUMBER)
+        assert [(v.version, v.origin, v.author) for v in history] == [(2, "console", "alice"), (1, "file", "file")]
+        assert history[1].text == file_text  # the file kept as version 1, so a restore can go back to it
+        assert history[0].text == edited and comments(edited) == comments(file_text)  # every comment of the file kept
+        assert deps.holder.current.version_of(NUMBER) == 2 and sales_order(deps.holder.current) == ["wang", "zhang", "li"]
+        assert audits.rows == [("plan_save", NUMBER, audits.rows[0][2], audits.rows[0][3])]
+        assert audits.rows[0][2]["version"] == 1 and audits.rows[0][3]["version"] == 2
+        assert await current_text(deps, NUMBER) == (edited, 2)
 
-    arun(body())
+    on_database(db_url, body)
 
 
 def test_a_text_that_does_not_validate_is_refused_with_located_issues_and_nothing_changes(db_url: str, tmp_path: Path) -> None:
     config = load_config(str(workspace(tmp_path)))
     text = Path(config.sources[NUMBER]).read_text()
 
-    async def body() -> None:
-        engine = open_engine(make_url(db_url))
+    async def body(engine: AsyncEngine) -> None:
         deps = router(config, engine)
-        try:
-            broken = text.replace("ring_timeout: 20}", "ring_timeout: -5}", 1)
-            with pytest.raises(PlanRejected) as refused:
-                await save_plan(deps, NUMBER, broken, author="alice", origin="console", expected_version=None, summary="x")
-            [issue] = refused.value.issues
-            assert issue.path == ("hunt_groups", "sales", "lines", 0, "ring_timeout")
-            assert "ring_timeout: -5" in broken.splitlines()[issue.line - 1]  # the issue's line is where the field is
-            dangling = text.replace("entry:\n  menu: main", "entry:\n  menu: nowhere")
-            with pytest.raises(PlanRejected) as refused:
-                await save_plan(deps, NUMBER, dangling, author="alice", origin="console", expected_version=None, summary="x")
-            [issue] = refused.value.issues
-            assert issue.path == ("entry",) and "no menu named 'nowhere'" in issue.message  # the cross-check's, located too
-            with pytest.raises(PlanRejected, match="this is the plan of 4009999999, not 4008001234"):
-                await save_plan(deps, "4009999999", text, author="a", origin="api", expected_version=None, summary="x")
-            with pytest.raises(PlanRejected, match="larger than 1024 KiB"):
-                await save_plan(deps, NUMBER, text + "#" * (1024 * 1024), author="a", origin="api", expected_version=None, summary="x")
-            with pytest.raises(PlanRejected, match="aliases"):
-                await save_plan(deps, NUMBER, text + "\nx: &a [1]\ny: *a\n", author="a", origin="api", expected_version=None, summary="x")
-            async with engine.connect() as conn:
-                assert await plan_versions.history(conn, NUMBER) == []
-            assert deps.holder.current is config  # the running plan untouched
-        finally:
-            await engine.dispose()
+        broken = text.replace("ring_timeout: 20}", "ring_timeout: -5}", 1)
+        with pytest.raises(PlanRejected) as refused:
+            await save_plan(deps, NUMBER, broken, author="alice", origin="console", expected_version=None, summary="x")
+        [issue] = refused.value.issues
+        assert issue.path == ("hunt_groups", "sales", "lines", 0, "ring_timeout")
+        assert "ring_timeout: -5" in broken.splitlines()[issue.line - 1]  # the issue's line is where the field is
+        dangling = text.replace("entry:\n  menu: main", "entry:\n  menu: nowhere")
+        with pytest.raises(PlanRejected) as refused:
+            await save_plan(deps, NUMBER, dangling, author="alice", origin="console", expected_version=None, summary="x")
+        [issue] = refused.value.issues
+        assert issue.path == ("entry",) and "no menu named 'nowhere'" in issue.message  # the cross-check's, located too
+        with pytest.raises(PlanRejected, match="this is the plan of 4009999999, not 4008001234"):
+            await save_plan(deps, "4009999999", text, author="a", origin="api", expected_version=None, summary="x")
+        with pytest.raises(PlanRejected, match="larger than 1024 KiB"):
+            await save_plan(deps, NUMBER, text + "#" * (1024 * 1024), author="a", origin="api", expected_version=None, summary="x")
+        with pytest.raises(PlanRejected, match="aliases"):
+            await save_plan(deps, NUMBER, text + "\nx: &a [1]\ny: *a\n", author="a", origin="api", expected_version=None, summary="x")
+        async with engine.connect() as conn:
+            assert await plan_versions.history(conn, NUMBER) == []
+        assert deps.holder.current is config  # the running plan untouched
 
-    arun(body())
+    on_database(db_url, body)
 
 
 def test_the_second_of_two_saves_from_one_version_is_refused_with_what_is_there_now(db_url: str, tmp_path: Path) -> None:
     config = load_config(str(workspace(tmp_path)))
     text = Path(config.sources[NUMBER]).read_text()
 
-    async def body() -> None:
-        engine = open_engine(make_url(db_url))
+    async def body(engine: AsyncEngine) -> None:
         deps = router(config, engine)
-        try:
-            first = await save_plan(deps, NUMBER, move_line(text, "sales", "li", -1), author="alice", origin="console",
-                                    expected_version=None, summary="李娜 first")
-            with pytest.raises(StaleVersion) as stale:  # bob also started from the file
-                await save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="bob", origin="console",
-                                expected_version=None, summary="王芳 first")
-            assert stale.value.current is not None and stale.value.current.version == first.version == 2
-            assert stale.value.current.author == "alice" and stale.value.current.summary == "李娜 first"
-            # Two saves from version 2 at the same moment: one is version 3, the other is refused.
-            results = await asyncio.gather(
-                save_plan(deps, NUMBER, move_line(text, "sales", "wang", -1), author="carol", origin="api", expected_version=2, summary="c"),
-                save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="dave", origin="api", expected_version=2, summary="d"),
-                return_exceptions=True,
-            )
-            stored = [r for r in results if isinstance(r, PlanVersion)]
-            refused = [r for r in results if isinstance(r, StaleVersion)]
-            assert len(stored) == 1 and len(refused) == 1, results
-            assert stored[0].version == 3 and refused[0].current is not None and refused[0].current.version == 3
-            async with engine.connect() as conn:
-                assert [v.version for v in await plan_versions.history(conn, NUMBER)] == [3, 2, 1]
-            assert deps.holder.current.version_of(NUMBER) == 3
-        finally:
-            await engine.dispose()
+        first = await save_plan(deps, NUMBER, move_line(text, "sales", "li", -1), author="alice", origin="console",
+                                expected_version=None, summary="李娜 first")
+        with pytest.raises(StaleVersion) as stale:  # bob also started from the file
+            await save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="bob", origin="console",
+                            expected_version=None, summary="王芳 first")
+        assert stale.value.current is not None and stale.value.current.version == first.version == 2
+        assert stale.value.current.author == "alice" and stale.value.current.summary == "李娜 first"
+        # Two saves from version 2 at the same moment: one is version 3, the other is refused.
+        results = await asyncio.gather(
+            save_plan(deps, NUMBER, move_line(text, "sales", "wang", -1), author="carol", origin="api", expected_version=2, summary="c"),
+            save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="dave", origin="api", expected_version=2, summary="d"),
+            return_exceptions=True,
+        )
+        stored = [r for r in results if isinstance(r, PlanVersion)]
+        refused = [r for r in results if isinstance(r, StaleVersion)]
+        assert len(stored) == 1 and len(refused) == 1, results
+        assert stored[0].version == 3 and refused[0].current is not None and refused[0].current.version == 3
+        async with engine.connect() as conn:
+            assert [v.version for v in await plan_versions.history(conn, NUMBER)] == [3, 2, 1]
+        assert deps.holder.current.version_of(NUMBER) == 3
 
-    arun(body())
+    on_database(db_url, body)
 
 
 def test_restore_stores_an_old_version_again_as_the_newest(db_url: str, tmp_path: Path) -> None:
     config = load_config(str(workspace(tmp_path)))
     text = Path(config.sources[NUMBER]).read_text()
 
-    async def body() -> None:
-        engine = open_engine(make_url(db_url))
+    async def body(engine: AsyncEngine) -> None:
         audits = Audits()
         deps = router(config, engine, audits)
-        try:
-            await save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="alice", origin="console", expected_version=None, summary="x")
-            assert sales_order(deps.holder.current) == ["wang", "zhang", "li"]
-            with pytest.raises(StaleVersion):
-                await restore_plan(deps, NUMBER, 1, author="bob", expected_version=1)
-            back = await restore_plan(deps, NUMBER, 1, author="bob", expected_version=2)
-            assert (back.version, back.origin, back.restored_from, back.text) == (3, "restore", 1, text)
-            assert sales_order(deps.holder.current) == ["zhang", "li", "wang"] and deps.holder.current.version_of(NUMBER) == 3
-            assert [a[0] for a in audits.rows] == ["plan_save", "plan_restore"]
-            with pytest.raises(LookupError):
-                await restore_plan(deps, NUMBER, 9, author="bob", expected_version=3)
-        finally:
-            await engine.dispose()
+        await save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="alice", origin="console", expected_version=None, summary="x")
+        assert sales_order(deps.holder.current) == ["wang", "zhang", "li"]
+        with pytest.raises(StaleVersion):
+            await restore_plan(deps, NUMBER, 1, author="bob", expected_version=1)
+        back = await restore_plan(deps, NUMBER, 1, author="bob", expected_version=2)
+        assert (back.version, back.origin, back.restored_from, back.text) == (3, "restore", 1, text)
+        assert sales_order(deps.holder.current) == ["zhang", "li", "wang"] and deps.holder.current.version_of(NUMBER) == 3
+        assert [a[0] for a in audits.rows] == ["plan_save", "plan_restore"]
+        with pytest.raises(LookupError):
+            await restore_plan(deps, NUMBER, 9, author="bob", expected_version=3)
 
-    arun(body())
+    on_database(db_url, body)
 
 
 def test_another_router_follows_and_refuses_an_invalid_version_keeping_its_running_plan(db_url: str, tmp_path: Path) -> None:
     config = load_config(str(workspace(tmp_path)))
     text = Path(config.sources[NUMBER]).read_text()
 
-    async def body() -> None:
-        engine = open_engine(make_url(db_url))
+    async def body(engine: AsyncEngine) -> None:
         deps = router(config, engine)
         other = ConfigHolder(config, RouterMetrics())
         metrics = RouterMetrics()
         follower = PlanFollower(engine, other, metrics, every=3600, listen=False)
-        try:
-            await save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="alice", origin="console", expected_version=None, summary="x")
-            assert await follower.sync() == 1
-            assert other.current.version_of(NUMBER) == 2 and sales_order(other.current) == ["wang", "zhang", "li"]
-            # A version that does not validate (written past save_plan, as by an older release): refused, counted once.
-            async with engine.begin() as conn:
-                await plan_versions.insert(conn, PlanVersion(NUMBER, 3, text.replace("menu: main", "menu: gone", 1), "x", "api", "bad", None, T0))
-            running = other.current
-            assert await follower.sync() == 0 and await follower.sync() == 0
-            assert other.current is running and sales_order(other.current) == ["wang", "zhang", "li"]
-            assert metrics.registry.get_sample_value("callrouter_plan_versions_applied_total", {"result": "refused"}) == 1
-            assert metrics.registry.get_sample_value("callrouter_plan_versions_applied_total", {"result": "applied"}) == 1
-        finally:
-            await engine.dispose()
+        await save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="alice", origin="console", expected_version=None, summary="x")
+        assert await follower.sync() == 1
+        assert other.current.version_of(NUMBER) == 2 and sales_order(other.current) == ["wang", "zhang", "li"]
+        # A version that does not validate (written past save_plan, as by an older release): refused, counted once.
+        async with engine.begin() as conn:
+            await plan_versions.insert(conn, PlanVersion(NUMBER, 3, text.replace("menu: main", "menu: gone", 1), "x", "api", "bad", None, T0))
+        running = other.current
+        assert await follower.sync() == 0 and await follower.sync() == 0
+        assert other.current is running and sales_order(other.current) == ["wang", "zhang", "li"]
+        assert metrics.registry.get_sample_value("callrouter_plan_versions_applied_total", {"result": "refused"}) == 1
+        assert metrics.registry.get_sample_value("callrouter_plan_versions_applied_total", {"result": "applied"}) == 1
 
-    arun(body())
+    on_database(db_url, body)
 
 
 def test_a_reload_reads_the_files_then_the_database_wins(db_url: str, tmp_path: Path) -> None:
@@ -219,24 +211,20 @@ def test_a_reload_reads_the_files_then_the_database_wins(db_url: str, tmp_path: 
     plan_file = Path(config.sources[NUMBER])
     text = plan_file.read_text()
 
-    async def body() -> None:
-        engine = open_engine(make_url(db_url))
+    async def body(engine: AsyncEngine) -> None:
         deps = router(config, engine)
         holder = ConfigHolder(config, RouterMetrics())
         follower = PlanFollower(engine, holder, RouterMetrics(), every=3600, listen=False)
         holder.overlay = follower.overlay
-        try:
-            await save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="alice", origin="console", expected_version=None, summary="x")
-            # ops edit the file differently and reload: the file's change is read, the database's version runs
-            plan_file.write_text(move_line(text, "sales", "li", -1))
-            assert await holder.reload() == []
-            assert holder.current.version_of(NUMBER) == 2 and sales_order(holder.current) == ["wang", "zhang", "li"]
-            # a config.yaml change is taken; the version is validated against it
-            assert holder.current.sources[NUMBER] == str(plan_file)
-        finally:
-            await engine.dispose()
+        await save_plan(deps, NUMBER, move_line(text, "sales", "wang", -2), author="alice", origin="console", expected_version=None, summary="x")
+        # ops edit the file differently and reload: the file's change is read, the database's version runs
+        plan_file.write_text(move_line(text, "sales", "li", -1))
+        assert await holder.reload() == []
+        assert holder.current.version_of(NUMBER) == 2 and sales_order(holder.current) == ["wang", "zhang", "li"]
+        # a config.yaml change is taken; the version is validated against it
+        assert holder.current.sources[NUMBER] == str(plan_file)
 
-    arun(body())
+    on_database(db_url, body)
 
 
 def test_postgres_notify_reaches_a_listening_router_at_once(pg_url: str, tmp_path: Path) -> None:

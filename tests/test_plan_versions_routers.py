@@ -5,9 +5,7 @@ changes is never seen half: every call placed meanwhile runs either the old plan
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +13,8 @@ import aiohttp
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, CallTranscript, DialScript
 from tests.harness import arun
-from tests.test_process import ROOT, ServerProcess
+from tests.test_cdr_durability import start
+from tests.test_process import ROOT
 
 NUMBER = "4001230001"
 PLAN = f"""# two routers, one plan (a comment ops wrote: it must survive every save)
@@ -45,19 +44,6 @@ NEW = PLAN.replace("prompt: main_menu", "prompt: main_menu_v2").replace(
 OLD_SEEN, NEW_SEEN = ("main_menu", "13800000001"), ("main_menu_v2", "13800000003")
 
 
-async def start(cfg: Path, db_url: str) -> tuple[ServerProcess, int]:
-    """`callrouter serve` on free ports against `db_url` (as tests/test_cdr_durability.py, with more time
-    to start: the machine may be busy)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CALLROUTER_DATABASE_URL": db_url}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0",
-        stderr=asyncio.subprocess.PIPE, cwd=str(cfg.parent), env=env,
-    )
-    server = ServerProcess(proc)
-    port = int((await server.wait_for(r"FastAGI listening on 127\.0\.0\.1:(\d+)", timeout=60)).group(1))
-    return server, port
-
-
 def workspace(folder: Path) -> Path:
     folder.mkdir()
     shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
@@ -79,7 +65,7 @@ def test_a_save_reaches_both_routers_within_2_s_and_whole(pg_url: str, tmp_path:
     assert NEW != PLAN and "main_menu_v2" in NEW and NEW.index("13800000003") < NEW.index("13800000001")
 
     async def body() -> None:
-        (ra, port_a), (rb, port_b) = await asyncio.gather(start(workspace(tmp_path / "a"), pg_url), start(workspace(tmp_path / "b"), pg_url))
+        (ra, port_a), (rb, port_b) = await asyncio.gather(start(workspace(tmp_path / "a"), pg_url, 60), start(workspace(tmp_path / "b"), pg_url, 60))
         try:
             for r in (ra, rb):
                 await r.wait_for(r"plan listener: listening on callrouter_plans", timeout=20)

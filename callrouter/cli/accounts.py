@@ -21,13 +21,17 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def os_user() -> str:
+    """The OS user running the command (its uid when it has no name)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid()) if hasattr(os, "getuid") else "?"
+
+
 def operator() -> str:
     """Who ran the command, for the audit log: the OS user."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = str(os.getuid()) if hasattr(os, "getuid") else "?"
-    return f"cli:{name}"[:80]
+    return f"cli:{os_user()}"[:80]
 
 
 async def audit(engine: AsyncEngine, action: str, target: str, tenant_id: int | None,

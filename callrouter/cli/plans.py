@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import os
 import socket
 import sys
@@ -52,11 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def operator() -> str:
     """Who ran the command, as plan versions record it: ops:<os user>@<host>."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = str(os.getuid()) if hasattr(os, "getuid") else "?"
-    return f"ops:{name}@{socket.gethostname()}"[:120]
+    from callrouter.cli.accounts import os_user
+
+    return f"ops:{os_user()}@{socket.gethostname()}"[:120]
 
 
 def _deps(engine: AsyncEngine, config: RoutingConfig) -> PlanDeps:
