@@ -29,7 +29,7 @@ from callrouter.notify.rules import OutboxMessage, missed_call_messages
 from callrouter.notify.sender import OutboxSender
 from callrouter.packages.watcher import PackageWatcher
 from callrouter.plans.follower import PlanFollower
-from callrouter.plans.service import drift
+from callrouter.plans.service import Drift, file_drift
 from callrouter.retention.purge import RetentionPurger
 from callrouter.metrics import RouterMetrics
 from callrouter.fastagi.server import AgiServer
@@ -140,8 +140,16 @@ async def follow_plans(engine: AsyncEngine, holder: ConfigHolder, metrics: Route
     await plans.start()
     stack.push_async_callback(plans.close)
     holder.overlay = plans.overlay
-    for differs in drift(holder.current, plans.newest):
-        log.warning("%s", differs.advice())
+    if plans.newest:  # versions were read just now; none (or the database away): every number runs from its file
+        async def compare() -> list[Drift]:
+            async with engine.connect() as conn:
+                return await file_drift(conn, holder.current)
+
+        try:
+            for differs in await within(compare(), 5.0, set()):
+                log.warning("%s", differs.advice())
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            log.warning("plan files not compared with the database: %s", exc)
     return plans
 
 

@@ -350,3 +350,26 @@ def test_a_reload_with_the_database_away_keeps_the_versions_running(tmp_path: Pa
             await engine.dispose()
 
     arun(body())
+
+
+def test_serve_starts_on_the_database_versions_and_says_which_files_differ(db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from contextlib import AsyncExitStack
+
+    from callrouter.app import follow_plans
+
+    config = load_config(str(workspace(tmp_path)))
+    text = Path(config.sources[NUMBER]).read_text()
+
+    async def body(engine: AsyncEngine) -> None:
+        await save_plan(router(config, engine), NUMBER, move_line(text, "sales", "wang", -2), author="alice", origin="console",
+                        expected_version=None, summary="x")
+        holder = ConfigHolder(config, RouterMetrics())  # as serve starts: the files
+        async with AsyncExitStack() as stack:
+            await follow_plans(engine, holder, RouterMetrics(), stack)
+            assert holder.current.version_of(NUMBER) == 2 and sales_order(holder.current) == ["wang", "zhang", "li"]
+            assert holder.overlay is not None  # a reload lays the versions over the files
+        [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "differs" in r.getMessage()]
+        assert config.sources[NUMBER] in warning and "the file is version 1" in warning
+        assert f"`callrouter plans export --number {NUMBER}`" in warning
+
+    on_database(db_url, body)

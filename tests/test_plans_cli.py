@@ -84,7 +84,7 @@ def test_apply_export_and_restore_round_trip_the_files_byte_for_byte(site: Path,
     edited = move_line(original.decode(), "sales", "wang", -2)  # a console edit: the file's comments kept
     console_edit(site, edited, 1)
     status, _, err = run(capsys, "check", "--config", cfg)
-    assert f"`callrouter plans export --number {NUMBER}` writes it to the file" in err and "version 2" in err
+    assert f"the file is version 1; `callrouter plans export --number {NUMBER}` writes the newest" in err and "version 2" in err
     status, _, err = run(capsys, "plans", "apply", "--config", cfg)  # the file is version 1: not an edit, not applied
     assert status == 1 and "older than the newest" in err and "plans export" in err
     assert [v.version for v in versions()] == [2, 1]
@@ -98,7 +98,7 @@ def test_apply_export_and_restore_round_trip_the_files_byte_for_byte(site: Path,
 
     plan_file.write_text(edited.replace("ring_budget: 60", "ring_budget: 75"))  # ops edit the file
     status, _, err = run(capsys, "check", "--config", cfg)
-    assert "the file was edited since; `callrouter plans apply` makes it live" in err
+    assert "the file was edited; `callrouter plans apply` makes it live" in err
     status, out, _ = run(capsys, "plans", "apply", "--config", cfg)
     assert status == 0 and "stored as version 3" in out
 

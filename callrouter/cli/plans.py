@@ -226,9 +226,7 @@ def drift_warnings(config: RoutingConfig, timeout: float = 5.0) -> list[str]:
 
 async def _drift(config: RoutingConfig) -> list[Drift]:
     from callrouter.cli.common import open_database
-    from callrouter.plans.service import drift
-    from callrouter.store import plan_versions
+    from callrouter.plans.service import file_drift
 
     async with open_database(config) as engine, engine.connect() as conn:
-        newest = await plan_versions.newest_of_each(conn)
-    return drift(config, newest)
+        return await file_drift(conn, config)

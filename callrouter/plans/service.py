@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Mapping
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callrouter.config.holder import ConfigHolder
 from callrouter.config.loader import DATABASE_SOURCE, RoutingConfig, plan_from_document
@@ -255,29 +255,25 @@ class Drift:
     number: str
     file: str
     version: PlanVersion
-    file_newer: bool  # the file was written after the version was stored
+    behind: int | None  # the file is this older version (a change not exported yet); None: the file was edited
 
     def advice(self) -> str:
         """One line for `callrouter check` and serve's start log: which copy runs, and what to run."""
         who = f"version {self.version.version} ({self.version.origin}, {self.version.author}, {self.version.created_at:%Y-%m-%d %H:%M} UTC)"
-        if self.file_newer:
-            return (f"{self.file}: differs from the database's {who}, which is what number {self.number} runs: "
-                    "the file was edited since; `callrouter plans apply` makes it live (or `callrouter plans export` overwrites it)")
-        return (f"{self.file}: differs from the database's {who}, which is what number {self.number} runs: "
-                f"`callrouter plans export --number {self.number}` writes it to the file (or `callrouter plans apply` makes the file live)")
+        runs = f"{self.file}: differs from the database's {who}, which is what number {self.number} runs"
+        if self.behind is None:
+            return f"{runs}: the file was edited; `callrouter plans apply` makes it live (or `callrouter plans export` overwrites it)"
+        return (f"{runs}: the file is version {self.behind}; `callrouter plans export --number {self.number}` "
+                "writes the newest to the file")
 
 
-def drift(config: RoutingConfig, newest: Mapping[str, PlanVersion]) -> list[Drift]:
+async def file_drift(conn: AsyncConnection, config: RoutingConfig) -> list[Drift]:
     """Every number whose file's text differs from its newest database version, by number."""
     out: list[Drift] = []
-    for number, version in sorted(newest.items()):
+    for number, version in sorted((await plan_versions.newest_of_each(conn)).items()):
         text = file_text(number, config)
         if text is None or text == version.text:
             continue
-        path = config.sources[number]
-        try:
-            mtime = os.stat(path).st_mtime
-        except OSError:
-            mtime = 0.0
-        out.append(Drift(number, path, version, mtime > version.created_at.timestamp()))
+        behind = next((v.version for v in await plan_versions.history(conn, number) if v.text == text), None)
+        out.append(Drift(number, config.sources[number], version, behind))
     return out
