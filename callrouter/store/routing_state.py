@@ -266,9 +266,14 @@ class SqlRoutingState:
                 if self._pool is None:
                     url = self.engine.url
                     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-                    self._pool = await asyncpg.create_pool(
-                        dsn, min_size=0, max_size=self.pool_size, reset=_keep, **postgres_connect_args(url),
-                    )
+                    args = postgres_connect_args(url)
+                    # Turns and leases are not worth a WAL flush per call: a commit that waits for the
+                    # flush holds the group's turn row and the line's guard row until the disk answers,
+                    # and every hunt of the group queues behind it. A Postgres crash may lose the last
+                    # moment's turns and leases: a line may then carry more calls than its limit until
+                    # those calls end, as when a router is cut off for longer than lease_ttl.
+                    args["server_settings"] = {**args["server_settings"], "synchronous_commit": "off"}
+                    self._pool = await asyncpg.create_pool(dsn, min_size=0, max_size=self.pool_size, reset=_keep, **args)
         return self._pool
 
     async def _take(self, turn_key: str | None, keys: Sequence[str], limits: Sequence[int | None], health: bool, lease: str | None) -> HuntStart:
