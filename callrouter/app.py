@@ -10,7 +10,7 @@ import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,6 +24,7 @@ from callrouter.exporter.http import registry_text
 from callrouter.exporter.service import CdrExporter
 from callrouter.crm.client import CrmClient
 from callrouter.config.holder import ConfigHolder
+from callrouter.config.yamlsource import ConfigIssue
 from callrouter.notify.line_health import LineHealthAlerts, LineHealthMonitor
 from callrouter.notify.rules import OutboxMessage, missed_call_messages
 from callrouter.notify.sender import OutboxSender
@@ -69,6 +70,58 @@ class CannotListen(Exception):
     """The FastAGI server cannot bind its address: `serve` stops with this message, exit 2."""
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process is worker `index` of `count` under `serve --workers` (cli/workers.py, the parent): it
+    shares the FastAGI port with the others (SO_REUSEPORT), has its own CDR spool and admin port, and only
+    worker 0 runs the parts that act for the whole host (outbox, package watcher, retention, line-state
+    gauges, the exporter). `tell_parent` sends the parent one word: "ready", or "reload" (the admin API
+    reloaded this worker: the parent reloads the others)."""
+
+    index: int
+    count: int
+    tell_parent: Callable[[str], None]
+
+    @property
+    def runs_host_parts(self) -> bool:
+        return self.index == 0
+
+
+def routing_state_mode(config: RoutingConfig) -> str:
+    """`store.routing_state` with auto resolved: shared on Postgres, local (this process's memory) on SQLite."""
+    mode = config.service.store.routing_state
+    if mode == "auto":
+        url = resolve_url(config.service.store.url, config.base_dir)
+        mode = "shared" if url.get_backend_name() == "postgresql" else "local"
+    return mode
+
+
+def worker_spool_dir(spool_dir: str, worker: WorkerRole | None) -> str:
+    """Each worker its own spool (two writers on one would delete each other's records); worker 0 keeps
+    cdr.spool_dir itself, so going back to one process replays what it left."""
+    if worker is None or worker.index == 0:
+        return spool_dir
+    return os.path.join(spool_dir, f"worker-{worker.index}")
+
+
+class WorkerConfigHolder(ConfigHolder):
+    """A worker's configuration: a reload through the admin API reaches the other workers too (the parent
+    sends them SIGHUP); one from SIGHUP stays in this worker (`reload_here`)."""
+
+    def __init__(self, config: RoutingConfig, metrics: RouterMetrics, worker: WorkerRole) -> None:
+        super().__init__(config, metrics)
+        self._worker = worker
+
+    async def reload_issues(self) -> list[ConfigIssue]:
+        issues = await super().reload_issues()
+        if not issues:
+            self._worker.tell_parent("reload")
+        return issues
+
+    async def reload_here(self) -> list[str]:
+        return [str(issue) for issue in await super().reload_issues()]
+
+
 async def dispose_within(engine: AsyncEngine, seconds: float) -> None:
     """Close the pool on stop, but never hang the stop on a database that does not answer."""
     try:
@@ -89,7 +142,7 @@ async def check_schema_at_start(engine: AsyncEngine, config: RoutingConfig) -> b
         return False
 
 
-async def open_store(holder: ConfigHolder, metrics: RouterMetrics, stack: AsyncExitStack) -> Store:
+async def open_store(holder: ConfigHolder, metrics: RouterMetrics, stack: AsyncExitStack, worker: WorkerRole | None = None) -> Store:
     config = holder.current
     svc = config.service
     url = resolve_url(svc.store.url, config.base_dir)
@@ -98,7 +151,7 @@ async def open_store(holder: ConfigHolder, metrics: RouterMetrics, stack: AsyncE
     schema_checked = await check_schema_at_start(engine, config)
     instance = new_instance_id()
     try:
-        spool = Spool(config.path(svc.cdr.spool_dir), segment_bytes=svc.cdr.segment_bytes, fsync=svc.cdr.fsync)
+        spool = Spool(worker_spool_dir(config.path(svc.cdr.spool_dir), worker), segment_bytes=svc.cdr.segment_bytes, fsync=svc.cdr.fsync)
     except SpoolInUse as exc:
         raise StoreError(str(exc)) from None
     settings = WriterSettings(batch_size=svc.cdr.batch_size, batch_age=svc.cdr.batch_age, memory_records=svc.cdr.memory_records)
@@ -110,9 +163,7 @@ async def open_store(holder: ConfigHolder, metrics: RouterMetrics, stack: AsyncE
     await writer.start()
     stack.push_async_callback(writer.close, svc.cdr.close_timeout)
     state: RoutingState
-    mode = svc.store.routing_state
-    if mode == "auto":
-        mode = "shared" if url.get_backend_name() == "postgresql" else "local"
+    mode = routing_state_mode(config)
     if mode == "shared":
         shared = SqlRoutingState(engine, metrics, instance=instance, timeout=svc.store.timeout, lease_ttl=svc.store.lease_ttl)
         await shared.start()
@@ -190,11 +241,14 @@ async def start_exporter(holder: ConfigHolder, store: Store, stack: AsyncExitSta
 
 
 async def start_admin(
-    holder: ConfigHolder, metrics: RouterMetrics, store: Store, exporter: CdrExporter | None, stack: AsyncExitStack, port: int | None
+    holder: ConfigHolder, metrics: RouterMetrics, store: Store, exporter: CdrExporter | None, stack: AsyncExitStack, port: int | None,
+    worker: WorkerRole | None = None,
 ) -> AdminServer | None:
     settings = holder.current.service.admin
     if port is not None:
         settings = settings.model_copy(update={"port": port})
+    if worker is not None and settings.port:  # worker i on admin.port + i: each worker's /metrics, the console on any
+        settings = settings.model_copy(update={"port": settings.port + worker.index})
     if not settings.enabled:
         return None
     token = admin_token(settings, os.environ)
@@ -236,31 +290,35 @@ async def _say_how_to_log_in(engine: AsyncEngine, url: str) -> None:
                     "`callrouter users add --provider admin` (docs/console.md)", url)
 
 
-async def serve(config: RoutingConfig, *, host: str | None = None, port: int | None = None, admin_port: int | None = None) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code."""
+async def serve(
+    config: RoutingConfig, *, host: str | None = None, port: int | None = None, admin_port: int | None = None, worker: WorkerRole | None = None
+) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code. `worker`: one of the
+    processes of `serve --workers` (see WorkerRole)."""
     metrics = RouterMetrics()
-    holder = ConfigHolder(config, metrics)
+    holder = ConfigHolder(config, metrics) if worker is None else WorkerConfigHolder(config, metrics, worker)
     admin_token(config.service.admin, os.environ)  # a bad token stops the start before anything opens
+    host_parts = worker is None or worker.runs_host_parts
     async with AsyncExitStack() as stack:
-        store = await open_store(holder, metrics, stack)
-        exporter = await start_exporter(holder, store, stack)
+        store = await open_store(holder, metrics, stack, worker)
+        exporter = await start_exporter(holder, store, stack) if host_parts else None
         current = lambda: holder.current  # noqa: E731 - each background part reads the configuration as it is now
         for part in (
             OutboxSender(store.engine, current, metrics.registry, utc_now, random.Random()),  # missed-call SMS, package warnings
             PackageWatcher(store.engine, current, metrics.registry, utc_now),
             RetentionPurger(store.engine, current, metrics.registry, utc_now),
             LineHealthMonitor(store.state.line_health, current, metrics.registry, utc_now),  # callrouter_line_state
-        ):
+        ) if host_parts else ():
             await part.start()
             stack.push_async_callback(part.close)
-        await start_admin(holder, metrics, store, exporter, stack, admin_port)
+        await start_admin(holder, metrics, store, exporter, stack, admin_port, worker)
         crm = await start_crm(config, metrics, stack)
         alerts = LineHealthAlerts(store.engine, current, store.state.line_health)  # the manager told of lines that fail
         server = AgiServer(holder, build_deps(config, metrics, store, crm, alerts))
         listen = config.service.listen
         bind_host, bind_port = host or listen.host, listen.port if port is None else port
         try:
-            await server.start(bind_host, bind_port)
+            await server.start(bind_host, bind_port, reuse_port=worker is not None)
         except OSError as exc:  # the port is taken (another router?) or the address is not this host's
             raise CannotListen(f"FastAGI cannot listen on {bind_host}:{bind_port}: {exc.strerror or exc} "
                                "(another router running? set listen.port or --port)") from None
@@ -268,7 +326,8 @@ async def serve(config: RoutingConfig, *, host: str | None = None, port: int | N
         reloads: set[asyncio.Task[list[str]]] = set()
 
         def reload() -> None:
-            task = asyncio.get_running_loop().create_task(holder.reload())
+            again = holder.reload_here() if isinstance(holder, WorkerConfigHolder) else holder.reload()
+            task = asyncio.get_running_loop().create_task(again)
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
@@ -276,7 +335,11 @@ async def serve(config: RoutingConfig, *, host: str | None = None, port: int | N
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload)
-        log.info("callrouter ready: %d plans (%s)", len(config.plans), ", ".join(sorted(config.plans)))
+        if worker is None:
+            log.info("callrouter ready: %d plans (%s)", len(config.plans), ", ".join(sorted(config.plans)))
+        else:
+            log.info("worker %d of %d ready (pid %d, instance %s): %d plans", worker.index, worker.count, os.getpid(), store.instance, len(config.plans))
+            worker.tell_parent("ready")
         await stop.wait()
         log.info("stopping: no new calls accepted")
         cut = await server.drain(holder.current.service.timeouts.drain)

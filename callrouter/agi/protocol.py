@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import re
+import sys
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
@@ -42,6 +43,7 @@ class NeedData:
 NEED_DATA = NeedData()
 
 _KEY = re.compile(r"agi_[a-z0-9_]+\Z")
+_INTERNED_VALUE = 24  # environment values up to this length are shared between calls
 # The data runs to the last ')' that is followed only by an optional endpos: values may hold '(' ')'.
 _REPLY_200 = re.compile(r"200 result=(?P<result>[^ ]*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?[0-9]+))?\Z")
 _REPLY_REFUSED = re.compile(r"(?:510|511|520)(?: .*)?\Z")
@@ -177,6 +179,11 @@ def parse_reply_line(line: str) -> Reply:
 
 class AgiConnection:
     """One FastAGI session's protocol state. Feed it bytes; take events; give it commands."""
+
+    __slots__ = (
+        "_max_env", "_max_line", "_state", "_buffer", "_scanned", "_eof", "_error", "_pending", "_hung_up", "_environment",
+        "_env_vars", "_env_bytes", "_env_lines", "_usage", "_usage_bytes",
+    )
 
     def __init__(self, *, max_environment_bytes: int = 16384, max_line_bytes: int = 8192) -> None:
         self._max_env = max_environment_bytes
@@ -341,11 +348,15 @@ class AgiConnection:
             args: list[str] = []
             while (value := self._env_vars.get(f"agi_arg_{len(args) + 1}")) is not None:
                 args.append(value)
-            return self._emit(Environment(self._env_vars, tuple(args)))
+            variables, self._env_vars = self._env_vars, {}  # the Environment keeps its own copy: not two per call
+            return self._emit(Environment(variables, tuple(args)))
         key, colon, value = line.partition(":")
         if not colon or not _KEY.match(key):
             raise RemoteProtocolError(f"AGI environment line {self._env_lines} is not 'agi_<name>: value': {line[:_SHOWN]!r}")
         if key in self._env_vars:
             raise RemoteProtocolError(f"AGI environment line {self._env_lines}: {key} given twice")
-        self._env_vars[key] = value[1:] if value.startswith(" ") else value
+        value = value[1:] if value.startswith(" ") else value
+        # One copy of each name (and of short values: "unknown", "0", "en"...) for all calls, not one per
+        # call held open: CPython's interned strings are freed once no call uses them.
+        self._env_vars[sys.intern(key)] = sys.intern(value) if len(value) <= _INTERNED_VALUE else value
         return None

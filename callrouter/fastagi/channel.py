@@ -55,7 +55,13 @@ class AgiChannel(asyncio.Protocol):
 
     Bytes go from `data_received` straight into AgiConnection (no StreamReader copy or future per read).
     Timeouts are deadlines checked by the server's periodic sweep (`expire`), not a timer per command.
+    Slotted, as the other per-call objects: thousands are held at once (docs/benchmarks.md, held calls).
     """
+
+    __slots__ = (
+        "_conn", "_command_timeout", "_observer", "_on_open", "_transport", "_waiter", "_paused", "_closed", "deadline",
+        "environment", "hangup_notified", "dead", "waiting_seconds", "received_bytes", "peer", "_dials", "_last_sent",
+    )
 
     def __init__(
         self,

@@ -78,6 +78,8 @@ class GatedChannel(AgiChannel):
 
     It also keeps the peer's address (`peer`, e.g. "10.0.0.5", or "" when unknown), for the session's use."""
 
+    __slots__ = ("_admit",)
+
     def __init__(self, *, admit: Callable[["GatedChannel", asyncio.BaseTransport], bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._admit = admit
@@ -97,12 +99,15 @@ class AgiServer:
         self.holder = holder
         self.deps = deps
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], AgiChannel] = {}  # each call's task and its channel
         self._channels: set[AgiChannel] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._active = 0  # calls: sessions whose AGI environment has been read
         self._pending: set[AgiChannel] = set()  # connections still in their AGI header
         self._refusals = RefusalLog()
+        # Bound once, not per connection: every held call would otherwise keep its own copies.
+        self._admit_hook, self._observer_hook, self._open_hook = self._admit, self._observe_command, self._accept
+        self._when_done = self._task_done
 
     @property
     def active(self) -> int:
@@ -118,21 +123,20 @@ class AgiServer:
         assert self._server is not None and self._server.sockets
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Listen; `reuse_port` (SO_REUSEPORT) lets the workers of `serve --workers` share the port, the
+        kernel spreading new connections over them."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_channel, host, port, backlog=1024)
+        self._server = await loop.create_server(self._new_channel, host, port, backlog=1024, reuse_port=reuse_port or None)
         self._sweeper = loop.create_task(self._sweep())
         log.info("FastAGI listening on %s:%d", host, self.port)
 
     def _new_channel(self) -> AgiChannel:
-        config = self.holder.current
-        metrics = self.deps.metrics
-        return GatedChannel(
-            admit=self._admit,
-            command_timeout=config.service.timeouts.command,
-            observer=lambda verb, secs, reply: metrics.observe_command(verb, secs),
-            on_open=self._accept,
-        )
+        return GatedChannel(admit=self._admit_hook, command_timeout=self.holder.current.service.timeouts.command,
+                            observer=self._observer_hook, on_open=self._open_hook)
+
+    def _observe_command(self, verb: str, seconds: float, reply: object) -> None:
+        self.deps.metrics.observe_command(verb, seconds)
 
     def _admit(self, channel: GatedChannel, transport: asyncio.BaseTransport) -> bool:
         """At connection time, before any byte: only `listen.allow`, and only while the pending-header limit allows."""
@@ -166,9 +170,13 @@ class AgiServer:
 
     def _accept(self, channel: AgiChannel) -> None:
         task = asyncio.get_running_loop().create_task(self._handle(channel))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _t: self._header_done(channel))  # also when cancelled before it ran
+        self._tasks[task] = channel
+        task.add_done_callback(self._when_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        channel = self._tasks.pop(task, None)
+        if channel is not None:
+            self._header_done(channel)  # also when cancelled before it ran
 
     async def _sweep(self) -> None:
         """One periodic check of every session's deadline instead of a timer per AGI command."""
