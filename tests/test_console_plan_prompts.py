@@ -140,9 +140,17 @@ def test_wav_and_mp3_uploads_build_both_files_are_heard_first_and_apply_as_versi
             assert status == 409 and "a-owner 保存了第 3 版" in html
             assert files_under(folder) == files and (await newest(site)).version == 3  # type: ignore[union-attr]
 
+            # restoring version 1 (the file) through the versions page plays the old greeting again: its file is still there
+            status, _, r = await site.post(f"/console/numbers/{NUMBER_A}/versions/1/restore", {"csrf": token, "version": "3", "step": "apply"})
+            assert status == 303, r.headers
+            restored = await newest(site)
+            assert restored is not None and restored.version == 4 and "greeting: welcome\n" in restored.text
+            status, html, _ = await site.get(PAGE)
+            assert f'src="{PAGE}/audio?prompt=welcome"' in html and (folder / "welcome.wav").is_file() and (folder / f"{name}.wav").is_file()
+
             audit = await site.audit()
             actions = [e.action for e in audit]
-            assert actions.count("prompt_upload") == 3 and actions.count("plan_save") == 2
+            assert actions.count("prompt_upload") == 3 and actions.count("plan_save") == 2 and actions.count("plan_restore") == 1
             upload_row = next(e for e in audit if e.action == "prompt_upload" and e.after and e.after.get("pending") == held)
             assert upload_row.username == "a-owner" and upload_row.target == NUMBER_A and upload_row.after["slot"] == "greeting"
 

@@ -186,8 +186,9 @@ async def prompts_page(request: web.Request) -> web.StreamResponse:
 def refused_too_big(request: web.Request) -> web.Response:
     """The admin app's answer to an upload over the cap, before any of it is read (BodyCap.refuse)."""
     lang = pick_language(request)
-    return render(request, "error.html", {"status": 413, "message": translate(lang, "prompts.error.too_big", mb=MB),
-                                          "detail": None, "csrf_failed": False}, status=413)
+    number = request.match_info.get("number", "")
+    return render(request, "numbers_prompts_refused.html", {"number": number if number.isdigit() else "",
+                                                            "message": translate(lang, "prompts.error.too_big", mb=MB)}, status=413)
 
 
 def _refusal(t: T, exc: UploadRefused) -> str:

@@ -8,6 +8,9 @@ WORDS: dict[str, tuple[str, str]] = {
     "prompts.hint": ("上传录音（wav、mp3、m4a，最大 {mb} MB），或用文字生成临时语音；先试听，满意后再应用。应用后保存为路由方案的新版本，恢复旧版本即恢复原来的声音。",
                      "Upload a recording (wav, mp3 or m4a, at most {mb} MB), or generate a stand-in from the wording; listen first, then apply. "
                      "Applying saves a new version of the plan: restoring an older version brings the older audio back."),
+    "prompts.link": ("上传或生成提示音", "Upload or generate prompts"),
+    "testcall.link": ("拨测：打一通真实电话试试", "Test call: place a real call"),
+    "prompts.back_to_prompts": ("返回提示音页面", "Back to the prompts"),
     "prompts.back": ("返回号码页面", "Back to the number"),
     "prompts.viewer_note": ("您可以试听；修改提示音需要所有者或管理员权限。", "You can listen; changing prompts needs an owner or admin."),
     "prompts.slot.greeting": ("欢迎语", "Greeting"),
