@@ -30,18 +30,19 @@ from multidict import MultiDictProxy
 
 from callrouter.config.plan import NumberPlan
 from callrouter.config.yamlsource import ConfigIssue
-from callrouter.console.context import PREFIX, audit, console_deps, nav_items, not_found, render, require, see_other
+from callrouter.console.context import PREFIX, console_deps, nav_items, not_found, render, require, see_other
 from callrouter.console.i18n import pick_language, translator
+from callrouter.console.plan_access import editor_of as _editor, number_of as _number, plan_deps_for as _plan_deps
 from callrouter.plans import edits
 from callrouter.plans.diff import DiffHunk, DiffLine, line_diff, plan_changes, summary_text
 from callrouter.plans.edits import ActionEdit, EditError, LineEdit
 from callrouter.plans.impact import typical_calls
 from callrouter.plans.service import (
-    PlanDeps, PlanRejected, StaleVersion, UnknownPlan, check_plan_text, current_text, file_text, save_plan,
+    PlanRejected, StaleVersion, UnknownPlan, check_plan_text, current_text, file_text, save_plan,
 )
 from callrouter.store import plan_versions
 from callrouter.store.plan_versions import PlanVersion
-from callrouter.store.tenants import PLANS, READ, Scope, number_owner
+from callrouter.store.tenants import PLANS, READ
 
 T = Callable[..., str]
 Path = tuple[str | int, ...]
@@ -54,35 +55,6 @@ TOP = ""  # the field name of issues shown above the form
 
 
 # -- who may see and edit ---------------------------------------------------------------------------
-
-
-def _number(request: web.Request, scope: Scope) -> tuple[str, NumberPlan]:
-    """The number from the path and its running plan; 404 for another tenant's (or no such) number."""
-    number = request.match_info["number"]
-    plan = console_deps(request).holder.current.plans.get(number)
-    if not (number.isdigit() and len(number) <= 20 and scope.allows(number)) or plan is None:
-        raise not_found()
-    return number, plan
-
-
-def _editor(request: web.Request) -> tuple[Scope, str, NumberPlan]:
-    """The scope, if it may edit this number's plan: 404 for another tenant's number first, then 403 for a viewer."""
-    scope = require(request, READ)
-    number, plan = _number(request, scope)
-    if not scope.can(PLANS):
-        raise web.HTTPForbidden()
-    return scope, number, plan
-
-
-async def _plan_deps(request: web.Request, scope: Scope, number: str) -> PlanDeps:
-    """save_plan's deps, with the audit log written as this user (for the provider: into the company's log)."""
-    deps = console_deps(request)
-    owner = await number_owner(deps.engine, number) if scope.is_provider else None
-
-    async def write(action: str, target: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> None:
-        await audit(request, action, target, before=before, after=after, for_tenant=owner)
-
-    return PlanDeps(deps.engine, deps.holder, deps.now, write)
 
 
 def _zone(request: web.Request) -> ZoneInfo:

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from aiohttp import web
 from aiohttp.web_request import FileField
@@ -28,10 +28,11 @@ from ruamel.yaml.comments import CommentedMap
 from callrouter.api.app import BODY_CAPS, BodyCap
 from callrouter.config.plan import NumberPlan
 from callrouter.console.context import PREFIX, audit, console_deps, nav_items, not_found, render, require, see_other
+from callrouter.console.plan_access import editor_of, number_of, owner_of, plan_deps_for
 from callrouter.console.i18n import pick_language, translate, translator
 from callrouter.plans import edits
 from callrouter.plans.diff import plan_changes, summary_text
-from callrouter.plans.service import PlanDeps, PlanRejected, StaleVersion, UnknownPlan, check_plan_text, current_text, save_plan
+from callrouter.plans.service import PlanRejected, StaleVersion, UnknownPlan, check_plan_text, current_text, save_plan
 from callrouter.prompts.uploads import (
     MAX_SECONDS,
     MAX_UPLOAD_BYTES,
@@ -48,7 +49,7 @@ from callrouter.prompts.uploads import (
     stage,
     unpromote,
 )
-from callrouter.store.tenants import PLANS, READ, Scope, number_owner
+from callrouter.store.tenants import PLANS, READ, Scope
 
 log = logging.getLogger(__name__)
 T = Callable[..., str]
@@ -56,38 +57,6 @@ MB = MAX_UPLOAD_BYTES // (1024 * 1024)
 BUILDS = web.AppKey("prompt_builds", asyncio.Semaphore)  # ffmpeg / espeak-ng runs at once in this process
 MAX_BUILDS = 2
 UPLOAD_ROUTE = "number_prompts_upload"
-
-
-# -- who may see and change -------------------------------------------------------------------------
-
-
-def number_of(request: web.Request, scope: Scope) -> tuple[str, NumberPlan]:
-    """The number from the path and its running plan; 404 for another tenant's (or no such) number."""
-    number = request.match_info["number"]
-    plan = console_deps(request).holder.current.plans.get(number)
-    if not (number.isdigit() and len(number) <= 20 and scope.allows(number)) or plan is None:
-        raise not_found()
-    return number, plan
-
-
-def editor_of(request: web.Request) -> tuple[Scope, str, NumberPlan]:
-    """The scope if it may change this number's plan: 404 for another tenant's number first, then 403."""
-    scope = require(request, READ)
-    number, plan = number_of(request, scope)
-    if not scope.can(PLANS):
-        raise web.HTTPForbidden()
-    return scope, number, plan
-
-
-async def plan_deps_for(request: web.Request, scope: Scope, number: str) -> PlanDeps:
-    """save_plan's deps, the audit log written as this user (for the provider: into the company's log)."""
-    deps = console_deps(request)
-    owner = await number_owner(deps.engine, number) if scope.is_provider else None
-
-    async def write(action: str, target: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> None:
-        await audit(request, action, target, before=before, after=after, for_tenant=owner)
-
-    return PlanDeps(deps.engine, deps.holder, deps.now, write)
 
 
 def prompts_dir(request: web.Request) -> Path:
@@ -228,7 +197,7 @@ async def prompt_upload(request: web.Request) -> web.StreamResponse:
         log.info("console: prompt upload for %s refused: %s", number, exc)
         return await _page(request, scope, number, plan, error=_refusal(t, exc), error_slot=slot, status=422)
     await audit(request, "prompt_upload", number, after={"slot": slot, "file": name[:100], "pending": held.id,
-                                                         "seconds": round(held.seconds, 2)}, for_tenant=await _owner(request, scope, number))
+                                                         "seconds": round(held.seconds, 2)}, for_tenant=await owner_of(request, scope, number))
     return see_other(f"{_page_url(number)}?slot={slot}&pending={held.id}#slot-{slot}")
 
 
@@ -247,12 +216,8 @@ async def prompt_generate(request: web.Request) -> web.StreamResponse:
     except UploadRefused as exc:
         return await _page(request, scope, number, plan, error=_refusal(t, exc), error_slot=slot, status=422)
     await audit(request, "prompt_generate", number, after={"slot": slot, "wording": wording, "pending": held.id},
-                for_tenant=await _owner(request, scope, number))
+                for_tenant=await owner_of(request, scope, number))
     return see_other(f"{_page_url(number)}?slot={slot}&pending={held.id}#slot-{slot}")
-
-
-async def _owner(request: web.Request, scope: Scope, number: str) -> int | None:
-    return await number_owner(console_deps(request).engine, number) if scope.is_provider else None
 
 
 async def prompt_apply(request: web.Request) -> web.StreamResponse:

@@ -26,9 +26,9 @@ from callrouter.ami.testcall import PlacedCall, TestCallReport
 from callrouter.config.loader import RoutingConfig
 from callrouter.console.context import PREFIX, audit, console_deps, nav_items, render, require, see_other
 from callrouter.console.i18n import pick_language, translator
-from callrouter.console.plan_prompts import editor_of, number_of
+from callrouter.console.plan_access import editor_of, number_of, owner_of
 from callrouter.routing.health import masked
-from callrouter.store.tenants import PLANS, READ, Scope, number_owner
+from callrouter.store.tenants import PLANS, READ, Scope
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ async def testcall_start(request: web.Request) -> web.StreamResponse:
     caller = config.service.ami.test_caller
     run = TestCallRun(number, scope.username, caller, deps.now(), placed_call(config, number))
     calls.runs[number] = run
-    owner = await number_owner(deps.engine, number) if scope.is_provider else None
+    owner = await owner_of(request, scope, number)
     await audit(request, "test_call", number, after={"caller": caller}, for_tenant=owner)
     run.task = asyncio.create_task(_run(run, config), name=f"console-test-call-{number}")
     return see_other(_page_url(number))
