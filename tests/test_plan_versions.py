@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 import pytest
+from sqlalchemy import text as text_sql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -250,6 +251,26 @@ def test_postgres_notify_reaches_a_listening_router_at_once(pg_url: str, tmp_pat
                 assert loop.time() - saved_at < 2.0, "a save did not reach the listening router within 2 s"
                 await asyncio.sleep(0.01)
             assert follower.listener.heard >= 1 and sales_order(other.current) == ["wang", "zhang", "li"]
+            # The LISTEN connection is killed (a Postgres restart, a proxy timeout): it is made again, and a save
+            # after that is heard too.
+            async with engine.connect() as conn:
+                killed = (await conn.execute(text_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'callrouter-plans' AND datname = current_database()"))).scalar()
+            assert killed == 1
+            deadline = loop.time() + 10
+            while follower.listener.connected:
+                assert loop.time() < deadline, "the listener did not notice its connection was gone"
+                await asyncio.sleep(0.02)
+            while not follower.listener.connected:
+                assert loop.time() < deadline, "the LISTEN connection was not made again"
+                await asyncio.sleep(0.02)
+            heard = follower.listener.heard
+            saved_at = loop.time()
+            await save_plan(deps, NUMBER, text, author="alice", origin="console", expected_version=2, summary="back")
+            while other.current.version_of(NUMBER) != 3:
+                assert loop.time() - saved_at < 2.0, "a save after the reconnection did not arrive within 2 s"
+                await asyncio.sleep(0.01)
+            assert follower.listener.heard > heard
         finally:
             await follower.close()
             await engine.dispose()

@@ -137,8 +137,9 @@ class PlanFollower(PeriodicPart):
         self._refused.clear()  # the configuration changed: a version refused before may now be valid
         valid = self._validated(list(newest.values()), fresh)
         kept = {n: (running.plans[n], running.versions[n]) for n in newest if n not in valid and n in running.versions}
-        if valid:
-            self.metrics.plan_versions_applied.labels(result="applied").inc(len(valid))
+        changed = sum(1 for n, (_, v) in valid.items() if running.version_of(n) != v)
+        if changed:
+            self.metrics.plan_versions_applied.labels(result="applied").inc(changed)
         return fresh.with_versions(kept | valid)
 
 
