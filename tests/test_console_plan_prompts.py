@@ -93,6 +93,10 @@ def test_wav_and_mp3_uploads_build_both_files_are_heard_first_and_apply_as_versi
             assert status == 200 and "欢迎语" in html and "语音菜单「main」" in html and "录音提示" in html
             assert f'src="{PAGE}/audio?prompt=welcome"' in html  # the current greeting, to listen to
             token = csrf_in(html)
+            status, english, _ = await site.get(PAGE + "?lang=en")
+            assert status == 200 and "Greeting" in english and "Upload and listen" in english
+            assert not re.findall(r"(?<![\w/])(?:prompts|testcall)\.[a-z_.]+", english)  # no words key left untranslated
+            await site.get(PAGE + "?lang=zh")  # (the language is remembered)
 
             status, _, r = await upload(site, token, "greeting", "问候.wav", wav.read_bytes(), "audio/wav")
             assert status == 303, r.headers

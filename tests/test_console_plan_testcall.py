@@ -99,6 +99,10 @@ def test_the_button_places_a_real_call_and_reports_the_answering_line(tmp_path: 
                 assert r.status == 303 and r.headers["Location"] == PAGE
             result = await finished(http, base)
             assert "已接通" in result and "接听线路：李娜" in result, result
+            status, english = await page(http, base + PAGE + "?lang=en")
+            assert status == 200 and "Answered by: 李娜" in english and "Place a test call" in english
+            assert not re.findall(r"(?<![\w/])(?:prompts|testcall|numbers)\.[a-z_.]+", english), english
+            await page(http, base + PAGE + "?lang=zh")  # (the language is remembered)
             assert "张伟" in result and "占线" in result  # the line that rang first, busy
             originate = next(a for a in peer.received if a["action"] == "Originate")
             assert originate["channel"] == f"Local/{NUMBER}@from-pstn-400"
