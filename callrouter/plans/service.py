@@ -163,7 +163,7 @@ async def save_plan(deps: PlanDeps, number: str, text: str, *, author: str, orig
                 original = file_text(number, config)
                 if original is not None:
                     before = await plan_versions.insert(conn, PlanVersion(
-                        number, 1, original, "file", "file", f"the file {config.sources[number]} before the first change", None, now))
+                        number, 1, original, "file", "file", f"the file {os.path.basename(config.sources[number])} before the first change", None, now))
             version = PlanVersion(number, (before.version if before else 0) + 1, text, author, origin, summary, restored_from, now)
             await plan_versions.insert(conn, version)
     except VersionTaken:
