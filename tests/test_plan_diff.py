@@ -123,6 +123,15 @@ def test_greeting_wording_and_new_recording_and_other_fields() -> None:
     assert zh == ["其他设置已修改：留言设置"]  # the action is the same box; the box itself changed
 
 
+def test_a_menu_wording_changed_with_its_prompt_is_said_once() -> None:
+    zh, _ = said(edited(('main_menu: "咨询请按1，投诉请按3。"', 'main_menu: "咨询请按1。"')))
+    assert zh == ["语音菜单「main」提示语：「咨询请按1，投诉请按3。」 → 「咨询请按1。」"]
+    zh, _ = said(edited(("    prompt: main_menu\n", '    prompt: main_menu\n    text: "咨询请按1。"\n'),
+                        ('main_menu: "咨询请按1，投诉请按3。"', 'main_menu: "请按1。"')))
+    assert zh == ["语音菜单「main」提示语：「咨询请按1，投诉请按3。」 → 「咨询请按1。」",
+                  "提示语「main_menu」：「咨询请按1，投诉请按3。」 → 「请按1。」"]  # another wording than the menu's: said too
+
+
 def test_nothing_changed_and_a_first_version() -> None:
     same = plan(BASE.replace("# 示例科技 - hand-written, comments kept", "# only a comment differs"))
     assert plan_changes(plan(BASE), same) == ()

@@ -167,7 +167,7 @@ def plan_changes(old: NumberPlan | None, new: NumberPlan) -> tuple[Phrase, ...]:
                   lambda name, a, b: _menu_changes(name, a, b, old, new))
     out += _named(old.hunt_groups, new.hunt_groups, "diff.change.group_added", "diff.change.group_removed", group_words,
                   lambda name, a, b: _group_changes(name, a, b, old, new))
-    out += _prompt_texts(old, new)
+    out += _prompt_texts(old, new, _told_by_menus(old, new))
     for field in OTHER_FIELDS:
         if getattr(old, field) != getattr(new, field):
             out.append(Phrase.of("diff.change.other", what=Phrase(f"diff.field.{field}")))
@@ -228,7 +228,7 @@ def _named(old: dict[str, Any], new: dict[str, Any], added: str, removed: str, w
             out.append(Phrase.of(removed, what=words(name)))
         elif name not in old:
             out.append(Phrase.of(added, what=words(name)))
-        elif old[name] != new[name]:
+        else:  # compared part by part (a menu's wording may change in `prompts:` alone)
             out += changed(name, old[name], new[name])
     return out
 
@@ -311,11 +311,22 @@ def _line_changes(group: Phrase, a: Line, b: Line) -> list[Phrase]:
     return out
 
 
-def _prompt_texts(old: NumberPlan, new: NumberPlan) -> list[Phrase]:
+def _told_by_menus(old: NumberPlan, new: NumberPlan) -> dict[str, str]:
+    """Prompt -> the new wording a menu's change already says ("语音菜单「main」提示语：…"), not to say it twice."""
+    told: dict[str, str] = {}
+    for name, b in new.menus.items():
+        a = old.menus.get(name)
+        said = b.text or new.prompts.get(b.prompt)
+        if a is not None and a.prompt == b.prompt and said is not None and (a.text or old.prompts.get(a.prompt)) != said:
+            told[b.prompt] = said
+    return told
+
+
+def _prompt_texts(old: NumberPlan, new: NumberPlan, told: dict[str, str]) -> list[Phrase]:
     out: list[Phrase] = []
     for name in list(old.prompts) + [n for n in new.prompts if n not in old.prompts]:
         a, b = old.prompts.get(name), new.prompts.get(name)
-        if a == b:
+        if a == b or (b is not None and told.get(name) == b):
             continue
         if b is None:
             out.append(Phrase.of("diff.change.prompt_removed", name=name))
