@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check bench bench-cdr bench-exporter lint clean
+.PHONY: run test check bench bench-cdr bench-cdr-path bench-exporter lint clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -35,6 +35,9 @@ bench: $(STAMP)
 
 bench-cdr: $(STAMP)
 	$(BIN)/python bench/cdr.py $(BENCH_ARGS)
+
+bench-cdr-path: $(STAMP)
+	$(BIN)/python bench/cdr_path.py $(BENCH_ARGS)
 
 bench-exporter: $(STAMP)
 	$(BIN)/python bench/exporter.py $(BENCH_ARGS)

@@ -1,14 +1,19 @@
 """Benchmark: the FastAGI server in its own process, driven over loopback by the Asterisk emulator.
 
 Measures routed calls per second, the time of one call, the server's CPU per call, and the server's
-memory with many calls held open in Dial. Run with `make bench` (options: `--help`). Figures go to stdout
-and bench/results.json; docs/benchmarks.md quotes them.
+memory with many calls held open in Dial. Side by side in the same run, the floor (bench/floor.py: a bare
+panoramisk FastAGI app sending the very command lines callrouter sent for this call, captured from a real
+call of this run) is driven by the same client, pinned like the server, and callrouter's calls per
+CPU-second are given as a fraction of the floor's. The two take turns (`--rounds`), so that a change in
+the machine's load falls on both. Run with `make bench` (options: `--help`). Figures go to stdout and
+bench/results.json; docs/benchmarks.md quotes them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -20,9 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,19 +46,21 @@ TICK = os.sysconf("SC_CLK_TCK")
 # The admin API logs its own "listening on" line before the FastAGI server does: only this one counts.
 FASTAGI_LINE = re.compile(r"FastAGI listening on [^\s:]+:(\d+)")
 READY_LINE = "callrouter ready"
+FLOOR_LINE = re.compile(r"floor FastAGI listening on [^\s:]+:(\d+)")
+FLOOR_READY = "floor ready"
 STARTUP_TIMEOUT = 60.0  # seconds for the server to say it is ready (store, plans, admin API)
 CDR_STALL_TIMEOUT = 20.0  # seconds without one more CDR arriving before the bench gives up
 
 
-def fastagi_ready() -> Callable[[str], int | None]:
+def fastagi_ready(port_line: re.Pattern[str] = FASTAGI_LINE, ready_line: str = READY_LINE) -> Callable[[str], int | None]:
     """The FastAGI port, once the server has said it is ready (the port line comes first)."""
     port: int | None = None
 
     def ready(line: str) -> int | None:
         nonlocal port
-        if m := FASTAGI_LINE.search(line):
+        if m := port_line.search(line):
             port = int(m.group(1))
-        if READY_LINE in line:
+        if ready_line in line:
             if port is None:
                 raise BenchError("the server said it was ready but logged no FastAGI port")
             return port
@@ -76,9 +84,32 @@ class CountingEvent(asyncio.Event):
         return await super().wait()
 
 
-def server_cpu(pid: int) -> float:
+def process_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def server_cpu(pid: int) -> float:
+    """The process's CPU and that of its children (the workers of `serve --workers`; none otherwise)."""
+    total = process_cpu(pid)
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else ():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a worker that has just exited
+            total += process_cpu(int(child))
+    return total
+
+
+def postgres_cpu(url: str) -> float:
+    """CPU of the Postgres backends serving this database (their title names it: `postgres: user db host(port) ...`),
+    while they live: the router's pool keeps its connections, so its backends live through a pass."""
+    title = f" {make_url(url).database} ".encode()
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_bytes().strip() == b"postgres" and title in (entry / "cmdline").read_bytes():
+                    total += process_cpu(int(entry.name))
+    return total
 
 
 def server_mem(pid: int) -> dict[str, int]:
@@ -147,19 +178,23 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def calls(port: int, n: int, concurrency: int, prefix: str) -> tuple[float, list[float], int]:
-    """n realistic calls (press 1, first line answers); returns wall time, per-call times, failures."""
-    answer = DialScript("ANSWER", 1, 0)
+def bench_call(uniqueid: str) -> CallScript:
+    """The benchmark's call: the caller presses 1, the first line answers."""
+    return CallScript(uniqueid=uniqueid, dtmf=("1",), default_dial=DialScript("ANSWER", 1, 0))
+
+
+async def calls(port: int, n: int, concurrency: int, prefix: str, first: int = 0) -> tuple[float, list[float], int]:
+    """n realistic calls (press 1, first line answers), numbered from `first`; returns wall time, per-call times, failures."""
     times: list[float] = []
     failures = 0
-    next_index = 0
+    next_index = first
 
     async def worker() -> None:
         nonlocal failures, next_index
-        while next_index < n:
+        while next_index < first + n:
             i = next_index
             next_index += 1
-            script = CallScript(uniqueid=f"{prefix}.{i}", dtmf=("1",), default_dial=answer)
+            script = bench_call(f"{prefix}.{i}")
             started = time.perf_counter()
             t = await run_call("127.0.0.1", port, script)
             times.append(time.perf_counter() - started)
@@ -215,9 +250,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     db = args.database or f"sqlite+aiosqlite:///{tmp}/var/callrouter.db"
+    workers = ["--workers", str(args.workers)] if args.workers else []
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0", "--event-loop", args.event_loop,
-        stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(args.database),
+        *workers, stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(args.database),
     )
     assert proc.stderr is not None
     log = ServerLog(proc.stderr, "server", fastagi_ready())
@@ -225,7 +261,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         port = await log.wait_ready(STARTUP_TIMEOUT)
         log.start_draining()
         try:
-            return await measure(args, proc, port, db, log)
+            return await measure(args, proc, port, db, log, tmp)
         except (OSError, asyncio.TimeoutError) as exc:  # a call could not connect or hung: say why, with the server's side
             raise BenchError(f"{type(exc).__name__}: {exc}" + log.tail()) from exc
     finally:
@@ -234,29 +270,108 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def measure(args: argparse.Namespace, proc: asyncio.subprocess.Process, port: int, db: str, log: ServerLog) -> dict[str, object]:
-    """The passes against a running server; every figure comes from here."""
-    pinned = False
-    if len(os.sched_getaffinity(0)) >= 2:
-        os.sched_setaffinity(proc.pid, {0})
-        os.sched_setaffinity(0, {1})
-        pinned = True
+@dataclass
+class Floor:
+    """The bare panoramisk app (bench/floor.py), running."""
+
+    pid: int
+    port: int
+    log: ProcessLog[int]
+
+
+@contextlib.asynccontextmanager
+async def floor_process(tmp: Path, script: str, lines: list[str], event_loop: str) -> AsyncIterator[Floor]:
+    spec = tmp / "floor-lines.json"
+    spec.write_text(json.dumps({"script": script, "lines": lines}, ensure_ascii=False, indent=1) + "\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "floor.py"), "--lines", str(spec), "--event-loop", event_loop,
+        stderr=asyncio.subprocess.PIPE, cwd=str(tmp),
+    )
+    assert proc.stderr is not None
+    log: ProcessLog[int] = ProcessLog(proc.stderr, "floor", fastagi_ready(FLOOR_LINE, FLOOR_READY))
+    try:
+        port = await log.wait_ready(STARTUP_TIMEOUT)
+        log.start_draining()
+        yield Floor(proc.pid, port, log)
+    finally:
+        await stop_process(proc)
+        await log.stop()
+
+
+def pin(server_pid: int) -> bool:
+    """The server on core 0, this process (the client) on core 1."""
+    if len(os.sched_getaffinity(0)) < 2:
+        return False
+    os.sched_setaffinity(server_pid, {0})
+    os.sched_setaffinity(0, {1})
+    return True
+
+
+async def measure(args: argparse.Namespace, proc: asyncio.subprocess.Process, port: int, db: str, log: ServerLog, tmp: Path) -> dict[str, object]:
+    """The passes against a running server (and the floor beside it); every figure comes from here."""
+    pinned = pin(proc.pid) if not args.workers else False  # --workers N: the workers and the client share the cores
     _, _, warm_failures = await calls(port, args.warmup, 8, "warm")
     if warm_failures:
         raise BenchError(f"{warm_failures} of {args.warmup} warm-up calls were not routed (is port {port} the FastAGI server?)" + log.tail())
+    script = bench_call("probe.0")
+    probe = await run_call("127.0.0.1", port, script)  # what callrouter says for this call, today
+    if probe.variables.get("CALLROUTER_RESULT") != "ROUTED":
+        raise BenchError(f"the probe call was not routed: {probe.error or probe.replies}" + log.tail())
+    if args.no_floor:
+        return await passes(args, proc, port, db, log, None, probe.lines, pinned)
+    async with floor_process(tmp, script.script, probe.lines, args.event_loop) as floor:
+        if pinned:
+            os.sched_setaffinity(floor.pid, {0})  # the server's core; the client stays on the other
+        _, _, floor_failures = await calls(floor.port, args.warmup, 8, "floorwarm")
+        seen = await run_call("127.0.0.1", floor.port, bench_call("probe.1"))
+        if floor_failures or seen.lines != probe.lines:
+            raise BenchError(f"the floor did not replay callrouter's call ({floor_failures} warm-up failures; sent {seen.lines}, callrouter sent {probe.lines})" + floor.log.tail())
+        return await passes(args, proc, port, db, log, floor, probe.lines, pinned)
 
-    cpu0 = server_cpu(proc.pid)
-    wall, times, failures = await calls(port, args.calls, args.concurrency, "tput")
-    cpu = server_cpu(proc.pid) - cpu0
+
+def split(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, port: int, db: str, log: ServerLog,
+                 floor: Floor | None, lines: list[str], pinned: bool) -> dict[str, object]:
+    # Throughput: callrouter and the floor take turns, `rounds` times, the same calls each. callrouter's
+    # CPU of a turn runs until its turn's CDRs are in the database (the whole pipeline, the last batch too).
+    cr_wall = cr_cpu = fl_wall = fl_cpu = 0.0
+    cr_times: list[float] = []
+    fl_times: list[float] = []
+    failures = fl_failures = done = 0
+    pg_cpu = client_cpu = 0.0
+    for n in split(args.calls, max(1, args.rounds)):
+        cpu0, pg0 = server_cpu(proc.pid), postgres_cpu(args.database) if args.database else 0.0
+        own0 = time.process_time()
+        wall, times, failed = await calls(port, n, args.concurrency, "tput", done)
+        client_cpu += time.process_time() - own0
+        server_ms = await wait_for_cdrs(db, "tput", done + n, proc, log)
+        cr_cpu += server_cpu(proc.pid) - cpu0
+        pg_cpu += postgres_cpu(args.database) - pg0 if args.database else 0.0
+        cr_wall, failures = cr_wall + wall, failures + failed
+        cr_times += times
+        if floor is not None:
+            cpu0 = server_cpu(floor.pid)
+            wall, times, failed = await calls(floor.port, n, args.concurrency, "floor", done)
+            fl_cpu += server_cpu(floor.pid) - cpu0
+            fl_wall, fl_failures = fl_wall + wall, fl_failures + failed
+            fl_times += times
+        done += n
     throughput = {
-        "calls": args.calls, "concurrency": args.concurrency, "failures": failures, "wall_s": wall,
-        "calls_per_s": (args.calls - failures) / wall,
-        "server_cpu_ms_per_call": cpu / args.calls * 1000,
-        "server_cpu_utilisation": cpu / wall,
-        "server_calls_per_cpu_second": args.calls / cpu if cpu else float("inf"),
-        "call_ms_p50": percentile(times, 50) * 1000, "call_ms_p99": percentile(times, 99) * 1000,
+        "calls": args.calls, "concurrency": args.concurrency, "rounds": max(1, args.rounds), "failures": failures, "wall_s": cr_wall,
+        "calls_per_s": (args.calls - failures) / cr_wall,
+        "server_cpu_ms_per_call": cr_cpu / args.calls * 1000,
+        "server_cpu_utilisation": cr_cpu / cr_wall,
+        "server_calls_per_cpu_second": args.calls / cr_cpu if cr_cpu else float("inf"),
+        "call_ms_p50": percentile(cr_times, 50) * 1000, "call_ms_p99": percentile(cr_times, 99) * 1000,
     }
-    server_ms = await wait_for_cdrs(db, "tput", args.calls, proc, log)
+    if args.workers:
+        throughput["workers"] = args.workers
+        throughput["client_cpu_ms_per_call"] = client_cpu / args.calls * 1000  # the emulator: one process, one core at most
+    if args.database:  # the shared routing state's other half: the database's CPU (on the same cores here)
+        throughput["postgres_cpu_ms_per_call"] = pg_cpu / args.calls * 1000
     throughput.update(completed=args.calls - failures, cdrs=len(server_ms), router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99))
     cpu0 = server_cpu(proc.pid)
     lwall, ltimes, lfail = await calls(port, args.latency_calls, 1, "lat")
@@ -271,27 +386,54 @@ async def measure(args: argparse.Namespace, proc: asyncio.subprocess.Process, po
     await asyncio.sleep(0.5)
     server_ms = await wait_for_cdrs(db, "lat", args.latency_calls, proc, log)
     latency.update(completed=args.latency_calls - lfail, cdrs=len(server_ms), router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99), router_ms_max=max(server_ms))
+    vs_floor: dict[str, object] = {}
+    if floor is not None:
+        cpu0 = server_cpu(floor.pid)
+        _, fl_ltimes, fl_lfail = await calls(floor.port, args.latency_calls, 1, "floorlat")
+        fl_lcpu = server_cpu(floor.pid) - cpu0
+        vs_floor = {
+            "what": "a bare panoramisk FastAGI app (bench/floor.py) sending the same command lines, driven by the same client",
+            "command_lines": lines,
+            "calls": args.calls, "failures": fl_failures, "completed": args.calls - fl_failures, "wall_s": fl_wall,
+            "calls_per_s": (args.calls - fl_failures) / fl_wall,
+            "server_cpu_ms_per_call": fl_cpu / args.calls * 1000,
+            "server_cpu_utilisation": fl_cpu / fl_wall,
+            "server_calls_per_cpu_second": args.calls / fl_cpu if fl_cpu else float("inf"),
+            "call_ms_p50": percentile(fl_times, 50) * 1000, "call_ms_p99": percentile(fl_times, 99) * 1000,
+            "one_at_a_time": {"calls": args.latency_calls, "failures": fl_lfail, "call_ms_p50": percentile(fl_ltimes, 50) * 1000,
+                              "call_ms_p99": percentile(fl_ltimes, 99) * 1000, "server_cpu_ms_per_call": fl_lcpu / args.latency_calls * 1000},
+            # callrouter's calls per CPU-second as a fraction of the floor's (aim >= 0.60, long term 0.90)
+            "fraction_of_floor": fl_cpu / cr_cpu if cr_cpu else 0.0,
+        }
     memory = await held(port, proc.pid, args.held) if args.held else {}
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "cpu": next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "?"),
             "cores": os.cpu_count(), "python": platform.python_version(), "pinned_server_to_one_core": pinned,
-            "server_event_loop": args.event_loop,
+            "server_event_loop": args.event_loop, "load_average_at_end": list(os.getloadavg()),
         },
-        "scenario": "sample plan, open; caller presses 1; first round-robin line answers (9 AGI commands per call)",
-        "throughput": throughput, "latency_concurrency_1": latency, "held_calls": memory,
+        "scenario": f"sample plan, open; caller presses 1; first round-robin line answers ({len(lines)} AGI commands per call)",
+        "durable_spool": not args.no_fsync,
+        "throughput": throughput, "latency_concurrency_1": latency, "floor": vs_floor, "held_calls": memory,
     }
 
 
 def report(r: dict) -> None:  # type: ignore[type-arg]
-    t, lat, mem = r["throughput"], r["latency_concurrency_1"], r["held_calls"]
+    t, lat, mem, fl = r["throughput"], r["latency_concurrency_1"], r["held_calls"], r["floor"]
     print(f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, Python {r['machine']['python']}, server pinned to one core: {r['machine']['pinned_server_to_one_core']}")
     print(f"scenario: {r['scenario']}")
     print(f"throughput ({t['calls']} calls, {t['concurrency']} at once): {t['calls_per_s']:.0f} routed calls/s, completed {t['completed']}, failures {t['failures']}, CDRs {t['cdrs']}")
     print(f"  server CPU {t['server_cpu_ms_per_call']:.3f} ms/call -> {t['server_calls_per_cpu_second']:.0f} calls per CPU-second; server core busy {t['server_cpu_utilisation']:.0%}")
     print(f"  call time seen by Asterisk p50 {t['call_ms_p50']:.2f} ms, p99 {t['call_ms_p99']:.2f} ms (queueing included)")
     print(f"  router's own time per call p50 {t['router_ms_p50']:.3f} ms, p99 {t['router_ms_p99']:.3f} ms")
+    if "postgres_cpu_ms_per_call" in t:
+        print(f"  Postgres CPU {t['postgres_cpu_ms_per_call']:.3f} ms/call" + (
+            f"; {t['workers']} worker(s), not pinned; the client's CPU {t['client_cpu_ms_per_call']:.3f} ms/call" if "workers" in t else ""))
+    if fl:
+        print(f"floor (bare panoramisk, the same {len(fl['command_lines'])} command lines; {t['rounds']} turns each): {fl['calls_per_s']:.0f} calls/s, completed {fl['completed']}, failures {fl['failures']}")
+        print(f"  server CPU {fl['server_cpu_ms_per_call']:.3f} ms/call -> {fl['server_calls_per_cpu_second']:.0f} calls per CPU-second; one at a time seen by Asterisk p50 {fl['one_at_a_time']['call_ms_p50']:.3f} ms, p99 {fl['one_at_a_time']['call_ms_p99']:.3f} ms, server CPU {fl['one_at_a_time']['server_cpu_ms_per_call']:.3f} ms/call")
+        print(f"callrouter per CPU-second as a fraction of the floor: {fl['fraction_of_floor'] * 100:.0f} % (aim 60 %, long term 90 %)")
     print(f"one call at a time ({lat['calls']} calls): completed {lat['completed']}, failures {lat['failures']}, CDRs {lat['cdrs']}")
     print(f"  seen by Asterisk p50 {lat['call_ms_p50']:.3f} ms, p99 {lat['call_ms_p99']:.3f} ms, max {lat['call_ms_max']:.1f} ms; server CPU {lat['server_cpu_ms_per_call']:.3f} ms/call")
     print(f"  router's own time per call p50 {lat['router_ms_p50']:.3f} ms, p99 {lat['router_ms_p99']:.3f} ms, max {lat['router_ms_max']:.3f} ms")
@@ -301,15 +443,19 @@ def report(r: dict) -> None:  # type: ignore[type-arg]
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=20000, help="calls of the throughput pass")
+    parser.add_argument("--calls", type=int, default=20000, help="calls of the throughput pass (callrouter's; the floor gets as many)")
+    parser.add_argument("--rounds", type=int, default=4, help="turns callrouter and the floor take in the throughput pass, calls/rounds each")
     parser.add_argument("--warmup", type=int, default=300, help="calls before the measured passes (any failure stops the bench)")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-calls", type=int, default=2000, help="calls of the one-at-a-time pass")
     parser.add_argument("--held", type=int, default=10000, help="calls held open in Dial (0 to skip)")
-    parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="the server's event loop")
+    parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="the server's event loop (the floor's too)")
     parser.add_argument("--no-fsync", action="store_true", help="cdr.fsync false: to see what durable spooling costs")
+    parser.add_argument("--no-floor", action="store_true", help="without the bare panoramisk app beside callrouter")
     parser.add_argument("--routing-state", choices=["auto", "local", "shared"], default="auto",
                         help="store.routing_state of the server (auto: shared with --database, else local)")
+    parser.add_argument("--workers", type=int, help="serve --workers N (needs --database); server and client then share "
+                        "the cores unpinned, also for 1, so 1 and 2 are measured alike (docs/benchmarks.md)")
     parser.add_argument("--database", help="an empty Postgres database URL: CDRs there and routing state shared through it")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
@@ -319,5 +465,5 @@ if __name__ == "__main__":
         print(f"bench failed: {exc}", file=sys.stderr)
         sys.exit(1)
     report(results)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(f"written to {args.out}")

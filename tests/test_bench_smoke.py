@@ -1,4 +1,4 @@
-"""Smoke runs of the three benchmarks at a tiny size, so that `make bench*` cannot silently rot again.
+"""Smoke runs of the benchmarks at a tiny size, so that `make bench*` cannot silently rot again.
 
 Each benchmark runs as a subprocess, as `make` runs it, and must exit 0 and report its figures: the figure
 names present, numeric, and the counts adding up (calls completed == calls requested, CDRs stored ==
@@ -90,7 +90,16 @@ def test_router_bench_small(tmp_path: Path) -> None:
     assert figure(text, rf"one call at a time \({latency} calls\): completed NUMBER") == latency
     assert figure(text, r"held calls: NUMBER in Dial at once") == held
     assert figure(text, r"NUMBER completed after release") == held
+    # The floor beside it: the same calls through a bare panoramisk app replaying callrouter's own lines.
+    assert figure(text, r"floor \(bare panoramisk, the same NUMBER command lines") >= 5
+    assert figure(text, r"floor .*completed NUMBER") == calls
+    assert figure(text, r"floor .*failures NUMBER") == 0
+    figure(text, r"callrouter per CPU-second as a fraction of the floor: NUMBER %")
     r = json.loads(out.read_text())
+    fl = r["floor"]
+    numeric(fl, "calls_per_s", "server_cpu_ms_per_call", "server_calls_per_cpu_second", "fraction_of_floor", "call_ms_p50")
+    assert (fl["calls"], fl["completed"], fl["failures"], fl["one_at_a_time"]["failures"]) == (calls, calls, 0, 0)
+    assert fl["command_lines"][0] == "ANSWER" and any(line.startswith('EXEC "Dial"') for line in fl["command_lines"])
     numeric(r["throughput"], "calls_per_s", "server_cpu_ms_per_call", "server_calls_per_cpu_second", "call_ms_p50", "call_ms_p99",
             "router_ms_p50", "router_ms_p99")
     assert (r["throughput"]["completed"], r["throughput"]["cdrs"], r["throughput"]["failures"]) == (calls, calls, 0)
@@ -98,6 +107,21 @@ def test_router_bench_small(tmp_path: Path) -> None:
     assert (r["latency_concurrency_1"]["completed"], r["latency_concurrency_1"]["cdrs"]) == (latency, latency)
     numeric(r["held_calls"], "rss_before_mb", "rss_held_mb", "kb_per_held_call")
     assert r["held_calls"]["held_calls"] == held and r["held_calls"]["completed_ok_after_release"] == held
+
+
+def test_cdr_path_bench_small(tmp_path: Path) -> None:
+    records = 200
+    out = tmp_path / "cdr-path-results.json"
+    text = run_bench("cdr_path.py", "--records", str(records), "--at-once", "1", "16", "--out", str(out))
+    assert figure(text, r"1 at once: NUMBER records") == records
+    assert figure(text, r"1 at once: .*stored NUMBER") == records
+    assert figure(text, r"16 at once: .*stored NUMBER") == records
+    assert figure(text, r"1 at once: .*wall per record, NUMBER fdatasyncs") == records  # one at a time: one sync each
+    figure(text, r"16 at once: .*CPU NUMBER us per record")
+    r = json.loads(out.read_text())
+    for run in r["runs"]:
+        numeric(run, "cpu_us_per_record", "submit_wall_us_per_record", "records_per_fdatasync")
+        assert run["stored"] == records and 1 <= run["fdatasyncs"] <= records
 
 
 def test_cdr_bench_small(tmp_path: Path, scratch_db_name: str) -> None:

@@ -176,7 +176,8 @@ def test_a_hung_postgres_neither_stops_calls_nor_the_router_and_loses_no_cdr(pg_
 
 
 # A writer in a process whose files may not grow past `limit` bytes until the first write fails (a full
-# disk that an operator then frees): prints which submits succeeded and which raised.
+# disk that an operator then frees): prints which submits succeeded and which raised. `order` "at once"
+# submits all twelve concurrently: they go as one group commit, which the full disk refuses as a whole.
 _DISK_FULL_CHILD = r"""
 import asyncio, json, os, resource, signal, sys
 from sqlalchemy.engine import make_url
@@ -187,7 +188,7 @@ from callrouter.store.db import open_engine
 from callrouter.store.spool import Spool
 from tests.cdrs import record
 
-url, spool_dir, limit, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+url, spool_dir, limit, mode, order = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 
 async def main() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so that write() fails with EFBIG instead of killing us
@@ -198,13 +199,20 @@ async def main() -> None:
     w = CdrWriter(Spool(spool_dir, fsync=False, segment_bytes=limit), CdrStore(engine), metrics, settings)
     await w.start()
     ok, failed = [], []
-    for i in range(12):
+
+    async def one(i):
         try:
             await w.submit(record(i))
             ok.append(i)
         except OSError:
             failed.append(i)
             resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # room again
+
+    if order == "at once":
+        await asyncio.gather(*(one(i) for i in range(12)))
+    else:
+        for i in range(12):
+            await one(i)
     errors = metrics.registry.get_sample_value("callrouter_cdr_spool_write_errors_total")
     print(json.dumps({"ok": ok, "failed": failed, "errors": errors}), flush=True)
     if mode == "killed":
@@ -226,8 +234,9 @@ async def stored_ids(url: str) -> set[str]:
         await engine.dispose()
 
 
+@pytest.mark.parametrize("order", ["one by one", "at once"])
 @pytest.mark.parametrize("mode", ["stored", "killed"])
-def test_a_failed_spool_write_loses_no_acknowledged_record_and_stores_none_twice(pg_url: str, tmp_path: Path, mode: str) -> None:
+def test_a_failed_spool_write_loses_no_acknowledged_record_and_stores_none_twice(pg_url: str, tmp_path: Path, mode: str, order: str) -> None:
     """Disk full in the middle of a record: the segment is left as it was, the record is kept in memory
     and retried; every record whose submit() returned is stored once, also after a restart replay."""
     import json
@@ -240,7 +249,7 @@ def test_a_failed_spool_write_loses_no_acknowledged_record_and_stores_none_twice
     spool_dir = tmp_path / "spool"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     child = subprocess.run(
-        [sys.executable, "-c", _DISK_FULL_CHILD, pg_url, str(spool_dir), "4000", mode],
+        [sys.executable, "-c", _DISK_FULL_CHILD, pg_url, str(spool_dir), "4000", mode, order],
         capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=60,
     )
     assert child.returncode == 0, child.stderr[-3000:]

@@ -35,7 +35,10 @@ def spool_entry(record: CallRecord) -> tuple[dict[str, Any], bytes]:
     ASCII escapes keep any text encodable, even a lone surrogate from a hostile caller-ID."""
     data = record.to_json()
     data["v"] = SPOOL_VERSION
-    return data, json.dumps(data, separators=(",", ":")).encode("ascii") + b"\n"
+    return data, _encode(data).encode("ascii") + b"\n"
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps with options builds an encoder per call
 
 
 def _widths(table: Table) -> Mapping[str, int]:

@@ -1,7 +1,9 @@
 """The CDR writer: calls hand over their record and never wait on the database.
 
-submit() returns once the record is durable in the local spool (records arriving together share one
-fsync). A separate task moves spooled records into the database in batches (bounded by size and by the
+submit() returns once the record is durable in the local spool. Group commit: the records that arrive
+while one group is being written and synced wait on the event loop and go as the next group, one write
+and one fdatasync for all of them, handed to the spool's appender thread once per group. A separate
+task moves spooled records into the database in batches (bounded by size and by the
 age of the oldest), retrying with backoff while the database is away. Memory stays bounded however long
 that lasts: the newest records are also kept parsed in memory up to a limit, older ones are read back
 from the spool. On start, whatever an earlier process left in the spool is replayed; the database skips
@@ -38,7 +40,7 @@ from callrouter.model.record import CallRecord
 from callrouter.store.cdr_rows import CdrRows, rows_from_spooled, spool_entry
 from callrouter.store.cdr_store import CdrStore
 from callrouter.store.rejects import RejectedLines, line_key
-from callrouter.store.spool import Position, Spool, SpooledLine
+from callrouter.store.spool import Appender, Position, Spool, SpooledLine
 from callrouter.tasks import within
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,7 @@ class CdrWriter:
         self._data = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._appender: Appender | None = None
         self._abandoned: set[asyncio.Future[Any]] = set()
         self._rejected_path = os.path.join(spool.directory, "rejected.jsonl")
         self._rejects = RejectedLines(self._rejected_path)
@@ -125,6 +128,7 @@ class CdrWriter:
         if left:
             log.warning("CDR spool holds %d records from an earlier run; replaying them into the database", left)
             self._add_backlog(left)
+        self._appender = Appender(self.spool)
         self._tasks = [
             asyncio.create_task(self._supervised("cdr-spool", self._flusher), name="cdr-spool"),
             asyncio.create_task(self._supervised("cdr-db", self._db_loop), name="cdr-db"),
@@ -181,6 +185,8 @@ class CdrWriter:
                     self._log_only(held, "still held at stop")
             self._held.clear()
         finally:
+            if self._appender is not None:
+                self._appender.close()
             self.spool.close(self._cursor if self._backlog == 0 else None)
 
     @property
@@ -227,9 +233,10 @@ class CdrWriter:
                 return
 
     async def _spool(self, batch: list[tuple[bytes, dict[str, Any], asyncio.Future[None]]], retry: list[_Held]) -> bool:
-        """Append the held records and the batch in one write; False if the spool refused it."""
+        """Append the held records and the batch in one write and one fdatasync; False if the spool refused it."""
+        assert self._appender is not None  # started
         try:
-            spans = await asyncio.to_thread(self.spool.append, [h.line for h in retry] + [line for line, _, _ in batch])
+            spans = await self._appender.append([h.line for h in retry] + [line for line, _, _ in batch])
         except Exception as exc:  # the disk refused (full, read-only, I/O error); the spool is as it was
             self.metrics.cdr_spool_write_errors.inc()
             if retry:

@@ -1,7 +1,8 @@
 """The CDR spool: an append-only log on local disk that holds every record until the database has it.
 
-Records are appended as JSON lines to numbered segment files and made durable in groups (one fsync for
-all records that arrived while the previous fsync ran). A reader follows the log with a cursor and the
+Records are appended as JSON lines to numbered segment files and made durable in groups: one write and
+one fdatasync for all records that arrived while the previous one ran (group commit; the CDR writer
+gathers them on the event loop and hands each group to the spool's own appender thread, `Appender`). A reader follows the log with a cursor and the
 writer deletes a segment once the database holds all of it. Nothing is ever rewritten in place, so a
 `kill -9` at any moment leaves whole lines, at worst a torn last line (set aside when read back).
 
@@ -12,18 +13,21 @@ The next append then goes to a new segment (a segment that refused a write may b
 or, if even the truncate failed, hold a partial line past its recorded size, which this process never
 reads and a later one sets aside as torn).
 
-Blocking file calls run in worker threads: appends from one, reads from another. They share only the
-table of segment sizes, under a lock.
+Blocking file calls run in worker threads: appends from the appender thread, reads from another. They
+share only the table of segment sizes, under a lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
+import queue
 import re
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +48,21 @@ class SpooledLine:
     torn: bool = False
 
 
+Spans = list[tuple[Position, Position]]  # each appended line's (start, end)
+_Job = tuple[list[bytes], asyncio.AbstractEventLoop, "asyncio.Future[Spans]"]
+
+
 class SpoolInUse(Exception):
     """Another process holds the spool folder: two routers must never share one."""
 
 
 class Spool:
-    def __init__(self, directory: str, *, segment_bytes: int = 8 << 20, fsync: bool = True) -> None:
+    def __init__(self, directory: str, *, segment_bytes: int = 8 << 20, fsync: bool = True,
+                 datasync: Callable[[int], None] = os.fdatasync) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.fsync = fsync
+        self._datasync = datasync  # os.fdatasync; a test passes its own to count the syncs or make one fail
         self._lock = threading.Lock()
         os.makedirs(directory, exist_ok=True)
         # Two writers on one spool would number segments alike and delete each other's records.
@@ -94,7 +104,7 @@ class Spool:
     def _open(self, segment: int) -> int:
         return os.open(self._path(segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def append(self, lines: list[bytes]) -> list[tuple[Position, Position]]:
+    def append(self, lines: list[bytes]) -> Spans:
         """Write whole lines and make them durable; returns each line's (start, end) position.
 
         Raises (OSError, usually) with the segment left as it was before the call: none of these lines
@@ -103,7 +113,7 @@ class Spool:
         if size >= self.segment_bytes or (self._rotate_next and size > 0):
             self._rotate()
             size = 0
-        spans: list[tuple[Position, Position]] = []
+        spans: Spans = []
         end = size
         for line in lines:
             spans.append((Position(self._active, end), Position(self._active, end + len(line))))
@@ -111,7 +121,7 @@ class Spool:
         try:
             _write_all(self._fd, b"".join(lines))
             if self.fsync:
-                os.fdatasync(self._fd)
+                self._datasync(self._fd)
         except BaseException:
             self._undo(size)
             raise
@@ -125,7 +135,7 @@ class Spool:
         try:
             os.ftruncate(self._fd, size)
             if self.fsync:
-                os.fdatasync(self._fd)
+                self._datasync(self._fd)
         except OSError as exc:
             # Bytes past `size` stay in this segment; this process reads only up to `size`, a restart sets
             # a partial last line aside as torn (its record is still held by the writer and spooled again).
@@ -221,6 +231,58 @@ class Spool:
             self._sizes.clear()
             self._sync_dir()
         self._owner.close()  # releases the folder's lock
+
+
+class Appender:
+    """The spool's one appending thread, fed from the event loop: one hand-off per group of records.
+
+    `append` returns a future for the group's positions (or the exception `Spool.append` raised), set on
+    the loop once the group is durable. A dedicated thread fed by a queue costs the loop less than
+    `asyncio.to_thread` per group (no executor, context copy or future chaining), and keeps appends in
+    one thread, which `Spool.append` needs. Groups are appended in the order they were handed over."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="cdr-spool-append", daemon=True)
+        self._thread.start()
+
+    def append(self, lines: list[bytes]) -> asyncio.Future[Spans]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Spans] = loop.create_future()
+        self._jobs.put((lines, loop, done))
+        return done
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            lines, loop, done = job
+            try:
+                spans = self.spool.append(lines)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine, which decides
+                _deliver(loop, done, None, exc)
+            else:
+                _deliver(loop, done, spans, None)
+
+    def close(self) -> None:
+        """After the last group: the thread ends once it has appended everything handed over."""
+        self._jobs.put(None)
+        self._thread.join()
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, done: asyncio.Future[Spans], spans: Spans | None, exc: BaseException | None) -> None:
+    def settle() -> None:
+        if done.done():  # the awaiting coroutine was cancelled: nobody wants the answer
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            assert spans is not None
+            done.set_result(spans)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop is closed: nobody can be waiting any more
+        log.debug("CDR spool append finished after its event loop closed")
 
 
 def _write_all(fd: int, data: bytes) -> None:
