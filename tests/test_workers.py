@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -218,9 +219,18 @@ def test_two_workers_share_the_port_the_limits_reloads_restarts_and_drain(pg_url
 def test_workers_are_refused_where_the_routing_state_would_be_per_process(tmp_path: Path) -> None:
     cfg = two_router_workspace(tmp_path)
 
-    def serve(db_url: str | None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--workers", "2"],
+    def serve(db_url: str | None, port: int = 0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", str(port), "--workers", "2"],
                               capture_output=True, text=True, env=env_for(db_url), cwd=str(tmp_path), timeout=60)
+
+    nowhere = "postgresql+asyncpg://nobody@127.0.0.1:1/none"  # refused before any connection
+    with socket.socket() as taken:  # a port another server listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = serve(nowhere, port)
+    assert busy.returncode == 2
+    assert f"FastAGI cannot listen on 127.0.0.1:{port}: Address already in use" in busy.stderr
 
     sqlite = serve(None)
     assert sqlite.returncode == 2
@@ -228,7 +238,7 @@ def test_workers_are_refused_where_the_routing_state_would_be_per_process(tmp_pa
     assert "up to N times its limit" in sqlite.stderr
 
     cfg.write_text(cfg.read_text().replace("routing_state: auto", "routing_state: local"))
-    local = serve("postgresql+asyncpg://nobody@127.0.0.1:1/none")  # refused before any connection
+    local = serve(nowhere)
     assert local.returncode == 2
     assert "--workers 2 needs store.routing_state auto or shared: with local" in local.stderr
-    assert "Traceback" not in local.stderr + sqlite.stderr
+    assert "Traceback" not in local.stderr + sqlite.stderr + busy.stderr

@@ -72,8 +72,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
             chosen = probe.getsockname()[1]
-        held = socket.socket(family, kind, proto)
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held = socket.socket(family, kind, proto)  # no SO_REUSEADDR: with it a plain server could bind beside it
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         held.bind((address[0], chosen, *address[2:]))
     except OSError as exc:
