@@ -483,3 +483,36 @@ def test_a_line_is_free_again_as_soon_as_its_dial_returns_while_the_call_goes_on
             assert [a.status for a in router.sink.records[0].attempts] == ["NOANSWER", "ANSWER"]
 
     arun(body())
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_accepted_agi_connections_have_tcp_nodelay(loop_kind: str) -> None:
+    """AgiChannel does not set TCP_NODELAY itself (issue 15): both event loops set it on every accepted
+    TCP socket. If a loop stopped doing so, each command's reply would wait on Nagle's algorithm."""
+    import socket
+
+    import uvloop
+
+    from callrouter.fastagi.channel import AgiChannel
+
+    async def body() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(AgiChannel):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                sock = transport.get_extra_info("socket")
+                seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        server = await asyncio.get_running_loop().create_server(lambda: Probe(command_timeout=5), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(seen, 5)
+        finally:
+            writer.close()
+            server.close()
+
+    factory = uvloop.new_event_loop if loop_kind == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert runner.run(body()) != 0

@@ -8,9 +8,7 @@ A dead channel surfaces as ChannelHungUp, whichever way Asterisk says it (511, r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import time
 from dataclasses import dataclass
 from typing import Callable, cast
@@ -92,11 +90,10 @@ class AgiChannel(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):  # not a TCP socket (tests may use others)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # uvloop's transports are not subclasses. TCP_NODELAY is not set here: asyncio and uvloop both set
+        # it on every accepted TCP socket already (tests/test_server.py checks), and a second setsockopt
+        # and socket wrapper per call showed in the bench's profile (issue 15).
+        self._transport = cast(asyncio.Transport, transport)
         if self._on_open is not None:
             self._on_open(self)
 
