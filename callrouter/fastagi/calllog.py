@@ -11,7 +11,7 @@ import hashlib
 import logging
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterator
 
 
@@ -44,7 +44,7 @@ def identify(number: str, caller: str) -> None:
     """Add what is known once the call is identified (inside `marking`)."""
     mark = _CALL.get()
     if mark is not None:
-        _CALL.set(replace(mark, number=number, caller_hash=caller_hash(caller)))
+        _CALL.set(CallMark(mark.uniqueid, number, caller_hash(caller)))  # not dataclasses.replace: 4x its cost per call
 
 
 def current() -> CallMark | None:
