@@ -285,8 +285,8 @@ class CallFlow:
             return True
         name = rec.file_template.format(
             number=self.plan.number,
-            date=f"{self.local_now:%Y-%m-%d}",
-            time=f"{self.local_now:%H%M%S}",
+            date=self.local_now.date().isoformat(),  # not strftime: a third of its cost, on every recorded call
+            time=f"{self.local_now.hour:02d}{self.local_now.minute:02d}{self.local_now.second:02d}",
             uniqueid=safe_component(self.call.uniqueid, "call"),
             caller=safe_component(self.call.caller.number, "anonymous"),
         )
