@@ -109,6 +109,7 @@ class RouterMetrics:
             "callrouter_crm_lookup_seconds", "CRM answer time", buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5), registry=r
         )
         self._command_children: dict[str, Histogram] = {}
+        self._counter_children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         for outcome in SESSION_OUTCOMES:
             self.sessions_ended.labels(outcome=outcome)
         for operation in ("cdr_write", "state", "blacklist"):
@@ -121,6 +122,15 @@ class RouterMetrics:
             self.connections_refused.labels(reason=reason)
         for result in ("applied", "refused"):
             self.plan_versions_applied.labels(result=result)
+
+    def count(self, counter: Counter, *values: str) -> None:
+        """`counter.labels(*values).inc()` with the labelled child cached (values in the counter's label
+        order): this runs several times a call, and `labels()` costs three times the lookup."""
+        key = (id(counter), values)
+        child = self._counter_children.get(key)
+        if child is None:
+            child = self._counter_children[key] = counter.labels(*values)
+        child.inc()
 
     def observe_command(self, verb: str, seconds: float) -> None:
         """Per-command reply time; the labelled child is cached, this runs for every AGI command."""

@@ -359,8 +359,9 @@ class CallSession:
                 )
             if answered_leg is not None and effect.remember_answer:
                 await self.deps.state.mark_used(effect.legs[answered_leg].key, self.deps.clock().timestamp())
-        self.deps.metrics.dial_attempts.labels(status=status).inc()
-        self.deps.metrics.dial_timing.labels(clock=timing.timed_by).inc()
+        metrics = self.deps.metrics
+        metrics.count(metrics.dial_attempts, status)
+        metrics.count(metrics.dial_timing, timing.timed_by)
         return DialOutcome(
             status, answered_leg, whole_seconds(timing.ring_seconds), whole_seconds(timing.talk_seconds), tuple(full),
             timed_by=timing.timed_by,
@@ -450,7 +451,7 @@ class CallSession:
             router_ms=round((time.perf_counter() - self._t0 - (self.channel.waiting_seconds - self._waiting_before)) * 1000, 3),
             trace=trace,
         )
-        self.deps.metrics.calls.labels(number=plan.number, disposition=result.disposition).inc()
+        self.deps.metrics.count(self.deps.metrics.calls, plan.number, result.disposition)
         try:
             await self.deps.sink.submit(record)
         except Exception:
