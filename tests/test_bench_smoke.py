@@ -109,6 +109,27 @@ def test_router_bench_small(tmp_path: Path) -> None:
     assert r["held_calls"]["held_calls"] == held and r["held_calls"]["completed_ok_after_release"] == held
 
 
+def test_router_bench_shared_state_two_workers_small(tmp_path: Path) -> None:
+    """The production shape of the bench: CDRs in Postgres, routing state shared through it, two workers."""
+    from tests.databases import empty_postgres
+
+    calls, latency = 40, 10
+    out = tmp_path / "results.json"
+    for url in empty_postgres():
+        text = run_bench("run.py", "--calls", str(calls), "--concurrency", "8", "--latency-calls", str(latency), "--held", "0",
+                         "--warmup", "10", "--no-floor", "--database", url, "--routing-state", "shared", "--workers", "2",
+                         "--out", str(out), timeout=170)
+        assert figure(text, r"throughput .*completed NUMBER") == calls
+        assert figure(text, r"throughput .*failures NUMBER") == 0
+        assert figure(text, r"throughput .*CDRs NUMBER") == calls
+        figure(text, r"server CPU NUMBER ms/call")
+        assert figure(text, rf"one call at a time \({latency} calls\): completed NUMBER") == latency
+        r = json.loads(out.read_text())
+        assert (r["throughput"]["completed"], r["throughput"]["cdrs"], r["throughput"]["failures"]) == (calls, calls, 0)
+        numeric(r["throughput"], "server_cpu_ms_per_call", "router_ms_p50", "router_ms_p99", "client_cpu_ms_per_call")
+        assert r["throughput"]["workers"] == 2
+
+
 def test_cdr_path_bench_small(tmp_path: Path) -> None:
     records = 200
     out = tmp_path / "cdr-path-results.json"
