@@ -30,6 +30,12 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         await task
 
 
+# Seconds a stopping router gives each goodbye to the store (removing its leases, its calls in progress).
+# Short, because what it does not finish expires on its own after store.lease_ttl, and a database that
+# hangs must not hold a SIGTERM for the sum of every part's budget.
+GOODBYE_BUDGET = 2.0
+
+
 async def within(aw: Awaitable[T], seconds: float, keep: set[asyncio.Future[Any]]) -> T:
     """`aw`'s result if it comes within `seconds`, else TimeoutError at once.
 

@@ -26,7 +26,7 @@ from callrouter.metrics import RouterMetrics
 from callrouter.store.dialect import upsert_set
 from callrouter.store.memory import ActiveCall, MemoryLiveCalls
 from callrouter.store.schema import active_calls, line_leases, router_instances
-from callrouter.tasks import Backoff, Periodic, within
+from callrouter.tasks import GOODBYE_BUDGET, Backoff, Periodic, within
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class SqlLiveCalls(MemoryLiveCalls):
                     )
 
         try:
-            await within(forget_me(), self.budget, self._late)
+            await within(forget_me(), min(self.budget, GOODBYE_BUDGET), self._late)
         except Exception as exc:
             log.warning("could not remove this router's calls in progress on stop (%s); they stop counting in %s", exc, self.lease_ttl)
 

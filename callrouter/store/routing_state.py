@@ -45,7 +45,7 @@ from callrouter.routing.health import LineRecord, apply_outcome
 from callrouter.routing.hunt_start import HuntStart
 from callrouter.store import line_health
 from callrouter.store.db import postgres_connect_args
-from callrouter.tasks import Backoff, Periodic, within
+from callrouter.tasks import GOODBYE_BUDGET, Backoff, Periodic, within
 from callrouter.store.memory import MemoryRoutingState, hunt_start_by_parts
 from callrouter.store.dialect import increment, upsert_set
 from callrouter.store.schema import line_guards, line_leases, line_usage, router_instances, rr_turns
@@ -210,7 +210,7 @@ class SqlRoutingState:
             await self._heartbeat.close()
         self._closing = True
         try:
-            await within(self.flush(), max(self.timeout, 5.0), self._late)
+            await within(self.flush(), GOODBYE_BUDGET, self._late)
         except Exception as exc:  # the delete below covers the leases; reports still queued are lost, and said so
             log.warning("routing state: %d queued operations not sent on stop (%s)", len(self._queue), exc)
         if self._sender is not None:
@@ -224,7 +224,7 @@ class SqlRoutingState:
                 await conn.execute(delete(router_instances).where(router_instances.c.instance == self.instance))
 
         try:
-            await within(forget_me(), max(self.timeout, 5.0), self._late)
+            await within(forget_me(), GOODBYE_BUDGET, self._late)
         except Exception as exc:  # they expire after lease_ttl anyway
             log.warning("could not remove this router's leases on stop (%s); they expire on their own in %s", exc, self.lease_ttl)
         if self._pool is not None:
