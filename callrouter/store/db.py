@@ -80,7 +80,9 @@ def open_engine(url: URL, *, pool_size: int = 20, connect_timeout: float = 5.0) 
     replaced, and the caller falls back or retries), no SSL on a loopback or socket connection unless the
     URL asks for it."""
     if url.get_backend_name() == "sqlite":
-        engine = create_async_engine(url)
+        # sqlite3 keeps 128 prepared statements per connection; the CDR writer's multi-row INSERTs (one SQL
+        # text per batch size, each statement large) filled them: ~3.5 kB of SQLite memory per routed call.
+        engine = create_async_engine(url, connect_args={"cached_statements": 16})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     connect_args = postgres_connect_args(url, connect_timeout)
