@@ -61,12 +61,13 @@ class Router:
         return 0.0 if value is None else value
 
     async def settle(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until `count` records were written (the session writes after the socket closes)."""
+        """Wait until `count` records were written (the session writes after the socket closes) and what the calls left behind ran."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while len(self.sink.records) < count and loop.time() < deadline:
             await asyncio.sleep(0.01)
         assert len(self.sink.records) >= count, f"{len(self.sink.records)} records, expected {count}"
+        assert await self.server.background_done(max(deadline - loop.time(), 0.1)), "line-health messages still being queued"
 
 
 async def call_held_in_dial(router: Router, target: str, digits: str, uniqueid: str = "1700000000.1") -> tuple[asyncio.Task[CallTranscript], asyncio.Event]:

@@ -166,6 +166,25 @@ def test_a_router_tells_the_manager_once_when_calls_suspend_a_line(db_url: str) 
     arun(body())
 
 
+def test_a_router_stopping_waits_for_the_managers_message_a_call_left_behind() -> None:
+    """The message is queued after the call (it never waits for it); a stop must not lose it."""
+    told: list[LineChange] = []
+
+    async def slow_alerts(change: LineChange) -> None:
+        await asyncio.sleep(0.3)
+        told.append(change)
+
+    async def body() -> None:
+        async with running_router(config(), line_alerts=slow_alerts) as router:
+            dial = {ZHAO: DialScript("BUSY", 1), ZHANG: DialScript("CHANUNAVAIL", 0)}
+            for i in range(2):  # the second unreachable call suspends zhang
+                await run_call("127.0.0.1", router.port, CallScript(uniqueid=f"1700000000.{i}", dtmf=("3",), dial=dial))
+            assert told == []  # still being queued when the calls are over
+        assert any(c.after.key == ZHANG and c.after.unavailable == 2 for c in told), told  # the stop (drain) waited for it
+
+    arun(body())
+
+
 def test_each_lines_state_is_a_metric_labelled_by_number_and_line() -> None:
     async def body() -> None:
         cfg = config()

@@ -21,6 +21,7 @@ from callrouter.agi.errors import AgiProtocolError
 from callrouter.config.service import IpNetwork
 from callrouter.config.holder import ConfigHolder
 from callrouter.fastagi.session import RESULT_VAR, CallSession, SessionDeps
+from callrouter.tasks import GOODBYE_BUDGET
 
 log = logging.getLogger(__name__)
 
@@ -252,4 +253,17 @@ class AgiServer:
         if self._sweeper is not None:  # sessions still needed their deadlines while draining
             self._sweeper.cancel()
             self._sweeper = None
+        await self.background_done(GOODBYE_BUDGET)
         return len(pending)
+
+    async def background_done(self, timeout: float) -> bool:
+        """Wait for the work calls left behind (the manager's line-health messages); False if some is still running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.deps.pending:
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("%d line-health messages still being queued at shutdown", len(self.deps.pending))
+                return False
+            await asyncio.wait(set(self.deps.pending), timeout=left)
+        return True
