@@ -7,8 +7,11 @@ while the database passes no bytes at all."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
-from sqlalchemy import func, select
+import asyncpg
+import pytest
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from callrouter.emulator.asterisk import run_call
@@ -22,6 +25,17 @@ from tests.harness import arun, running_router
 from tests.tcpproxy import TcpProxy, proxied
 
 LINES = (("L1", 2), ("L2", 2), ("L3", 2))
+
+
+async def turn_sequences(url: str) -> dict[str, int]:
+    """The groups' turn sequences and the last turn each handed out."""
+    engine = open_engine(make_url(url))
+    try:
+        async with engine.connect() as conn:
+            names = (await conn.execute(text("SELECT relname FROM pg_class WHERE relkind = 'S' AND relname LIKE 'callrouter_turn_%'"))).scalars()
+            return {name: int((await conn.execute(text(f'SELECT last_value FROM "{name}"'))).scalar_one()) for name in list(names)}
+    finally:
+        await engine.dispose()
 
 
 def counted(proxy: TcpProxy, via_proxy: str, **kw: object) -> SqlRoutingState:
@@ -138,9 +152,39 @@ def test_a_routed_call_waits_for_the_database_once(pg_url: str) -> None:
             assert proxy.client_sends - sent == 2  # and one more: the release with the report, after the call
             assert await rows(pg_url, line_leases) == 0
             assert await rows(pg_url, line_health) == 0
-            assert await rows(pg_url, rr_turns) == 1
+            assert await rows(pg_url, rr_turns) == 0  # the turn is a sequence of the group's (migration 0009), no row written
+            assert await turn_sequences(pg_url) == {"callrouter_turn_" + hashlib.md5(b"4008001234/sales").hexdigest(): 2}  # warm, counted
         await s.close()
         await s.engine.dispose()
         await proxy.cut()
 
     arun(body(), 60)
+
+
+def test_hunts_of_one_group_do_not_wait_for_each_other_and_one_lines_leases_do(pg_url: str) -> None:
+    """No convoy on the group's turn (migration 0009): a hunt whose transaction is still open holds no lock
+    another hunt of the group needs, unless both lease the same line, which must stay serialised."""
+
+    async def body() -> None:
+        dsn = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        try:
+            await first.execute("INSERT INTO router_instances (instance, started_at, expires_at) VALUES ('r', now(), now() + interval '1 hour')")
+            await second.execute("SET lock_timeout = '1s'")  # a wait for the first hunt's locks fails instead of hanging
+            take = "SELECT r_turn, r_lease_key, r_taken FROM callrouter_take($1, $2, $3, false, 'r', $4, now()) WHERE r_line_key IS NULL"
+            lines, limits = ["A", "B"], [5, 5]
+            assert tuple(await first.fetchrow(take, "g", lines, limits, "l0")) == (1, "A", True)  # the group's first hunt makes its turn sequence
+            open_hunt = first.transaction()
+            await open_hunt.start()  # a hunt not committed yet: it holds what it locked
+            assert tuple(await first.fetchrow(take, "g", lines, limits, "l1")) == (2, "B", True)
+            assert tuple(await second.fetchrow(take, "g", lines, limits, "l2")) == (3, "A", True)  # did not wait
+            with pytest.raises(asyncpg.LockNotAvailableError):  # the same line (turn 4 starts at B): waits for the first
+                await second.fetchrow(take, "g", lines, limits, "l3")
+            await open_hunt.commit()
+            assert tuple(await second.fetchrow(take, "g", lines, limits, "l4")) == (5, "A", True)
+            assert await second.fetchval("SELECT count(*) FROM line_leases") == 4  # l0, l1, l2, l4: l3 was rolled back
+        finally:
+            await first.close()
+            await second.close()
+
+    arun(body(), 30)

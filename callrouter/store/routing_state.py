@@ -1,8 +1,11 @@
 """Routing state in the database, shared by every router process that uses it.
 
-- Round robin: one counter row per group, incremented and read in one statement.
-- Line limits: a lease row per call on a line. Taking one first writes the line's guard row (a row lock
-  in Postgres, the write lock in SQLite), so two routers cannot both see "one place left" and both take it.
+- Round robin: one counter per group, incremented and read in one statement (on Postgres a sequence of
+  the group's, which holds no lock until commit: hunts of one group do not queue behind each other; on
+  SQLite a row).
+- Line limits: a lease row per call on a line. Taking one first locks the line (on Postgres an advisory
+  lock held until commit, on SQLite the write lock its guard row's write takes), so two routers cannot
+  both see "one place left" and both take it.
 - Line health: one row per line that failed since it last answered (`store.line_health`), changed under
   a row lock, so a failure reported by two routers at once is counted twice, and one of them crosses the
   threshold.
@@ -14,7 +17,7 @@ The store must never stop calls: an operation that fails or takes longer than `t
 from process memory instead, logged and counted (`callrouter_state_fallbacks_total`).
 
 On Postgres (issue 15) a call waits for the database once: `start_hunt` takes the turn, reads the lines'
-health and leases the line the turn starts at in one call of `callrouter_take` (migration 0008), through
+health and leases the line the turn starts at in one call of `callrouter_take` (migrations 0008, 0009), through
 a small asyncpg pool of its own with the statement prepared once per connection (SQLAlchemy's layer cost
 more CPU than the query). `acquire`, `next_turn` and `line_health` use the same function, one round trip
 each. Releases and answered-call reports are not waited for: `release_soon` and `report_soon` queue them,
@@ -63,7 +66,7 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-TAKE = "SELECT * FROM callrouter_take($1, $2, $3, $4, $5, $6, $7)"  # migration 0008
+TAKE = "SELECT * FROM callrouter_take($1, $2, $3, $4, $5, $6, $7)"  # migrations 0008, 0009
 # What a sender batch does: the leases given back and the lines that answered (a line that works has no
 # health row, so the usual batch deletes leases and finds no health row), in one statement.
 RELEASE_AND_ANSWER = """
@@ -268,8 +271,8 @@ class SqlRoutingState:
                     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
                     args = postgres_connect_args(url)
                     # Turns and leases are not worth a WAL flush per call: a commit that waits for the
-                    # flush holds the group's turn row and the line's guard row until the disk answers,
-                    # and every hunt of the group queues behind it. A Postgres crash may lose the last
+                    # flush holds the line's lock until the disk answers, and every hunt of the line
+                    # queues behind it. A Postgres crash may lose the last
                     # moment's turns and leases: a line may then carry more calls than its limit until
                     # those calls end, as when a router is cut off for longer than lease_ttl.
                     args["server_settings"] = {**args["server_settings"], "synchronous_commit": "off"}
