@@ -3,14 +3,20 @@ an outdated or missing schema stops `serve` with a message that says what to run
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from callrouter.store.db import _alembic_config as alembic_config
 from callrouter.store.db import StoreError, StoreUnreachable, head_revision, open_engine, require_current_schema, resolve_url, schema_status, upgrade
 from callrouter.store.schema import metadata
+from tests.databases import empty_postgres
 from tests.harness import arun
 
 
@@ -134,6 +140,42 @@ def test_upgrade_from_0002_keeps_existing_calls_and_their_attempts_and_lets_two_
                 await conn.execute(text("DELETE FROM calls WHERE source = '' AND uniqueid = 'u.1'"))
                 left = (await conn.execute(text("SELECT call_source, call_uniqueid FROM call_attempts ORDER BY 1, 2"))).all()
                 assert [tuple(a) for a in left] == [("", "u.2"), ("", "u.2"), ("b", "u.1")]
+        finally:
+            await engine.dispose()
+
+    arun(body())
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    yield from empty_postgres()
+
+
+def test_0009_keeps_each_groups_rotation_going_and_its_downgrade_goes_back_to_the_rows(empty_pg_url: str) -> None:
+    """0009 moves Postgres round-robin turns from rr_turns rows to a sequence per group: an upgrade continues
+    where the row was, a downgrade brings back 0008's function and removes the sequences."""
+    take = text("SELECT r_turn FROM callrouter_take('4008001234/sales', ARRAY['a', 'b'], ARRAY[1, 1], false, 'r', NULL, now()) WHERE r_line_key IS NULL")
+
+    async def turn(engine: AsyncEngine) -> int:
+        async with engine.begin() as conn:
+            return int((await conn.execute(take)).scalar_one())
+
+    async def sequences(engine: AsyncEngine) -> int:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text("SELECT count(*) FROM pg_class WHERE relkind = 'S' AND relname LIKE 'callrouter_turn_%'"))).scalar_one())
+
+    async def body() -> None:
+        engine = open_engine(make_url(empty_pg_url))
+        try:
+            assert (await upgrade(engine, "0008")).current == "0008"
+            assert [await turn(engine), await turn(engine)] == [1, 2]  # rr_turns at 2
+            await upgrade(engine)
+            assert [await turn(engine), await turn(engine)] == [3, 4] and await sequences(engine) == 1
+            async with engine.begin() as conn:
+                assert (await conn.execute(text("SELECT turn FROM rr_turns"))).scalar_one() == 2  # no longer written
+                await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0008"))
+            assert (await schema_status(engine)).current == "0008" and await sequences(engine) == 0
+            assert await turn(engine) == 3  # 0008's function again, on the row as the upgrade left it
         finally:
             await engine.dispose()
 
