@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import Counter
 
 import asyncpg
 import pytest
@@ -188,3 +189,63 @@ def test_hunts_of_one_group_do_not_wait_for_each_other_and_one_lines_leases_do(p
             await second.close()
 
     arun(body(), 30)
+
+
+def test_hunts_that_arrive_while_the_connections_are_busy_share_one_round_trip(pg_url: str) -> None:
+    """Group commit for hunt starts (migration 0010): on one connection, the first of ten concurrent hunts
+    goes alone and the nine that came meanwhile go together; each still gets its own turn, and a line's
+    limit holds inside the batch as between routers."""
+
+    async def body() -> None:
+        proxy, via_proxy = await proxied(pg_url)
+        s = counted(proxy, via_proxy)
+        await s.beat()
+        await s.start_hunt("warm", (("W", 1),), True)  # connects, prepares
+        sent = proxy.client_sends
+        got = await asyncio.gather(*(s.start_hunt("g", LINES, True) for _ in range(10)))
+        assert proxy.client_sends - sent == 2
+        assert sorted(g.turn or 0 for g in got) == list(range(10))
+        taken = Counter(g.lease_key for g in got if g.taken)
+        assert taken == {"L1": 2, "L2": 2, "L3": 2}  # turns 0-5 lease their line; 6-9 find it full (limit 2)
+        assert await rows(pg_url, line_leases) == 7  # and the warm-up's
+        await s.close()
+        await s.engine.dispose()
+        await proxy.cut()
+
+    arun(body(), 60)
+
+
+def test_batches_of_two_routers_leasing_lines_in_opposite_orders_never_deadlock(pg_url: str) -> None:
+    """Each batch locks its lines in one order (the key's hash), so two routers whose batches lease the same
+    lines in opposite orders never wait for each other in a circle (Postgres would abort one after
+    deadlock_timeout, and its calls would fall back to memory). A third connection holds one line's lock
+    meanwhile (a hunt of its own, not committed), so both batches are surely in the middle of their locking at once."""
+
+    async def body() -> None:
+        lines = tuple((f"D{i}", 1000) for i in range(8))
+        a = SqlRoutingState(open_engine(make_url(pg_url)), RouterMetrics(), instance="a", timeout=10, pool_size=1)
+        b = SqlRoutingState(open_engine(make_url(pg_url)), RouterMetrics(), instance="b", timeout=10, pool_size=1)
+        await a.beat()
+        await b.beat()
+        await a.start_hunt("a", lines, False)  # each router's first hunt goes alone, and prepares
+        await b.start_hunt("b", lines[::-1], False)
+        dsn = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        holder = await asyncpg.connect(dsn)
+        hold = holder.transaction()
+        await hold.start()
+        await holder.execute("SELECT * FROM callrouter_take(NULL, ARRAY['D4'], ARRAY[1000], false, 'a', 'held', now())")  # D4's lock, kept
+        # a's turns walk its list (D1, D2, ... D0), b's the other way (D6, D5, ... D7): each batch leases every line
+        hunts = asyncio.gather(*(s.start_hunt(name, order, False) for _ in range(16) for s, name, order in ((a, "a", lines), (b, "b", lines[::-1]))))
+        await asyncio.sleep(0.5)  # both batches are waiting for D4 now, each holding the lines it locked before
+        await hold.commit()
+        got = await hunts
+        await holder.close()
+        assert all(g.taken for g in got)
+        for s in (a, b):
+            assert s.metrics.registry.get_sample_value("callrouter_state_fallbacks_total") == 0
+        assert await rows(pg_url, line_leases) == 35  # 2 first hunts, 32, the holder's
+        for s in (a, b):
+            await s.close()
+            await s.engine.dispose()
+
+    arun(body(), 60)

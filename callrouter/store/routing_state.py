@@ -17,13 +17,16 @@ The store must never stop calls: an operation that fails or takes longer than `t
 from process memory instead, logged and counted (`callrouter_state_fallbacks_total`).
 
 On Postgres (issue 15) a call waits for the database once: `start_hunt` takes the turn, reads the lines'
-health and leases the line the turn starts at in one call of `callrouter_take` (migrations 0008, 0009), through
-a small asyncpg pool of its own with the statement prepared once per connection (SQLAlchemy's layer cost
+health and leases the line the turn starts at in one function call (migrations 0008 – 0010), through a
+small asyncpg pool of its own with the statement prepared once per connection (SQLAlchemy's layer cost
 more CPU than the query). `acquire`, `next_turn` and `line_health` use the same function, one round trip
-each. Releases and answered-call reports are not waited for: `release_soon` and `report_soon` queue them,
-and one sender sends what has queued in one statement, in order; a failure report (which decides what
-the next call sees) queues behind them and is waited for. `close` sends what is left; a crash leaves
-leases that stop counting after `lease_ttl`. SQLite runs the same operations one statement at a time.
+each. A take goes out at once while one of the pool's connections is free; the takes that arrive while all
+are busy go together in the next statement (`callrouter_take_many`), so under load the calls of a router
+share round trips instead of queueing for connections. Releases and answered-call reports are not waited
+for: `release_soon` and `report_soon` queue them, and one sender sends what has queued in one statement,
+in order; a failure report (which decides what the next call sees) queues behind them and is waited for.
+`close` sends what is left; a crash leaves leases that stop counting after `lease_ttl`. SQLite runs the
+same operations one statement at a time.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from callrouter.metrics import RouterMetrics
 from callrouter.routing.health import LineRecord, apply_outcome
 from callrouter.routing.hunt_start import HuntStart
 from callrouter.store import line_health
-from callrouter.store.db import postgres_connect_args
+from callrouter.store.db import StoreError, postgres_connect_args
 from callrouter.tasks import GOODBYE_BUDGET, Backoff, Periodic, within
 from callrouter.store.memory import MemoryRoutingState, hunt_start_by_parts
 from callrouter.store.dialect import increment, upsert_set
@@ -66,7 +69,8 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-TAKE = "SELECT * FROM callrouter_take($1, $2, $3, $4, $5, $6, $7)"  # migrations 0008, 0009
+TAKE_MANY = "SELECT * FROM callrouter_take_many($1, $2, $3, $4, $5, $6, $7, $8)"  # migration 0010
+BATCH_MOST = 256  # hunts per statement
 # What a sender batch does: the leases given back and the lines that answered (a line that works has no
 # health row, so the usual batch deletes leases and finds no health row), in one statement.
 RELEASE_AND_ANSWER = """
@@ -74,6 +78,18 @@ WITH gone AS (DELETE FROM line_leases WHERE id = ANY ($1::text[]))
 DELETE FROM line_health WHERE line_key = ANY ($2::text[])
 RETURNING line_key, unavailable, noanswer, since, last_failure, last_status, updated_at
 """
+
+
+@dataclass(slots=True)
+class _Take:
+    """A hunt start waiting for its batch; `done` gets its answer."""
+
+    turn_key: str | None
+    keys: Sequence[str]
+    limits: Sequence[int | None]
+    health: bool
+    lease: str | None
+    done: asyncio.Future[HuntStart]
 
 
 @dataclass
@@ -165,6 +181,9 @@ class SqlRoutingState:
         self._idle.set()
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
+        self._takes: list[_Take] = []  # hunt starts waiting for a free connection: the next batch
+        self._batches = 0  # batches in flight (at most pool_size)
+        self._batch_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -212,6 +231,10 @@ class SqlRoutingState:
         if self._heartbeat is not None:
             await self._heartbeat.close()
         self._closing = True
+        queued, self._takes = self._takes, []
+        for take in queued:  # hunts still waiting for a connection: routed from memory (start_hunt's fallback)
+            if not take.done.done():
+                take.done.set_exception(StoreError("the routing state is closing"))
         try:
             await within(self.flush(), GOODBYE_BUDGET, self._late)
         except Exception as exc:  # the delete below covers the leases; reports still queued are lost, and said so
@@ -280,20 +303,71 @@ class SqlRoutingState:
         return self._pool
 
     async def _take(self, turn_key: str | None, keys: Sequence[str], limits: Sequence[int | None], health: bool, lease: str | None) -> HuntStart:
-        """One call of `callrouter_take`: one round trip."""
+        """One round trip: sent at once while a connection is free, else in the next batch (migration 0010)."""
+        take = _Take(turn_key, keys, limits, health, lease, asyncio.get_running_loop().create_future())
+        self._takes.append(take)
+        if self._batches < self.pool_size:
+            self._send_batch()
+        return await take.done  # a caller past its budget cancels only its own answer
+
+    def _send_batch(self) -> None:
+        batch, self._takes = self._takes[:BATCH_MOST], self._takes[BATCH_MOST:]
+        self._batches += 1
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _run_batch(self, batch: list[_Take]) -> None:
+        try:
+            # a hung database must not keep the batch's place: past the callers' budget it is abandoned
+            answers = await within(self._take_many(batch), self.timeout, self._late)
+        except BaseException as exc:  # each caller falls back on its own (start_hunt, acquire, ...)
+            failure = exc if isinstance(exc, Exception) else StoreError("the routing state is closing")
+            for take in batch:
+                if not take.done.done():
+                    take.done.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for take, answer in zip(batch, answers):
+                if not take.done.done():
+                    take.done.set_result(answer)
+                elif answer.taken and take.lease is not None:  # its caller gave up waiting and routed from memory
+                    self._send(take.lease)
+        finally:
+            self._batches -= 1
+            if self._takes and not self._closing:
+                self._send_batch()
+
+    async def _take_many(self, batch: Sequence[_Take]) -> list[HuntStart]:
+        """One call of `callrouter_take_many` for the batch's hunts."""
+        firsts: list[int] = []
+        keys: list[str] = []
+        limits: list[int | None] = []
+        for take in batch:
+            firsts.append(len(keys) + 1)
+            keys.extend(take.keys)
+            limits.extend(take.limits)
         pool = await self._connections()
         async with pool.acquire() as conn:
-            rows = await conn.fetch(TAKE, turn_key, list(keys), list(limits), health, self.instance, lease, self.clock())
-        records: dict[str, LineRecord] = {}
-        head: Any = None
+            rows = await conn.fetch(
+                TAKE_MANY, [t.turn_key for t in batch], firsts, [t.health for t in batch], [t.lease for t in batch],
+                keys, limits, self.instance, self.clock(),
+            )
+        records: list[dict[str, LineRecord]] = [{} for _ in batch]
+        heads: list[Any] = [None] * len(batch)
         for row in rows:
+            hunt = row["r_hunt"] - 1
             if row["r_line_key"] is None:
-                head = row
+                heads[hunt] = row
             else:
-                records[row["r_line_key"]] = _record(row, "r_")
-        assert head is not None  # the function always ends with its summary row
-        turn = None if head["r_turn"] is None else int(head["r_turn"]) - 1
-        return HuntStart(tuple(keys), turn, records if health else None, head["r_lease_key"], bool(head["r_taken"]))
+                records[hunt][row["r_line_key"]] = _record(row, "r_")
+        answers = []
+        for take, head, health in zip(batch, heads, records):
+            assert head is not None  # the function always ends each hunt with its summary row
+            turn = None if head["r_turn"] is None else int(head["r_turn"]) - 1
+            answers.append(HuntStart(tuple(take.keys), turn, health if take.health else None, head["r_lease_key"], bool(head["r_taken"])))
+        return answers
 
     # -- RoutingState ----------------------------------------------------------------------------
 
