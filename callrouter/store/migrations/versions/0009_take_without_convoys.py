@@ -3,8 +3,9 @@ line's lease serialised by an advisory lock instead of a row lock on a written g
 
 Why: in 0008 the function first incremented the group's `rr_turns` row. That row stays locked until the
 function's transaction commits, so every hunt of one group waited for the one before it to finish all
-of its work (the health read, the line's guard, the count, the lease, the commit): with 64 calls at
-once the router's own time was p50 45 ms / p99 166 ms, nearly all of it queueing on that row.
+of its work (the health read, the line's guard, the count, the lease, the commit). (Measured after the
+change: at 64 calls at once that wait was the smaller part of a hunt's; most of it was waiting for one
+of the router's few state connections, which 0010 addresses. docs/benchmarks.md has both.)
 `nextval` takes no lock that outlives the call, so hunts of one group now overlap; what is still
 serialised is one line's lease (the count must see every lease taken before it), and only for the count
 and the insert at the end of the function. The lock there is `pg_advisory_xact_lock` on (a constant for
