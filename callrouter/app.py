@@ -32,6 +32,7 @@ from callrouter.packages.watcher import PackageWatcher
 from callrouter.plans.follower import PlanFollower
 from callrouter.plans.service import Drift, file_drift
 from callrouter.retention.purge import RetentionPurger
+from callrouter.loop_lag import LoopLagSampler
 from callrouter.metrics import RouterMetrics
 from callrouter.fastagi.server import AgiServer
 from callrouter.fastagi.session import SessionDeps
@@ -311,6 +312,9 @@ async def serve(
         ) if host_parts else ():
             await part.start()
             stack.push_async_callback(part.close)
+        lag = LoopLagSampler(metrics.loop_lag)
+        lag.start()
+        stack.push_async_callback(lag.close)
         await start_admin(holder, metrics, store, exporter, stack, admin_port, worker)
         crm = await start_crm(config, metrics, stack)
         alerts = LineHealthAlerts(store.engine, current, store.state.line_health)  # the manager told of lines that fail

@@ -56,6 +56,12 @@ class RouterMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "callrouter_event_loop_lag_seconds",
+            "How late the event loop ran a timer (sampled every 50 ms): what every non-Asterisk wait of a call is longer by",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
         self.sink_errors = Counter("callrouter_record_sink_errors_total", "Call records the sink failed to take", registry=r)
         self.store_errors = Counter(
             "callrouter_store_errors_total", "Database operations that failed, by operation", ["operation"], registry=r

@@ -483,6 +483,8 @@ def test_serve_runs_the_admin_api_beside_fastagi(tmp_path: Path) -> None:
                     text = await r.text()
                 assert re.search(r'callrouter_calls_total\{disposition="\w+",number="4008001234"\} 1\.0', text)
                 assert "13955556666" not in text and "5556666" not in text  # a caller is never a label value
+                lag_samples = re.search(r"^callrouter_event_loop_lag_seconds_count (\S+)$", text, re.M)
+                assert lag_samples and float(lag_samples.group(1)) > 0  # serve samples its event loop's lag
                 deadline = asyncio.get_running_loop().time() + 10
                 while True:  # the CDR reaches the database within the writer's batch age
                     async with http.get(f"http://127.0.0.1:{port}/api/calls/77.1", headers=AUTH) as r:
