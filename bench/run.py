@@ -33,6 +33,7 @@ from typing import AsyncIterator, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aiohttp  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -70,6 +71,53 @@ def fastagi_ready(port_line: re.Pattern[str] = FASTAGI_LINE, ready_line: str = R
 
 
 ServerLog = ProcessLog[int]
+ADMIN_LINE = re.compile(r"admin API listening on [^\s:]+:(\d+)")
+LAG = "callrouter_event_loop_lag_seconds_bucket"
+LAG_BUCKET = re.compile(r'^callrouter_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+
+
+def server_ready(admin: list[int]) -> Callable[[str], int | None]:
+    """fastagi_ready, also noting the admin API's port (its /metrics has the event loop's lag) in `admin`."""
+    ready = fastagi_ready()
+
+    def seen(line: str) -> int | None:
+        if m := ADMIN_LINE.search(line):
+            admin.append(int(m.group(1)))
+        return ready(line)
+
+    return seen
+
+
+async def lag_buckets(admin_port: int | None) -> dict[float, float]:
+    """The server's loop-lag histogram now (cumulative counts by upper bound); {} without an admin port."""
+    if admin_port is None:
+        return {}
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{admin_port}/metrics") as r:
+        text = await r.text()
+    return {float(le): float(n) for le, n in LAG_BUCKET.findall(text)}
+
+
+class LagDelta:
+    """The loop-lag samples of the passes measured (between snapshots), as upper bounds of their buckets."""
+
+    def __init__(self) -> None:
+        self.counts: dict[float, float] = {}
+
+    def add(self, before: dict[float, float], after: dict[float, float]) -> None:
+        for le, n in after.items():
+            self.counts[le] = self.counts.get(le, 0.0) + n - before.get(le, 0.0)
+
+    def quantiles_ms(self) -> dict[str, float]:
+        """p50 / p90 / p99 as "at most this many ms" (the bucket's bound); {} if nothing was sampled."""
+        total = self.counts.get(float("inf"), 0.0)
+        if not total:
+            return {}
+        bounds = sorted(self.counts)
+        out = {"samples": total}
+        for q in (50, 90, 99):
+            le = next(b for b in bounds if self.counts[b] >= total * q / 100)
+            out[f"p{q}_at_most_ms"] = le * 1000
+        return out
 
 
 class CountingEvent(asyncio.Event):
@@ -256,12 +304,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         *workers, stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(args.database),
     )
     assert proc.stderr is not None
-    log = ServerLog(proc.stderr, "server", fastagi_ready())
+    admin: list[int] = []
+    log = ServerLog(proc.stderr, "server", server_ready(admin))
     try:
         port = await log.wait_ready(STARTUP_TIMEOUT)
         log.start_draining()
         try:
-            return await measure(args, proc, port, db, log, tmp)
+            return await measure(args, proc, port, db, log, tmp, admin[0] if admin and not args.workers else None)
         except (OSError, asyncio.TimeoutError) as exc:  # a call could not connect or hung: say why, with the server's side
             raise BenchError(f"{type(exc).__name__}: {exc}" + log.tail()) from exc
     finally:
@@ -307,7 +356,8 @@ def pin(server_pid: int) -> bool:
     return True
 
 
-async def measure(args: argparse.Namespace, proc: asyncio.subprocess.Process, port: int, db: str, log: ServerLog, tmp: Path) -> dict[str, object]:
+async def measure(args: argparse.Namespace, proc: asyncio.subprocess.Process, port: int, db: str, log: ServerLog, tmp: Path,
+                  admin_port: int | None) -> dict[str, object]:
     """The passes against a running server (and the floor beside it); every figure comes from here."""
     pinned = pin(proc.pid) if not args.workers else False  # --workers N: the workers and the client share the cores
     _, _, warm_failures = await calls(port, args.warmup, 8, "warm")
@@ -318,7 +368,7 @@ async def measure(args: argparse.Namespace, proc: asyncio.subprocess.Process, po
     if probe.variables.get("CALLROUTER_RESULT") != "ROUTED":
         raise BenchError(f"the probe call was not routed: {probe.error or probe.replies}" + log.tail())
     if args.no_floor:
-        return await passes(args, proc, port, db, log, None, probe.lines, pinned)
+        return await passes(args, proc, port, db, log, None, probe.lines, pinned, admin_port)
     async with floor_process(tmp, script.script, probe.lines, args.event_loop) as floor:
         if pinned:
             os.sched_setaffinity(floor.pid, {0})  # the server's core; the client stays on the other
@@ -326,7 +376,7 @@ async def measure(args: argparse.Namespace, proc: asyncio.subprocess.Process, po
         seen = await run_call("127.0.0.1", floor.port, bench_call("probe.1"))
         if floor_failures or seen.lines != probe.lines:
             raise BenchError(f"the floor did not replay callrouter's call ({floor_failures} warm-up failures; sent {seen.lines}, callrouter sent {probe.lines})" + floor.log.tail())
-        return await passes(args, proc, port, db, log, floor, probe.lines, pinned)
+        return await passes(args, proc, port, db, log, floor, probe.lines, pinned, admin_port)
 
 
 def split(n: int, parts: int) -> list[int]:
@@ -334,7 +384,7 @@ def split(n: int, parts: int) -> list[int]:
 
 
 async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, port: int, db: str, log: ServerLog,
-                 floor: Floor | None, lines: list[str], pinned: bool) -> dict[str, object]:
+                 floor: Floor | None, lines: list[str], pinned: bool, admin_port: int | None) -> dict[str, object]:
     # Throughput: callrouter and the floor take turns, `rounds` times, the same calls each. callrouter's
     # CPU of a turn runs until its turn's CDRs are in the database (the whole pipeline, the last batch too).
     cr_wall = cr_cpu = fl_wall = fl_cpu = 0.0
@@ -342,11 +392,14 @@ async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, por
     fl_times: list[float] = []
     failures = fl_failures = done = 0
     pg_cpu = client_cpu = 0.0
+    lag = LagDelta()
     for n in split(args.calls, max(1, args.rounds)):
+        lag0 = await lag_buckets(admin_port)
         cpu0, pg0 = server_cpu(proc.pid), postgres_cpu(args.database) if args.database else 0.0
         own0 = time.process_time()
         wall, times, failed = await calls(port, n, args.concurrency, "tput", done)
         client_cpu += time.process_time() - own0
+        lag.add(lag0, await lag_buckets(admin_port))
         server_ms = await wait_for_cdrs(db, "tput", done + n, proc, log)
         cr_cpu += server_cpu(proc.pid) - cpu0
         pg_cpu += postgres_cpu(args.database) - pg0 if args.database else 0.0
@@ -373,8 +426,12 @@ async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, por
     if args.database:  # the shared routing state's other half: the database's CPU (on the same cores here)
         throughput["postgres_cpu_ms_per_call"] = pg_cpu / args.calls * 1000
     throughput.update(completed=args.calls - failures, cdrs=len(server_ms), router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99))
+    # what every non-Asterisk wait of a call is longer by (callrouter/loop_lag.py)
+    throughput["event_loop_lag"] = lag.quantiles_ms()
     cpu0 = server_cpu(proc.pid)
+    lag, lag0 = LagDelta(), await lag_buckets(admin_port)
     lwall, ltimes, lfail = await calls(port, args.latency_calls, 1, "lat")
+    lag.add(lag0, await lag_buckets(admin_port))
     lcpu = server_cpu(proc.pid) - cpu0
     latency = {
         "calls": args.latency_calls, "failures": lfail,
@@ -382,6 +439,7 @@ async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, por
         "call_ms_p99": percentile(ltimes, 99) * 1000, "call_ms_max": max(ltimes) * 1000,
         "call_ms_mean": statistics.fmean(ltimes) * 1000,
         "server_cpu_ms_per_call": lcpu / args.latency_calls * 1000,
+        "event_loop_lag": lag.quantiles_ms(),
     }
     await asyncio.sleep(0.5)
     server_ms = await wait_for_cdrs(db, "lat", args.latency_calls, proc, log)
@@ -427,6 +485,9 @@ def report(r: dict) -> None:  # type: ignore[type-arg]
     print(f"  server CPU {t['server_cpu_ms_per_call']:.3f} ms/call -> {t['server_calls_per_cpu_second']:.0f} calls per CPU-second; server core busy {t['server_cpu_utilisation']:.0%}")
     print(f"  call time seen by Asterisk p50 {t['call_ms_p50']:.2f} ms, p99 {t['call_ms_p99']:.2f} ms (queueing included)")
     print(f"  router's own time per call p50 {t['router_ms_p50']:.3f} ms, p99 {t['router_ms_p99']:.3f} ms")
+    if t.get("event_loop_lag"):
+        print(f"  server event loop late (a 50 ms timer) p50 <= {t['event_loop_lag']['p50_at_most_ms']:g} ms, p90 <= {t['event_loop_lag']['p90_at_most_ms']:g} ms, "
+              f"p99 <= {t['event_loop_lag']['p99_at_most_ms']:g} ms: every wait not on Asterisk is longer by this")
     if "postgres_cpu_ms_per_call" in t:
         print(f"  Postgres CPU {t['postgres_cpu_ms_per_call']:.3f} ms/call" + (
             f"; {t['workers']} worker(s), not pinned; the client's CPU {t['client_cpu_ms_per_call']:.3f} ms/call" if "workers" in t else ""))
@@ -437,6 +498,8 @@ def report(r: dict) -> None:  # type: ignore[type-arg]
     print(f"one call at a time ({lat['calls']} calls): completed {lat['completed']}, failures {lat['failures']}, CDRs {lat['cdrs']}")
     print(f"  seen by Asterisk p50 {lat['call_ms_p50']:.3f} ms, p99 {lat['call_ms_p99']:.3f} ms, max {lat['call_ms_max']:.1f} ms; server CPU {lat['server_cpu_ms_per_call']:.3f} ms/call")
     print(f"  router's own time per call p50 {lat['router_ms_p50']:.3f} ms, p99 {lat['router_ms_p99']:.3f} ms, max {lat['router_ms_max']:.3f} ms")
+    if lat.get("event_loop_lag"):
+        print(f"  server event loop late p50 <= {lat['event_loop_lag']['p50_at_most_ms']:g} ms, p99 <= {lat['event_loop_lag']['p99_at_most_ms']:g} ms")
     if mem:
         print(f"held calls: {mem['held_calls']:.0f} in Dial at once: server RSS {mem['rss_held_mb']:.0f} MB (before {mem['rss_before_mb']:.0f} MB, {mem['kb_per_held_call']:.1f} kB per call, peak {mem['rss_peak_mb']:.0f} MB); {mem['completed_ok_after_release']:.0f} completed after release")
 
