@@ -140,7 +140,7 @@ def test_after_hours_takes_a_voicemail() -> None:
 
 def test_ivr_path_to_sales() -> None:
     run = run_call(ACME, digits=["1"], lines=outcomes(zhang="ANSWER"))
-    assert kinds(run)[:5] == ["Answer", "Play", "Play", "Collect", "StartRecording"]
+    assert kinds(run)[:6] == ["Answer", "Play", "Play", "Collect", "HuntAhead", "StartRecording"]  # the hunt's store question, then the recording
     assert run.effects[3] == Collect("main_menu", 5000, 1)
     assert run.result.ivr_path == ("main:1",)
     assert (run.result.group, run.result.answered_line) == ("sales", "zhang")

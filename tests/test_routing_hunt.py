@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from callrouter.routing.effects import Dial, RotationNext, StartRecording
+from callrouter.routing.effects import Dial, HuntAhead, RotationNext, StartRecording
 from tests.planning import lines_yaml, outcomes, plan_from, run_call, tried
 
 
@@ -224,6 +224,46 @@ def test_recording_starts_once_before_the_first_dial() -> None:
     rec = next(e for e in run.effects if isinstance(e, StartRecording))
     assert rec.path == "/var/spool/asterisk/monitor/callrouter/4001110000/2026-11-24/13912345678-1700000000.42"
     assert run.result.recording_file == rec.path + ".wav"
+
+
+@pytest.mark.parametrize("strategy, health, asked", [
+    ("round_robin", False, "RotationNext"), ("round_robin", True, "RotationNext"), ("sequential", True, "LineHealthRead"),
+    ("sequential", False, None), ("random", True, None), ("least_recent", True, None),
+])
+def test_the_hunts_store_question_is_said_before_the_recording_starts(strategy: str, health: bool, asked: str | None) -> None:
+    """HuntAhead, then StartRecording, then the very question it announced: the driver can ask the store
+    while Asterisk starts the recording. Not where the order is drawn (random) or read (least recent) first,
+    nor with nothing to ask (sequential without line health)."""
+    line_health = "" if health else "line_health: {enabled: false}"
+    plan = plan_from(
+        f"""
+        number: "4001110000"
+        name: test
+        recording: {{enabled: true}}
+        {line_health}
+        entry: {{hunt: g}}
+        hunt_groups:
+          g:
+            strategy: {strategy}
+            lines:
+              - {{id: a, number: "13800000001", max_calls: 3}}
+              - {{id: b, number: "13800000002"}}
+        """
+    )
+    run = run_call(plan, lines=outcomes(a="ANSWER"))
+    kinds = [type(e).__name__ for e in run.effects]
+    if asked is None:
+        assert "HuntAhead" not in kinds
+        return
+    assert kinds[kinds.index("HuntAhead") + 1] == "StartRecording"
+    ahead = next(e for e in run.effects if isinstance(e, HuntAhead))
+    question = next(e for e in run.effects if type(e).__name__ == asked)
+    assert [(leg.key, leg.max_calls) for leg in ahead.legs] == [(leg.key, leg.max_calls) for leg in question.legs]
+    if isinstance(question, RotationNext):
+        assert (ahead.key, ahead.health) == (question.key, question.health) == ("4001110000/g", health)
+    else:
+        assert (ahead.key, ahead.health) == (None, True)
+    assert kinds.index(asked) < kinds.index("Dial")
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "round_robin", "random", "weighted", "ring_all"])

@@ -40,6 +40,7 @@ from callrouter.routing.effects import (
     Digits,
     Effect,
     Hangup,
+    HuntAhead,
     LineHealthRead,
     LineHistoryRead,
     LineOutcomeReport,
@@ -89,6 +90,19 @@ def _lines(legs: tuple[DialLeg, ...]) -> tuple[tuple[str, int], ...]:
     return tuple((leg.key, leg.max_calls) for leg in legs)
 
 
+def _give_back(answer: asyncio.Future[HuntStart], state: RoutingState) -> None:
+    """A hunt start asked ahead and not used: its lease goes back when (or as soon as) it comes."""
+
+    def release(done: asyncio.Future[HuntStart]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        got = done.result()
+        if got.taken and got.lease_key is not None:
+            state.release_soon(got.lease_key)
+
+    answer.add_done_callback(release)
+
+
 def dialled_number(env: Environment) -> str:
     """The 400 number: the first AGI argument if the dialplan passes one, else DNID, else the extension."""
     for candidate in (env.args[0] if env.args else "", env.dnid, env.extension):
@@ -132,6 +146,8 @@ class CallSession:
         self._crm: CrmResult | None = None
         self._live_key: tuple[str, str] | None = None  # (uniqueid, source) once reported as in progress
         self.ahead: HuntStart | None = None  # the store's answer at the hunt's start, until its first Dial
+        # asked at HuntAhead, while Asterisk starts the recording: (the question, its answer to come)
+        self.asked: tuple[tuple[str | None, tuple[tuple[str, int], ...], bool], asyncio.Future[HuntStart]] | None = None
 
     def prompt_path(self, prompt: str) -> str:
         return f"{self.config.service.asterisk_prompts_dir.rstrip('/')}/{prompt}"
@@ -227,11 +243,28 @@ class CallSession:
     # for the LineHealthRead and the Dial that follow. Releases and answered-call reports are sent
     # without waiting. A failure report is waited for: the next call, on any router, must see it.
 
+    async def hunt_ahead(self, effect: HuntAhead) -> None:
+        """Ask the store now; the RotationNext or LineHealthRead that follows takes the answer (`start_hunt`)."""
+        self.drop_ahead()
+        self.drop_asked()
+        question = (effect.key, _lines(effect.legs), effect.health)
+        self.asked = (question, asyncio.ensure_future(self.deps.state.start_hunt(*question)))
+
+    async def start_hunt(self, key: str | None, legs: tuple[DialLeg, ...], health: bool) -> HuntStart:
+        """The store's answer at the hunt's start: the one asked ahead if it was this question, else asked now."""
+        question = (key, _lines(legs), health)
+        asked, self.asked = self.asked, None
+        if asked is not None:
+            if asked[0] == question:
+                return await asked[1]
+            _give_back(asked[1], self.deps.state)
+        return await self.deps.state.start_hunt(*question)
+
     async def rotation_next(self, effect: RotationNext) -> int:
         if not effect.legs:
             return await self.deps.state.next_turn(effect.key)
         self.drop_ahead()
-        self.ahead = await self.deps.state.start_hunt(effect.key, _lines(effect.legs), effect.health)
+        self.ahead = await self.start_hunt(effect.key, effect.legs, effect.health)
         return self.ahead.turn or 0
 
     async def line_history_read(self, effect: LineHistoryRead) -> dict[str, float]:
@@ -244,7 +277,7 @@ class CallSession:
         if not effect.legs:
             return await self.deps.state.line_health(effect.keys)
         self.drop_ahead()
-        self.ahead = await self.deps.state.start_hunt(None, _lines(effect.legs), True)
+        self.ahead = await self.start_hunt(None, effect.legs, True)
         return self.ahead.health_of(effect.keys) or {}
 
     def drop_ahead(self) -> None:
@@ -252,6 +285,12 @@ class CallSession:
         ahead, self.ahead = self.ahead, None
         if ahead is not None and ahead.taken and ahead.lease_key is not None:
             self.deps.state.release_soon(ahead.lease_key)
+
+    def drop_asked(self) -> None:
+        """The same for a hunt start asked ahead that no hunt took (the caller left during the recording's start)."""
+        asked, self.asked = self.asked, None
+        if asked is not None:
+            _give_back(asked[1], self.deps.state)
 
     async def line_outcome_report(self, effect: LineOutcomeReport) -> LineRecord:
         """Report to the shared state; when that suspends or restores a line, the manager is told."""
@@ -399,6 +438,7 @@ class CallSession:
 
     async def release_all(self) -> None:
         self.drop_ahead()
+        self.drop_asked()
         for key in list(self.held):
             await self.release(key)
 

@@ -28,6 +28,7 @@ from callrouter.routing.effects import (
     LineOutcomeReport,
     Play,
     RecordVoicemail,
+    HuntAhead,
     RotationNext,
     StartRecording,
     STORE_EFFECTS,
@@ -100,6 +101,9 @@ class _Responder:
         if self.hung_up and not isinstance(effect, STORE_EFFECTS):
             return HUNG_UP
         return dispatch(effect, self)
+
+    def hunt_ahead(self, effect: HuntAhead) -> None:
+        return None  # the inputs are at hand: nothing to ask ahead
 
     def rotation_next(self, effect: RotationNext) -> int:
         turn = self.inputs.rotation.get(effect.key, 0)

@@ -103,6 +103,20 @@ class RotationNext:
 
 
 @dataclass(frozen=True)
+class HuntAhead:
+    """The hunt about to start will ask the store this (after Asterisk has started the recording): a driver
+    may ask now and answer the RotationNext or LineHealthRead that follows from it, so the store's round
+    trip runs while Asterisk works instead of after. Answered with nothing; a driver may ignore it.
+
+    `key`: the round-robin group's (None: no turn); `legs`: the lines in their order before any turn;
+    `health`: a LineHealthRead of those lines follows."""
+
+    key: str | None
+    legs: tuple[DialLeg, ...]
+    health: bool
+
+
+@dataclass(frozen=True)
 class LineHistoryRead:
     """When each line (by occupancy key) last finished an answered call; answered with {key: epoch seconds}."""
 
@@ -147,8 +161,8 @@ class Hangup:
 
 
 Effect = (
-    Answer | Play | Collect | StartRecording | Dial | RotationNext | LineHistoryRead | LineHealthRead | LineOutcomeReport
-    | RecordVoicemail | Hangup
+    Answer | Play | Collect | StartRecording | Dial | HuntAhead | RotationNext | LineHistoryRead | LineHealthRead
+    | LineOutcomeReport | RecordVoicemail | Hangup
 )
 STORE_EFFECTS = (RotationNext, LineHistoryRead, LineHealthRead, LineOutcomeReport)  # still answered once the caller is gone
 
@@ -165,6 +179,7 @@ class EffectHandler(Protocol[T]):
     def collect(self, effect: Collect) -> T: ...
     def start_recording(self, effect: StartRecording) -> T: ...
     def dial(self, effect: Dial) -> T: ...
+    def hunt_ahead(self, effect: HuntAhead) -> T: ...
     def rotation_next(self, effect: RotationNext) -> T: ...
     def line_history_read(self, effect: LineHistoryRead) -> T: ...
     def line_health_read(self, effect: LineHealthRead) -> T: ...
@@ -186,6 +201,8 @@ def dispatch(effect: Effect, handler: EffectHandler[T]) -> T:
             return handler.start_recording(effect)
         case Dial():
             return handler.dial(effect)
+        case HuntAhead():
+            return handler.hunt_ahead(effect)
         case RotationNext():
             return handler.rotation_next(effect)
         case LineHistoryRead():

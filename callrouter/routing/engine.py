@@ -34,6 +34,7 @@ from callrouter.routing.effects import (
     Hangup,
     Play,
     RecordVoicemail,
+    HuntAhead,
     RotationNext,
     StartRecording,
 )
@@ -272,6 +273,21 @@ class CallFlow:
             return ordered
         return lines
 
+    def ahead_question(self, name: str, group: HuntGroup, lines: list[Line]) -> HuntAhead | None:
+        """What `order` and `healthy_first` will ask the store, when Asterisk has a recording to start
+        first (the driver may ask meanwhile). Only where the order before the store is known now: round
+        robin (its turn) and sequential (the health read); random draws come after."""
+        rec = self.plan.recording
+        if not rec.enabled or self.recording_file is not None or not lines:
+            return None
+        health = self.plan.line_health.enabled
+        legs = tuple(self.leg(line) for line in lines)
+        if group.strategy == "round_robin":
+            return HuntAhead(self.rotation_key(name), legs, health)
+        if group.strategy == "sequential" and health:
+            return HuntAhead(None, legs, True)
+        return None
+
     def rotation_key(self, group_name: str) -> str:
         return f"{self.plan.number}/{group_name}"
 
@@ -306,6 +322,9 @@ class CallFlow:
         lines = [line for line in group.lines if line.enabled]
         skipped = [line.id for line in group.lines if not line.enabled]
         self.note(f"hunt group {name}: {group.strategy}, {len(lines)} lines" + (f" (disabled: {', '.join(skipped)})" if skipped else ""))
+        ahead = self.ahead_question(name, group, lines)
+        if ahead is not None:
+            yield ahead
         if not (yield from self.start_recording()):
             return self.abandoned("before the hunt")
         ordered = yield from self.order(name, group, lines)
