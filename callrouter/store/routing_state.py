@@ -191,6 +191,8 @@ class SqlRoutingState:
         """Register this router and keep its leases alive. A database that is away now only delays that."""
         try:
             await within(self.beat(), max(self.timeout, 5.0), self._late)
+            if self.fast:  # the state's connections open and prepared before the first call, not during it
+                await within(self._connections(), max(self.timeout, 5.0), self._late)
         except Exception as exc:
             self.metrics.store_errors.labels(operation="state").inc()
             self._warn(f"routing state: cannot register this router yet ({exc}); using memory until the database answers")
@@ -299,8 +301,18 @@ class SqlRoutingState:
                     # moment's turns and leases: a line may then carry more calls than its limit until
                     # those calls end, as when a router is cut off for longer than lease_ttl.
                     args["server_settings"] = {**args["server_settings"], "synchronous_commit": "off"}
-                    self._pool = await asyncpg.create_pool(dsn, min_size=0, max_size=self.pool_size, reset=_keep, **args)
+                    # Every connection open from the start and kept (no idle timeout), each with the take
+                    # prepared (init): a call that got a fresh one waited ~50 ms for the connect and
+                    # asyncpg's type lookups of the statement's arrays (seen on real calls in a burst).
+                    self._pool = await asyncpg.create_pool(
+                        dsn, min_size=self.pool_size, max_size=self.pool_size, max_inactive_connection_lifetime=0, reset=_keep,
+                        init=self._prepare, **args,
+                    )
         return self._pool
+
+    async def _prepare(self, conn: asyncpg.Connection) -> None:
+        """A take of no hunts: the statement and its types cached on this connection before a call needs it."""
+        await conn.fetch(TAKE_MANY, [], [], [], [], [], [], self.instance, self.clock())
 
     async def _take(self, turn_key: str | None, keys: Sequence[str], limits: Sequence[int | None], health: bool, lease: str | None) -> HuntStart:
         """One round trip: sent at once while a connection is free, else in the next batch (migration 0010)."""
