@@ -16,7 +16,10 @@ SALES = ("Local/13800138001@callrouter-lines", "Local/13800138002@callrouter-lin
 
 
 class Counting(MemoryRoutingState):
-    """Memory state that counts hunt starts and notes the leases they took."""
+    """Memory state that counts hunt starts and notes the leases they took, and says it is remote (as the
+    database is), so the session asks it ahead."""
+
+    remote = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -261,6 +261,8 @@ def test_session_cap_hands_extra_calls_back() -> None:
 class ExplodingState:
     """A store that fails: the call using it must fail alone."""
 
+    remote = False
+
     async def next_turn(self, key: str) -> int:
         raise RuntimeError("store exploded")
 

@@ -21,6 +21,9 @@ class RoutingState(Protocol):
     """Round-robin positions, how many calls each line carries and each line's health, shared between
     calls (and routers)."""
 
+    # True where an answer takes a round trip (a database): worth asking ahead (HuntAhead); memory answers at once
+    remote: bool
+
     async def next_turn(self, key: str) -> int:
         """This hunt's turn in a round-robin group: how many hunts of it came before (atomic)."""
 

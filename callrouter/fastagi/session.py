@@ -247,6 +247,8 @@ class CallSession:
         """Ask the store now; the RotationNext or LineHealthRead that follows takes the answer (`start_hunt`)."""
         self.drop_ahead()
         self.drop_asked()
+        if not self.deps.state.remote:  # process memory answers at once: nothing to overlap, no task to pay for
+            return
         question = (effect.key, _lines(effect.legs), effect.health)
         self.asked = (question, asyncio.ensure_future(self.deps.state.start_hunt(*question)))
 

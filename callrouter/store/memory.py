@@ -21,6 +21,8 @@ T = TypeVar("T")
 class MemoryRoutingState:
     """Process-local state: correct for one router instance."""
 
+    remote = False  # answers at once (fastagi.ports.RoutingState)
+
     def __init__(self) -> None:
         self._turns: dict[str, int] = {}
         self._active: dict[str, int] = {}

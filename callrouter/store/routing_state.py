@@ -129,6 +129,8 @@ async def _keep(conn: asyncpg.Connection) -> None:
 
 
 class SqlRoutingState:
+    remote = True  # every answer is a round trip to the database: worth asking ahead (fastagi.ports.RoutingState)
+
     def __init__(
         self,
         engine: AsyncEngine,
