@@ -33,7 +33,8 @@ def issues_from(exc: ValidationError, doc: LocatedDocument, prefix: tuple[Any, .
             msg = err["msg"]
             msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
             message = f"{_dotted(loc)}: {msg}"
-        out.append(ConfigIssue(doc.file, doc.line_of(loc), message, tuple(p for p in loc if isinstance(p, (str, int)))))
+        params = tuple((k, str(v)) for k, v in (err.get("ctx") or {}).items() if k != "error")
+        out.append(ConfigIssue(doc.file, doc.line_of(loc), message, tuple(p for p in loc if isinstance(p, (str, int))), kind, params))
     return sorted(out, key=lambda issue: issue.line)
 
 

@@ -42,6 +42,10 @@ class ConfigIssue:
     # Where in the YAML document (keys and item indexes), so a form can show the issue next to its field;
     # () when it is about the file as a whole. Not compared: two issues are the same whatever path found them.
     path: Path_ = field(default=(), compare=False)
+    # What kind of problem, where the validator says (pydantic's error type, e.g. "less_than_equal", with
+    # its limits as text): lets the console say it in Chinese; the message stays the operators' words.
+    kind: str = field(default="", compare=False)
+    params: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.message}"

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from callrouter.console.words import accounts, audit, blacklist, calls, lines, live, numbers, stats
 from callrouter.console.words import plan_changes, plan_prompts
-from callrouter.console.words import plan_edit
+from callrouter.console.words import checks, plan_edit
 
 LANGS = ("zh", "en")
 DEFAULT_LANG = "zh"
@@ -77,7 +77,7 @@ def _merge(*tables: Mapping[str, tuple[str, str]]) -> Mapping[str, tuple[str, st
 
 
 MESSAGES = _merge(_BASE, live.WORDS, calls.WORDS, stats.WORDS, blacklist.WORDS, numbers.WORDS, audit.WORDS, accounts.WORDS, lines.WORDS,
-                  plan_changes.WORDS, plan_edit.WORDS, plan_prompts.WORDS)
+                  plan_changes.WORDS, plan_edit.WORDS, plan_prompts.WORDS, checks.WORDS)
 
 
 def pick_language(request: web.Request) -> str:

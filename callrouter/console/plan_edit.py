@@ -32,6 +32,7 @@ from callrouter.config.plan import NumberPlan
 from callrouter.config.yamlsource import ConfigIssue
 from callrouter.console.context import PREFIX, console_deps, nav_items, not_found, render, require, see_other
 from callrouter.console.i18n import pick_language, translator
+from callrouter.console.issue_words import issue_text
 from callrouter.console.plan_access import editor_of as _editor, number_of as _number, plan_deps_for as _plan_deps
 from callrouter.plans import edits
 from callrouter.plans.diff import DiffHunk, DiffLine, line_diff, plan_changes, summary_text
@@ -109,15 +110,17 @@ def field_for(path: Sequence[str | int], fields: Mapping[Path, str]) -> str:
     return TOP
 
 
-def issues_by_field(issues: Iterable[ConfigIssue], fields: Mapping[Path, str]) -> dict[str, list[str]]:
-    """Each issue's message under its field; the "schedule.weekly.sat.0: " a message starts with is the
-    field's own place, so next to the field it is left out (above the form it stays)."""
+def issues_by_field(issues: Iterable[ConfigIssue], fields: Mapping[Path, str], lang: str = "en") -> dict[str, list[str]]:
+    """Each issue's message under its field, in the page's language (console/issue_words.py); the
+    "schedule.weekly.sat.0: " a message starts with is the field's own place, so next to the field it is
+    left out (above the form it stays)."""
+    t = translator(lang)
     shown: dict[str, list[str]] = {}
     for issue in issues:
         field = field_for(issue.path, fields)
         where = ".".join(str(p) for p in issue.path) + ": "
         message = issue.message.removeprefix(where) if field != TOP and issue.path else issue.message
-        shown.setdefault(field, []).append(message)
+        shown.setdefault(field, []).append(issue_text(issue, lang, t, message))
     return shown
 
 
@@ -483,7 +486,7 @@ async def edit_submit(request: web.Request) -> web.StreamResponse:
     except EditError as exc:
         return _render_form(request, form, number, name, plan, values, base_version, {field_for(exc.path, fields): [exc.message]}, status=422)
     except PlanRejected as exc:
-        return _render_form(request, form, number, name, plan, values, base_version, issues_by_field(exc.issues, fields), status=422)
+        return _render_form(request, form, number, name, plan, values, base_version, issues_by_field(exc.issues, fields, pick_language(request)), status=422)
     if new_text == text:
         return _render_form(request, form, number, name, plan, values, base_version, notice=t("plan_edit.no_change"))
     summary = summary_text(plan_changes(plan, new_plan), translator("zh"))
@@ -495,7 +498,7 @@ async def edit_submit(request: web.Request) -> web.StreamResponse:
     except StaleVersion:
         return await _stale(request, number, base_version, form_href=_form_path(form, number, name))
     except PlanRejected as exc:  # config.yaml changed between the check and the save
-        return _render_form(request, form, number, name, plan, values, base_version, issues_by_field(exc.issues, fields), status=422)
+        return _render_form(request, form, number, name, plan, values, base_version, issues_by_field(exc.issues, fields, pick_language(request)), status=422)
     return see_other(f"{PREFIX}/numbers/{number}?saved={saved.version}")
 
 

@@ -153,7 +153,7 @@ def test_every_edit_page_on_desktop_and_phone_and_a_stale_save(browser: Browser,
             page.fill("#day-sat", "18:00-10:00")  # the end before the start: shown next to 周六
             page.click("#check")
             said = page.locator("#err-day-sat").inner_text()
-            assert "the end must be after the start" in said and not said.startswith("schedule.")  # its place is the field itself
+            assert said.startswith("18:00-10:00：结束时间必须晚于开始时间"), said  # in Chinese, and its place is the field itself
             screenshot(page, f"plan-edit-hours-error-{size}")
             log.take()  # the 422 the browser was shown
         finally:

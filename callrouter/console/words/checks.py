@@ -1,0 +1,45 @@
+"""Words of the plan checks, as a form shows them next to a field: pydantic's kinds of error by name, with
+their limits. The validator's own English stays what `callrouter check` prints for ops."""
+
+from __future__ import annotations
+
+WORDS: dict[str, tuple[str, str]] = {
+    "check.greater_than_equal": ("不能小于 {ge}", "must be at least {ge}"),
+    "check.greater_than": ("必须大于 {gt}", "must be more than {gt}"),
+    "check.less_than_equal": ("不能大于 {le}", "must be at most {le}"),
+    "check.less_than": ("必须小于 {lt}", "must be less than {lt}"),
+    "check.int_parsing": ("请填写整数", "must be a whole number"),
+    "check.int_type": ("请填写整数", "must be a whole number"),
+    "check.int_from_float": ("请填写整数", "must be a whole number"),
+    "check.float_parsing": ("请填写数字", "must be a number"),
+    "check.float_type": ("请填写数字", "must be a number"),
+    "check.bool_parsing": ("只能是“是”或“否”", "must be yes or no"),
+    "check.bool_type": ("只能是“是”或“否”", "must be yes or no"),
+    "check.string_too_short": ("至少 {min_length} 个字", "at least {min_length} characters"),
+    "check.string_too_long": ("最多 {max_length} 个字", "at most {max_length} characters"),
+    "check.too_short": ("至少 {min_length} 项", "at least {min_length} items"),
+    "check.too_long": ("最多 {max_length} 项", "at most {max_length} items"),
+    "check.string_pattern_mismatch": ("格式不对", "not in the expected form"),
+    "check.literal_error": ("只能是：{expected}", "must be one of: {expected}"),
+    "check.enum": ("只能是：{expected}", "must be one of: {expected}"),
+    "check.missing": ("必须填写", "required"),
+    "check.extra_forbidden": ("不认识的设置项", "unknown key"),
+    "check.date_parsing": ("日期格式不对（应为 2026-10-01 这样）", "not a date like 2026-10-01"),
+    "check.date_from_datetime_parsing": ("日期格式不对（应为 2026-10-01 这样）", "not a date like 2026-10-01"),
+    "check.date_type": ("日期格式不对（应为 2026-10-01 这样）", "not a date like 2026-10-01"),
+    "check.time_parsing": ("时间格式不对（应为 09:00 这样）", "not a time like 09:00"),
+    "check.time_type": ("时间格式不对（应为 09:00 这样）", "not a time like 09:00"),
+    # the plan validator's own checks a form can reach (console/issue_words.py matches their English)
+    "check.all_disabled": ("所有线路都已停用，请至少启用一条", "every line is disabled; enable at least one"),
+    "check.line_id_twice": ("线路编号 {id} 在本组中重复", "line id {id} is used twice in this group"),
+    "check.number_or_target": ("电话号码和 SIP 目标只能填一个", "give exactly one of number or target"),
+    "check.not_phone": ("{value} 不是有效的电话号码", "{value} is not a phone number"),
+    "check.not_time": ("{value} 不是 09:00 这样的时间", "{value} is not a time of day HH:MM"),
+    "check.not_range": ("{value} 不是 {example} 这样的时间段", "{value} is not a time range like {example}"),
+    "check.end_first": ("{value}：结束时间必须晚于开始时间（跨夜的时段请分到两天）", "{value}: the end must be after the start (split overnight hours across two days)"),
+    "check.starts_at_24": ("{value}：时段不能从 24:00 开始", "{value}: a range cannot start at 24:00"),
+    "check.not_key": ("{value} 不是按键（0-9、* 和 #）", "{value} is not a DTMF key (0-9, * and #)"),
+    "check.key_too_long": ("按键 {option} 超过了最多 {digits} 位", "option {option} is longer than max_digits={digits}"),
+    "check.not_action": ("{value} 不是有效的去向", "{value} is not an action"),
+    "check.other": ("未通过检查：{message}", "{message}"),
+}
