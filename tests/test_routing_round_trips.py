@@ -192,7 +192,7 @@ def test_hunts_of_one_group_do_not_wait_for_each_other_and_one_lines_leases_do(p
 
 
 def test_hunts_that_arrive_while_the_connections_are_busy_share_one_round_trip(pg_url: str) -> None:
-    """Group commit for hunt starts (migration 0010): on one connection, the first of ten concurrent hunts
+    """Group commit for hunt starts (migration 0009): on one connection, the first of ten concurrent hunts
     goes alone and the nine that came meanwhile go together; each still gets its own turn, and a line's
     limit holds inside the batch as between routers."""
 

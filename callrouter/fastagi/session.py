@@ -90,15 +90,18 @@ def _lines(legs: tuple[DialLeg, ...]) -> tuple[tuple[str, int], ...]:
     return tuple((leg.key, leg.max_calls) for leg in legs)
 
 
+def _return_lease(got: HuntStart, state: RoutingState) -> None:
+    """The lease a hunt start took, given back: no Dial will use it."""
+    if got.taken and got.lease_key is not None:
+        state.release_soon(got.lease_key)
+
+
 def _give_back(answer: asyncio.Future[HuntStart], state: RoutingState) -> None:
     """A hunt start asked ahead and not used: its lease goes back when (or as soon as) it comes."""
 
     def release(done: asyncio.Future[HuntStart]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return
-        got = done.result()
-        if got.taken and got.lease_key is not None:
-            state.release_soon(got.lease_key)
+        if not done.cancelled() and done.exception() is None:
+            _return_lease(done.result(), state)
 
     answer.add_done_callback(release)
 
@@ -285,8 +288,8 @@ class CallSession:
     def drop_ahead(self) -> None:
         """Give back the lease taken at the hunt's start if no Dial used it."""
         ahead, self.ahead = self.ahead, None
-        if ahead is not None and ahead.taken and ahead.lease_key is not None:
-            self.deps.state.release_soon(ahead.lease_key)
+        if ahead is not None:
+            _return_lease(ahead, self.deps.state)
 
     def drop_asked(self) -> None:
         """The same for a hunt start asked ahead that no hunt took (the caller left during the recording's start)."""

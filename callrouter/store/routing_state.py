@@ -17,7 +17,7 @@ The store must never stop calls: an operation that fails or takes longer than `t
 from process memory instead, logged and counted (`callrouter_state_fallbacks_total`).
 
 On Postgres (issue 15) a call waits for the database once: `start_hunt` takes the turn, reads the lines'
-health and leases the line the turn starts at in one function call (migrations 0008 – 0010), through a
+health and leases the line the turn starts at in one function call (migrations 0008, 0009), through a
 small asyncpg pool of its own with the statement prepared once per connection (SQLAlchemy's layer cost
 more CPU than the query). `acquire`, `next_turn` and `line_health` use the same function, one round trip
 each. A take goes out at once while one of the pool's connections is free; the takes that arrive while all
@@ -69,7 +69,7 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-TAKE_MANY = "SELECT * FROM callrouter_take_many($1, $2, $3, $4, $5, $6, $7, $8)"  # migration 0010
+TAKE_MANY = "SELECT * FROM callrouter_take_many($1, $2, $3, $4, $5, $6, $7, $8)"  # migration 0009
 BATCH_MOST = 256  # hunts per statement
 WARM_UP_LINE = "callrouter-warm-up"  # no line is called this: the connections' first take asks about it
 # What a sender batch does: the leases given back and the lines that answered (a line that works has no
@@ -320,7 +320,7 @@ class SqlRoutingState:
         await conn.fetch(TAKE_MANY, [None], [1], [True], ["warm-up"], [WARM_UP_LINE], [0], self.instance, self.clock())
 
     async def _take(self, turn_key: str | None, keys: Sequence[str], limits: Sequence[int | None], health: bool, lease: str | None) -> HuntStart:
-        """One round trip: sent at once while a connection is free, else in the next batch (migration 0010)."""
+        """One round trip: sent at once while a connection is free, else in the next batch (migration 0009)."""
         take = _Take(turn_key, keys, limits, health, lease, asyncio.get_running_loop().create_future())
         self._takes.append(take)
         if self._batches < self.pool_size:
