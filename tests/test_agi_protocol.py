@@ -426,3 +426,33 @@ def test_an_empty_environment_then_a_blank_line_that_answers_nothing() -> None:
     assert isinstance(env, Environment) and env.variables == {}
     with pytest.raises(RemoteProtocolError, match="no command pending"):
         conn.next_event()  # the second blank line is not a reply to anything
+
+
+_ENV_NAMES = st.sampled_from(["agi_request", "agi_channel", "agi_arg_1", "agi_arg_2", "agi_callerid", "agi_x9_", "agi_", "AGI_UPPER", "agi-dash", "request", "agi_channel"])
+_ENV_VALUES = st.binary(max_size=40).filter(lambda b: b"\n" not in b)
+
+
+@given(st.lists(st.tuples(_ENV_NAMES, st.sampled_from([b":", b": ", b":  ", b""]), _ENV_VALUES), max_size=12),
+       st.booleans(), st.sampled_from([b"\n", b"\r\n"]))
+def test_the_header_read_at_once_is_the_header_read_line_by_line(lines: list[tuple[str, bytes, bytes]], crlf: bool, blank: bytes) -> None:
+    """The whole-header pass (one regex over the block) and the line path give the same environment or
+    the same kind of error, for good, odd and broken headers: names, spaces, CRs and bytes that are not UTF-8."""
+    end = b"\r\n" if crlf else b"\n"
+    data = b"".join(name.encode() + colon + value + end for name, colon, value in lines) + blank
+
+    def read(chunks: list[bytes]) -> object:
+        conn = AgiConnection()
+        try:
+            for chunk in filter(None, chunks):  # b"" would mean the peer closed
+                conn.receive_data(chunk)
+                if (event := conn.next_event()) is not NEED_DATA:
+                    return event
+            conn.receive_data(b"")
+            return conn.next_event()
+        except RemoteProtocolError:
+            return RemoteProtocolError
+
+    whole = read([data])
+    assert whole == read([data[i : i + 1] for i in range(len(data))])
+    if isinstance(whole, Environment):
+        assert whole == read([data[: len(data) // 2], data[len(data) // 2 :]])

@@ -25,6 +25,7 @@ _VERB = re.compile(r"[A-Z]+(?: [A-Z]+){0,2}\Z")
 _APP = re.compile(r"[A-Za-z0-9_]+\Z")
 _ESCAPE_DIGITS = re.compile(r"[0-9*#]*\Z")
 _FORBIDDEN = {"\n": "a newline (LF)", "\r": "a carriage return (CR)", "\0": "a NUL character"}
+_UNSAFE = re.compile("[\n\r\0]")
 
 
 def quote_arg(value: str) -> str:
@@ -32,11 +33,24 @@ def quote_arg(value: str) -> str:
 
     The error names the character and where it is, never the value: values are often a caller's data.
     """
-    for ch, name in _FORBIDDEN.items():
-        index = value.find(ch)
-        if index >= 0:
-            raise LocalProtocolError(f"an AGI argument cannot contain {name} (at index {index} of {len(value)})")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if _UNSAFE.search(value):  # rare: then say which character, and where
+        for ch, name in _FORBIDDEN.items():
+            index = value.find(ch)
+            if index >= 0:
+                raise LocalProtocolError(f"an AGI argument cannot contain {name} (at index {index} of {len(value)})")
+    if "\\" in value or '"' in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'
+
+
+def _plain_strings(verb: str, args: tuple[object, ...]) -> tuple[str, ...]:
+    """Arguments as plain str: a str subclass could change what replace() or formatting give back."""
+    out = []
+    for arg in args:
+        if not isinstance(arg, str):
+            raise TypeError(f"{verb}: arguments must be str, not {type(arg).__name__}")
+        out.append(str.__str__(arg))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -49,16 +63,18 @@ class Command:
 
     def __post_init__(self) -> None:
         """Render once, here: a bad verb, value or size fails where the command is built, not at send()."""
-        if not isinstance(self.verb, str) or not _VERB.match(self.verb):
-            raise LocalProtocolError(f"not an AGI verb (1-3 words of A-Z): {str(self.verb)[:40]!r}")
-        args = tuple(self.args)
+        verb = self.verb
+        if not isinstance(verb, str) or not _VERB.match(verb):
+            raise LocalProtocolError(f"not an AGI verb (1-3 words of A-Z): {str(verb)[:40]!r}")
+        args = self.args if type(self.args) is tuple else tuple(self.args)
         for arg in args:
-            if not isinstance(arg, str):
-                raise TypeError(f"{self.verb}: arguments must be str, not {type(arg).__name__}")
-        words = self.verb.count(" ") + 1 + len(args)
+            if type(arg) is not str:
+                args = _plain_strings(verb, args)
+                break
+        words = verb.count(" ") + 1 + len(args)
         if words > MAX_WORDS:
-            raise LocalProtocolError(f"{self.verb}: {words} words, Asterisk reads at most {MAX_WORDS}")
-        text = " ".join([self.verb, *(quote_arg(a) for a in args)]) + "\n"
+            raise LocalProtocolError(f"{verb}: {words} words, Asterisk reads at most {MAX_WORDS}")
+        text = " ".join([verb, *map(quote_arg, args)]) + "\n"
         try:
             line = text.encode("utf-8")
         except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a surrogateescape decode

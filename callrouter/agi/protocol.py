@@ -43,6 +43,9 @@ class NeedData:
 NEED_DATA = NeedData()
 
 _KEY = re.compile(r"agi_[a-z0-9_]+\Z")
+# The header's lines, all at once: `agi_<name>:` then one optional space, the value, and "\r\n" or "\n".
+_ENV_LINE = re.compile(r"(agi_[a-z0-9_]+): ?([^\n]*?)\r?\n")
+_ENV_LINES = re.compile(r"(?:agi_[a-z0-9_]+:[^\n]*\n)+")
 _INTERNED_VALUE = 24  # environment values up to this length are shared between calls
 # The data runs to the last ')' that is followed only by an optional endpos: values may hold '(' ')'.
 _REPLY_200 = re.compile(r"200 result=(?P<result>[^ ]*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?[0-9]+))?\Z")
@@ -249,6 +252,8 @@ class AgiConnection:
         """The next event, or NEED_DATA. A RemoteProtocolError moves to ERROR, and is raised again after."""
         if self._state is State.ERROR:
             raise RemoteProtocolError(f"connection is in ERROR state after: {self._error}")
+        if not self._buffer and not self._eof:  # nothing to parse: the usual case before a reply has come
+            return NEED_DATA
         try:
             return self._next_event()
         except RemoteProtocolError as exc:
@@ -360,28 +365,21 @@ class AgiConnection:
             size = stop + 2
         else:
             return None
-        if self._env_bytes + size > self._max_env:
+        if self._env_bytes + size > self._max_env or size > self._max_line:  # then no line can be too long
             return None
+        text = bytes(buf[: stop + 1]).decode("utf-8", errors="replace")  # "\n" never sits inside a UTF-8 sequence
+        if not _ENV_LINES.fullmatch(text):
+            return None
+        pairs = _ENV_LINE.findall(text)
+        intern, short = sys.intern, _INTERNED_VALUE
         found = dict(self._env_vars)
-        max_line, key_ok, intern, short = self._max_line, _KEY.match, sys.intern, _INTERNED_VALUE
-        lines = bytes(buf[:stop]).split(b"\n")
-        for raw in lines:
-            if len(raw) > max_line:
-                return None
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            key, colon, value = raw.decode("utf-8", errors="replace").partition(":")
-            if not colon or not key_ok(key) or key in found:
-                return None
-            if value.startswith(" "):
-                value = value[1:]
-            found[intern(key)] = intern(value) if len(value) <= short else value
-        if size - stop - 2 > max_line:  # the blank line itself: a "\r" before its newline counts too
+        found.update({intern(key): intern(value) if len(value) <= short else value for key, value in pairs})
+        if len(found) != len(self._env_vars) + len(pairs):  # a name given twice
             return None
         del buf[:size]
         self._scanned = 0
         self._env_bytes += size
-        self._env_lines += len(lines) + 1
+        self._env_lines += len(pairs) + 1
         self._env_vars = found
         return self._environment_done()
 

@@ -45,12 +45,38 @@ def peer_address(peername: Any) -> IPv4Address | IPv6Address | None:
 
 def peer_allowed(peername: Any, allow: Sequence[IpNetwork]) -> bool:
     """Whether `listen.allow` admits this peer; an unknown peer is refused."""
+    return peer_verdict(peername, tuple(allow))[1]
+
+
+def peer_verdict(peername: Any, allow: tuple[IpNetwork, ...]) -> tuple[str, bool]:
+    """The peer's address as the session names it ("" when unknown) and whether `listen.allow` admits it."""
     address = peer_address(peername)
     if address is None:
-        return False
+        return "", False
+    shown = str(address)
     if isinstance(address, IPv6Address) and address.scope_id:
-        address = IPv6Address(str(address).split("%", 1)[0])  # fe80::1%eth0 is in fe80::/10
-    return any(address.version == net.version and address in net for net in allow)
+        address = IPv6Address(shown.split("%", 1)[0])  # fe80::1%eth0 is in fe80::/10
+    return shown, any(address.version == net.version and address in net for net in allow)
+
+
+class PeerGate:
+    """`peer_verdict` remembered per peer host: a router sees the same few Asterisks on every call, and
+    parsing the address costs more than the rest of the gate. Bounded, so a scan cannot grow it."""
+
+    def __init__(self, max_hosts: int = REFUSAL_LOG_SOURCES) -> None:
+        self.max_hosts = max_hosts
+        self._known: dict[tuple[str, tuple[IpNetwork, ...]], tuple[str, bool]] = {}
+
+    def verdict(self, peername: Any, allow: tuple[IpNetwork, ...]) -> tuple[str, bool]:
+        if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+            return "", False
+        key = (peername[0], allow)  # the port plays no part; a reload's new allow list is a new key
+        known = self._known.get(key)
+        if known is None:
+            if len(self._known) >= self.max_hosts:
+                self._known.clear()
+            known = self._known[key] = peer_verdict(peername, allow)
+        return known
 
 
 class RefusalLog:
@@ -87,9 +113,7 @@ class GatedChannel(AgiChannel):
         self.peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        address = peer_address(transport.get_extra_info("peername"))
-        self.peer = "" if address is None else str(address)
-        if not self._admit(self, transport):
+        if not self._admit(self, transport):  # it sets `peer`
             cast(asyncio.Transport, transport).abort()  # at once: nothing read, nothing sent, nothing buffered
             return
         super().connection_made(transport)
@@ -106,6 +130,7 @@ class AgiServer:
         self._active = 0  # calls: sessions whose AGI environment has been read
         self._pending: set[AgiChannel] = set()  # connections still in their AGI header
         self._refusals = RefusalLog()
+        self._gate = PeerGate()
         # Bound once, not per connection: every held call would otherwise keep its own copies.
         self._admit_hook, self._observer_hook, self._open_hook = self._admit, self._observe_command, self._accept
         self._when_done = self._task_done
@@ -142,8 +167,8 @@ class AgiServer:
     def _admit(self, channel: GatedChannel, transport: asyncio.BaseTransport) -> bool:
         """At connection time, before any byte: only `listen.allow`, and only while the pending-header limit allows."""
         service = self.holder.current.service
-        peername = transport.get_extra_info("peername")
-        if not peer_allowed(peername, service.listen.allow):
+        channel.peer, allowed = self._gate.verdict(transport.get_extra_info("peername"), service.listen.allow)
+        if not allowed:
             source = channel.peer or "an unknown address"
             self._refuse("not_allowed", source, "refused a FastAGI connection from %s: not in listen.allow "
                          "(further refusals from it are not logged for %.0f s)", source, REFUSAL_LOG_WINDOW)
