@@ -155,6 +155,25 @@ def test_arguments_must_be_text() -> None:
         Command("NOOP", (b"x",))  # type: ignore[arg-type]
 
 
+def test_a_str_subclass_is_quoted_as_the_plain_text_it_holds() -> None:
+    """A subclass could answer replace(), find() or formatting with anything, a newline included: the
+    command copies it to plain str first, so what is sent is its text, quoted like any other."""
+
+    class Sly(str):
+        def replace(self, *args: object) -> str:  # type: ignore[override]
+            return 'x" \nEXEC System "rm'
+
+        def __format__(self, spec: str) -> str:
+            return "x\nEXEC System rm"
+
+        def find(self, *args: object) -> int:  # type: ignore[override]
+            return -1
+
+    assert commands.set_variable("CALLERID(name)", Sly('say "hi"')).to_line() == b'SET VARIABLE "CALLERID(name)" "say \\"hi\\""\n'
+    with pytest.raises(LocalProtocolError, match="newline"):
+        commands.set_variable("X", Sly("a\nb"))
+
+
 def test_command_is_a_frozen_value() -> None:
     command = Command("SET VARIABLE", ["X", "1"])  # type: ignore[arg-type]
     assert command.args == ("X", "1") and command == Command("SET VARIABLE", ("X", "1"))
