@@ -400,3 +400,13 @@ def test_the_live_stream_ends_when_the_console_stops(db_url: str, tmp_path: Path
         await stream.aclose()
 
     arun(body(), 60)
+
+
+def test_a_call_moved_to_another_state_keeps_every_other_field() -> None:
+    """`ActiveCall.moved` builds the new state field by field: one field left out would be lost silently."""
+    from callrouter.store.memory import ActiveCall
+
+    values = {f.name: f"v-{f.name}" for f in dataclasses.fields(ActiveCall)}
+    call = ActiveCall(**values)  # type: ignore[arg-type]
+    at = T0 + timedelta(minutes=5)
+    assert call.moved("talking", "sales-1", at) == dataclasses.replace(call, state="talking", line_id="sales-1", updated_at=at)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from callrouter.agi.errors import LocalProtocolError
 
@@ -103,22 +104,41 @@ def _escape(digits: str) -> str:
     return digits
 
 
+# Commands are values: the ones without arguments are built once, and the prompts' (a plan's own file
+# names, never a caller's data) are remembered, a few hundred at most. Each call sends them; building
+# and checking one again costs more than the rest of sending it.
+_ANSWER = Command("ANSWER")
+_HANGUP = Command("HANGUP")
+_CHANNEL_STATUS = Command("CHANNEL STATUS")
+PROMPT_COMMANDS_KEPT = 1024
+
+
 def answer() -> Command:
-    return Command("ANSWER")
+    return _ANSWER
 
 
 def hangup(channel: str | None = None) -> Command:
     """HANGUP [channel]: without a channel, the one running this AGI."""
-    return Command("HANGUP", () if channel is None else (channel,))
+    return _HANGUP if channel is None else Command("HANGUP", (channel,))
 
 
 def stream_file(name: str, escape_digits: str = "", offset: int | None = None) -> Command:
     """STREAM FILE <file> <escape digits> [offset]: the digit pressed comes back as its ASCII code."""
+    return _stream_file(name, escape_digits, offset)
+
+
+def get_data(name: str, timeout_ms: int, max_digits: int) -> Command:
+    return _get_data(name, timeout_ms, max_digits)
+
+
+@lru_cache(maxsize=PROMPT_COMMANDS_KEPT, typed=True)  # typed: True is not taken for a cached 1
+def _stream_file(name: str, escape_digits: str, offset: int | None) -> Command:
     args = (name, _escape(escape_digits)) + (() if offset is None else (_count("offset", offset),))
     return Command("STREAM FILE", args)
 
 
-def get_data(name: str, timeout_ms: int, max_digits: int) -> Command:
+@lru_cache(maxsize=PROMPT_COMMANDS_KEPT, typed=True)
+def _get_data(name: str, timeout_ms: int, max_digits: int) -> Command:
     return Command("GET DATA", (name, _count("timeout", timeout_ms), _count("max_digits", max_digits)))
 
 
@@ -129,7 +149,7 @@ def wait_for_digit(timeout_ms: int) -> Command:
 
 def channel_status() -> Command:
     """CHANNEL STATUS: `200 result=<state>` on a live channel and, not being dead-safe, 511 once it hung up."""
-    return Command("CHANNEL STATUS")
+    return _CHANNEL_STATUS
 
 
 def get_variable(name: str) -> Command:

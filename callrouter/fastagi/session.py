@@ -15,8 +15,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable
+from types import MappingProxyType
+from typing import Any, Awaitable, Callable, Literal, Mapping, get_args
 
+from callrouter.agi import commands
+from callrouter.agi.commands import Command
 from callrouter.fastagi.calllog import identify, marking
 from callrouter.fastagi.channel import AgiChannel, AgiCommandError, AgiTimeout, ChannelHungUp
 from callrouter.agi.dialtiming import ANSWERED_CONTEXT, DIALING_CONTEXT, normal_status, whole_seconds
@@ -62,6 +65,10 @@ log = logging.getLogger(__name__)
 ROUTE_SCRIPTS = frozenset({"route", ""})
 HEALTH_SCRIPT = "health"
 RESULT_VAR = "CALLROUTER_RESULT"  # read by the dialplan after AGI(): ROUTED, NO_PLAN, UNKNOWN_SCRIPT, BUSY, ERROR, HEALTHY
+SessionResult = Literal["ROUTED", "NO_PLAN", "UNKNOWN_SCRIPT", "ERROR", "HEALTHY"]  # a session's (BUSY: the server's gate)
+_RESULT_COMMANDS: Mapping[str, Command] = MappingProxyType(
+    {value: commands.set_variable(RESULT_VAR, value) for value in get_args(SessionResult)}  # one per call: built once
+)
 MIN_VOICEMAIL_SAMPLES = 8000  # one second at 8 kHz: less is an empty message
 
 
@@ -223,10 +230,10 @@ class CallSession:
         await self.write_record(plan, caller, result)
         return outcome
 
-    async def tell_dialplan(self, value: str) -> None:
+    async def tell_dialplan(self, value: SessionResult) -> None:
         """Leave the result for the dialplan; SET VARIABLE is dead-safe, so this works after a hangup too."""
         try:
-            await self.channel.set_variable(RESULT_VAR, value)
+            await self.channel.command(_RESULT_COMMANDS[value])
         except (AgiError, OSError) as exc:
             log.debug("could not set %s: %s", RESULT_VAR, exc)
 
