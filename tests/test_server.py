@@ -232,11 +232,13 @@ def test_line_limit_is_respected_across_concurrent_calls_and_released() -> None:
     async def body() -> None:
         async with running_router() as router:
             first, hold = await call_held_in_dial(router, ZHAO, "3", uniqueid="1.1")
+            assert router.sample("callrouter_active_sessions") == 1  # read from the server when scraped
             second = await run_call("127.0.0.1", router.port, CallScript(uniqueid="1.2", dtmf=("3",), default_dial=DialScript("ANSWER", 1, 5)))
             assert [d.targets for d in second.dials] == [[ZHANG]]  # zhao (max_calls 1) was skipped
             hold.set()
             await first
             await router.settle(2)
+            assert router.sample("callrouter_active_sessions") == 0
             assert await router.state.active(ZHAO) == 0
             second_rec = next(r for r in router.sink.records if r.uniqueid == "1.2")
             assert [(a.line_id, a.status) for a in second_rec.attempts] == [("zhao", "FULL"), ("zhang", "ANSWER")]

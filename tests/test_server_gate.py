@@ -218,3 +218,21 @@ def test_the_pending_header_limit_defaults_from_max_sessions() -> None:
     assert sample_config(max_sessions=3).service.pending_header_limit == 16
     assert sample_config(max_sessions=2000).service.pending_header_limit == 500
     assert sample_config(max_sessions=2000, max_pending_headers=7).service.pending_header_limit == 7
+
+
+def test_the_gate_remembers_per_host_and_allow_list_and_stays_bounded() -> None:
+    """The verdict is remembered per peer host, but a reload's new allow list is asked afresh (a cached
+    "allowed" must never outlive the list that allowed it), and a scan of many hosts cannot grow it."""
+    from callrouter.fastagi.server import PeerGate
+
+    gate = PeerGate(max_hosts=8)
+    loopback = Listen().allow
+    elsewhere = Listen.model_validate({"allow": ["10.0.0.0/8"]}).allow
+    assert gate.verdict(("127.0.0.1", 4000), loopback) == ("127.0.0.1", True)
+    assert gate.verdict(("127.0.0.1", 4001), elsewhere) == ("127.0.0.1", False)  # the list changed: refused
+    assert gate.verdict(("127.0.0.1", 4002), loopback) == ("127.0.0.1", True)
+    assert gate.verdict(("::ffff:10.1.2.3", 4000, 0, 0), elsewhere) == ("10.1.2.3", True)
+    assert gate.verdict(None, loopback) == ("", False) and gate.verdict(("nonsense", 1), loopback) == ("", False)
+    for i in range(100):
+        assert gate.verdict((f"10.9.{i}.1", 4000), loopback) == (f"10.9.{i}.1", False)
+    assert len(gate._known) <= 8
