@@ -106,6 +106,7 @@ class CallFlow:
         self.hunt_failure: str | None = None
         self.steps = 0
         self.health: dict[str, LineRecord] = {}  # line health as read at each hunt, updated by each report
+        self._legs: dict[int, DialLeg] = {}  # by id() of the plan's Line
 
     # -- results -------------------------------------------------------------------------------
 
@@ -292,8 +293,12 @@ class CallFlow:
         return f"{self.plan.number}/{group_name}"
 
     def leg(self, line: Line) -> DialLeg:
-        target = dial_target(line, self.service.dialing.template)
-        return DialLeg(line_id=line.id, target=target, key=target, max_calls=line.max_calls)
+        """The line as dialled; asked for up to four times per line and hunt, so built once per call."""
+        leg = self._legs.get(id(line))  # the plan's lines live as long as the call: their ids are theirs
+        if leg is None:
+            target = dial_target(line, self.service.dialing.template)
+            leg = self._legs[id(line)] = DialLeg(line_id=line.id, target=target, key=target, max_calls=line.max_calls)
+        return leg
 
     def start_recording(self) -> Generator[Effect, Any, bool]:
         rec = self.plan.recording
