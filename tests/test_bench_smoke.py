@@ -80,7 +80,7 @@ def test_router_bench_small(tmp_path: Path) -> None:
     calls, latency, held = 50, 20, 20
     out = tmp_path / "results.json"
     text = run_bench("run.py", "--calls", str(calls), "--concurrency", "8", "--latency-calls", str(latency), "--held", str(held),
-                     "--warmup", "10", "--out", str(out))
+                     "--warmup", "10", "--paced-calls", "16", "--prompt-ms", "20", "--out", str(out))
     assert figure(text, rf"throughput \({calls} calls, 8 at once\): NUMBER routed calls/s") >= 0
     assert figure(text, r"throughput .*completed NUMBER") == calls
     assert figure(text, r"throughput .*failures NUMBER") == 0
@@ -88,6 +88,8 @@ def test_router_bench_small(tmp_path: Path) -> None:
     figure(text, r"server CPU NUMBER ms/call")
     figure(text, r"router's own time per call p50 NUMBER ms")
     assert figure(text, rf"one call at a time \({latency} calls\): completed NUMBER") == latency
+    assert figure(text, r"paced \(16 calls, 8 at once, each prompt playing 20 ms\): NUMBER calls/s") > 0
+    assert figure(text, r"paced .*failures NUMBER") == 0 and figure(text, r"paced .*CDRs NUMBER") == 16
     assert figure(text, r"held calls: NUMBER in Dial at once") == held
     assert figure(text, r"NUMBER completed after release") == held
     # The floor beside it: the same calls through a bare panoramisk app replaying callrouter's own lines.
@@ -105,6 +107,8 @@ def test_router_bench_small(tmp_path: Path) -> None:
     assert (r["throughput"]["completed"], r["throughput"]["cdrs"], r["throughput"]["failures"]) == (calls, calls, 0)
     numeric(r["latency_concurrency_1"], "call_ms_p50", "call_ms_p99", "server_cpu_ms_per_call", "router_ms_p50", "router_ms_p99")
     assert (r["latency_concurrency_1"]["completed"], r["latency_concurrency_1"]["cdrs"]) == (latency, latency)
+    numeric(r["paced"], "calls_per_s", "server_cpu_ms_per_call", "router_ms_p50", "router_ms_p99")
+    assert (r["paced"]["calls"], r["paced"]["cdrs"], r["paced"]["failures"]) == (16, 16, 0)
     numeric(r["held_calls"], "rss_before_mb", "rss_held_mb", "kb_per_held_call")
     assert r["held_calls"]["held_calls"] == held and r["held_calls"]["completed_ok_after_release"] == held
 
@@ -117,7 +121,7 @@ def test_router_bench_shared_state_two_workers_small(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     for url in empty_postgres():
         text = run_bench("run.py", "--calls", str(calls), "--concurrency", "8", "--latency-calls", str(latency), "--held", "0",
-                         "--warmup", "10", "--no-floor", "--database", url, "--routing-state", "shared", "--workers", "2",
+                         "--warmup", "10", "--no-floor", "--paced-calls", "0", "--database", url, "--routing-state", "shared", "--workers", "2",
                          "--out", str(out), timeout=170)
         assert figure(text, r"throughput .*completed NUMBER") == calls
         assert figure(text, r"throughput .*failures NUMBER") == 0

@@ -138,3 +138,24 @@ def test_get_data_with_a_missing_prompt_fails_on_a_live_channel() -> None:
     ]))
     assert replies == ["200 result=-1", "200 result=52"]
     assert not t.hung_up
+
+
+def test_prompt_wait_plays_each_prompt_in_real_time_and_changes_nothing_else() -> None:
+    """The bench's paced pass: each STREAM FILE and GET DATA replies only after `prompt_wait` real seconds
+    (a sleep: a lower bound, never a speed claim); the conversation and its virtual clock stay the same."""
+    import time
+
+    from tests.harness import running_router
+
+    async def one(prompt_wait: float) -> tuple[CallTranscript, float]:
+        async with running_router() as router:  # a fresh router each: the same round-robin turn
+            started = time.perf_counter()
+            script = CallScript(uniqueid="1.1", dtmf=("1",), default_dial=DialScript("ANSWER", 2, 5), prompt_wait=prompt_wait)
+            return await run_call("127.0.0.1", router.port, script), time.perf_counter() - started
+
+    plain, _ = arun(one(0.0))
+    paced, elapsed = arun(one(0.1))
+    assert len(paced.played) == len(plain.played) >= 2
+    assert elapsed >= 0.1 * len(paced.played)
+    assert (paced.commands, paced.replies) == (plain.commands, plain.replies)
+    assert paced.variables["CALLROUTER_RESULT"] == "ROUTED"

@@ -245,6 +245,7 @@ class _Call:
         if args[0] in self.script.missing_files:
             return self.send(f"200 result=-1 endpos={args[2] if len(args) > 2 else 0}")
         self.now += self.script.prompt_seconds
+        await self.playing()
         if args[1]:
             pressed = self.next_dtmf()
             if pressed and pressed[0] in args[1]:
@@ -260,10 +261,16 @@ class _Call:
         max_digits = int(args[2]) if len(args) > 2 and args[2].isdigit() else 1024
         entry = self.next_dtmf()
         self.pass_time(entry, args[1] if len(args) > 1 else "", prompt=True)
+        await self.playing()
         if "#" in entry:
             return self.send(f"200 result={entry.split('#', 1)[0][:max_digits]}")
         digits = entry[:max_digits]
         self.send(f"200 result={digits}" if len(digits) >= max_digits else f"200 result={digits} (timeout)")
+
+    async def playing(self) -> None:
+        """The prompt's real playing time, when the script asks for one (CallScript.prompt_wait)."""
+        if self.script.prompt_wait > 0:
+            await asyncio.sleep(self.script.prompt_wait)
 
     def pass_time(self, entry: str, timeout_ms: str, *, prompt: bool) -> None:
         """Virtual time for a prompt and the caller's answer to it (or the wait for one)."""

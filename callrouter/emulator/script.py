@@ -87,6 +87,10 @@ class CallScript:
     start_epoch: float = 1_700_000_000.0
     prompt_seconds: float = 2.0
     press_seconds: float = 1.0
+    # Real seconds each played prompt (STREAM FILE, GET DATA) takes before its reply, as playback does on
+    # a real Asterisk: the bench's paced pass keeps many calls in progress without a saturating load.
+    # 0 (the tests): nothing sleeps.
+    prompt_wait: float = 0.0
     # asterisk/extensions.conf's [callrouter-dialing] and [callrouter-answered] are loaded: Dial's b()/U()
     # hooks stamp the clock onto the caller. False plays an older dialplan without them.
     timing_hooks: bool = True

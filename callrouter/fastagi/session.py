@@ -77,6 +77,7 @@ def display_name(text: str) -> str:
     return clean_text(text, 64)
 
 
+_NOT_DIGITS = re.compile(r"[^0-9]+")  # ASCII digits only: str.isdigit() also takes "٣" and "³"
 _ENTITY_ID = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 
 
@@ -116,7 +117,7 @@ def _give_back(answer: asyncio.Future[HuntStart], state: RoutingState) -> None:
 def dialled_number(env: Environment) -> str:
     """The 400 number: the first AGI argument if the dialplan passes one, else DNID, else the extension."""
     for candidate in (env.args[0] if env.args else "", env.dnid, env.extension):
-        digits = "".join(ch for ch in candidate if ch.isdigit() and ch.isascii())
+        digits = _NOT_DIGITS.sub("", candidate)
         if digits and candidate.strip().lower() != "unknown":
             return digits[:20]
     return ""

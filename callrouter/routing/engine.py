@@ -62,9 +62,12 @@ class CallInfo:
     runtime_blacklist: Blacklist = _NO_BLACKLIST  # entries ops added while running (database), for this number
 
 
+_UNSAFE_IN_NAME = re.compile(r"[^0-9A-Za-z._-]")
+
+
 def safe_component(text: str, fallback: str) -> str:
     """A file-name component from untrusted text: no separators, no dots at the start, bounded."""
-    cleaned = re.sub(r"[^0-9A-Za-z._-]", "_", text)[:64].lstrip(".")
+    cleaned = _UNSAFE_IN_NAME.sub("_", text)[:64].lstrip(".")
     return cleaned or fallback
 
 
