@@ -50,6 +50,7 @@ READY_LINE = "callrouter ready"
 FLOOR_LINE = re.compile(r"floor FastAGI listening on [^\s:]+:(\d+)")
 FLOOR_READY = "floor ready"
 STARTUP_TIMEOUT = 60.0  # seconds for the server to say it is ready (store, plans, admin API)
+PACED_PROMPTS = 3  # the bench call plays greeting, recording notice and menu
 CDR_STALL_TIMEOUT = 20.0  # seconds without one more CDR arriving before the bench gives up
 
 
@@ -238,8 +239,9 @@ async def calls(port: int, n: int, concurrency: int, prefix: str, first: int = 0
     failures = 0
     next_index = first
 
-    async def worker() -> None:
+    async def worker(start_after: float) -> None:
         nonlocal failures, next_index
+        await asyncio.sleep(start_after)
         while next_index < first + n:
             i = next_index
             next_index += 1
@@ -251,7 +253,11 @@ async def calls(port: int, n: int, concurrency: int, prefix: str, first: int = 0
                 failures += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    # Paced calls all last about the same (their prompts' playing time): started together they would stay
+    # in step, 64 at each prompt at once, and reach the store in bursts no real traffic has. So the workers
+    # start spread over one call's prompts (PACED_PROMPTS of them).
+    spread = prompt_wait * PACED_PROMPTS / concurrency
+    await asyncio.gather(*(worker(i * spread) for i in range(concurrency)))
     return time.perf_counter() - started, times, failures
 
 

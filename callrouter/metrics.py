@@ -62,6 +62,13 @@ class RouterMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self.state_wait = Histogram(
+            "callrouter_state_wait_seconds",
+            "How long a call waited for the shared routing state's answer at a hunt's start (turn, health, lease; "
+            "asked while Asterisk starts the recording, so often less than a round trip)",
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
         self.sink_errors = Counter("callrouter_record_sink_errors_total", "Call records the sink failed to take", registry=r)
         self.store_errors = Counter(
             "callrouter_store_errors_total", "Database operations that failed, by operation", ["operation"], registry=r

@@ -41,6 +41,19 @@ def test_the_answer_asked_ahead_is_the_one_the_hunt_uses() -> None:
         assert len(state.hunts) == 1 and state.hunts[0].taken  # asked once, before MixMonitor; the Dial used its lease
         assert [d.targets for d in done.dials] == [[state.hunts[0].lease_key]]
         assert [await state.active(key) for key in SALES] == [0, 0, 0]
+        assert router.sample("callrouter_state_wait_seconds_count") == 1  # the hunt's one wait on the store, measured
+
+    arun(body())
+
+
+def test_a_store_in_process_memory_is_not_timed() -> None:
+    """Only a remote store's answer is waited for; memory answers at once and costs no histogram per call."""
+    async def body() -> None:
+        async with running_router() as router:
+            done = await run_call("127.0.0.1", router.port, CallScript(uniqueid="m.1", dtmf=("1",), default_dial=DialScript("ANSWER", 1, 3)))
+            await router.settle(1)
+        assert done.variables["CALLROUTER_RESULT"] == "ROUTED"
+        assert router.sample("callrouter_state_wait_seconds_count") == 0
 
     arun(body())
 

@@ -267,11 +267,18 @@ class CallSession:
         """The store's answer at the hunt's start: the one asked ahead if it was this question, else asked now."""
         question = (key, _lines(legs), health)
         asked, self.asked = self.asked, None
-        if asked is not None:
-            if asked[0] == question:
-                return await asked[1]
-            _give_back(asked[1], self.deps.state)
-        return await self.deps.state.start_hunt(*question)
+        state = self.deps.state
+        if not state.remote:  # process memory answers at once: nothing to measure
+            return await state.start_hunt(*question)
+        started = time.perf_counter()
+        try:
+            if asked is not None:
+                if asked[0] == question:
+                    return await asked[1]
+                _give_back(asked[1], state)
+            return await state.start_hunt(*question)
+        finally:
+            self.deps.metrics.state_wait.observe(time.perf_counter() - started)
 
     async def rotation_next(self, effect: RotationNext) -> int:
         if not effect.legs:
