@@ -73,8 +73,9 @@ def fastagi_ready(port_line: re.Pattern[str] = FASTAGI_LINE, ready_line: str = R
 
 ServerLog = ProcessLog[int]
 ADMIN_LINE = re.compile(r"admin API listening on [^\s:]+:(\d+)")
-LAG = "callrouter_event_loop_lag_seconds_bucket"
-LAG_BUCKET = re.compile(r'^callrouter_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+LAG = "callrouter_event_loop_lag_seconds"
+STATE_WAIT = "callrouter_state_wait_seconds"
+BUCKET = re.compile(r'^(callrouter_[a-z_]+_seconds)_bucket\{le="([^"]+)"\} (\S+)$', re.M)
 
 
 def server_ready(admin: list[int]) -> Callable[[str], int | None]:
@@ -89,13 +90,33 @@ def server_ready(admin: list[int]) -> Callable[[str], int | None]:
     return seen
 
 
-async def lag_buckets(admin_port: int | None) -> dict[float, float]:
-    """The server's loop-lag histogram now (cumulative counts by upper bound); {} without an admin port."""
+async def scrape(admin_port: int | None) -> dict[str, dict[float, float]]:
+    """The server's loop-lag and state-wait histograms now (cumulative counts by upper bound); {} without an admin port."""
     if admin_port is None:
         return {}
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{admin_port}/metrics") as r:
         text = await r.text()
-    return {float(le): float(n) for le, n in LAG_BUCKET.findall(text)}
+    out: dict[str, dict[float, float]] = {LAG: {}, STATE_WAIT: {}}
+    for name, le, n in BUCKET.findall(text):
+        if name in out:
+            out[name][float(le)] = float(n)
+    return out
+
+
+class Waits:
+    """What a pass added to the loop-lag and state-wait histograms."""
+
+    def __init__(self) -> None:
+        self.lag, self.state = LagDelta(), LagDelta()
+
+    def add(self, before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> None:
+        self.lag.add(before.get(LAG, {}), after.get(LAG, {}))
+        self.state.add(before.get(STATE_WAIT, {}), after.get(STATE_WAIT, {}))
+
+    def into(self, figures: dict[str, object]) -> None:
+        figures["event_loop_lag"] = self.lag.quantiles_ms()
+        if state := self.state.quantiles_ms():  # only a shared store is timed
+            figures["state_wait"] = state
 
 
 class LagDelta:
@@ -399,14 +420,14 @@ async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, por
     fl_times: list[float] = []
     failures = fl_failures = done = 0
     pg_cpu = client_cpu = 0.0
-    lag = LagDelta()
+    lag = Waits()
     for n in split(args.calls, max(1, args.rounds)):
-        lag0 = await lag_buckets(admin_port)
+        lag0 = await scrape(admin_port)
         cpu0, pg0 = server_cpu(proc.pid), postgres_cpu(args.database) if args.database else 0.0
         own0 = time.process_time()
         wall, times, failed = await calls(port, n, args.concurrency, "tput", done)
         client_cpu += time.process_time() - own0
-        lag.add(lag0, await lag_buckets(admin_port))
+        lag.add(lag0, await scrape(admin_port))
         server_ms = await wait_for_cdrs(db, "tput", done + n, proc, log)
         cr_cpu += server_cpu(proc.pid) - cpu0
         pg_cpu += postgres_cpu(args.database) - pg0 if args.database else 0.0
@@ -433,12 +454,12 @@ async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, por
     if args.database:  # the shared routing state's other half: the database's CPU (on the same cores here)
         throughput["postgres_cpu_ms_per_call"] = pg_cpu / args.calls * 1000
     throughput.update(completed=args.calls - failures, cdrs=len(server_ms), router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99))
-    # what every non-Asterisk wait of a call is longer by (callrouter/loop_lag.py)
-    throughput["event_loop_lag"] = lag.quantiles_ms()
+    # what every non-Asterisk wait of a call is longer by (callrouter/loop_lag.py), and the waits on a shared store
+    lag.into(throughput)
     cpu0 = server_cpu(proc.pid)
-    lag, lag0 = LagDelta(), await lag_buckets(admin_port)
+    lag, lag0 = Waits(), await scrape(admin_port)
     lwall, ltimes, lfail = await calls(port, args.latency_calls, 1, "lat")
-    lag.add(lag0, await lag_buckets(admin_port))
+    lag.add(lag0, await scrape(admin_port))
     lcpu = server_cpu(proc.pid) - cpu0
     latency = {
         "calls": args.latency_calls, "failures": lfail,
@@ -446,8 +467,8 @@ async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, por
         "call_ms_p99": percentile(ltimes, 99) * 1000, "call_ms_max": max(ltimes) * 1000,
         "call_ms_mean": statistics.fmean(ltimes) * 1000,
         "server_cpu_ms_per_call": lcpu / args.latency_calls * 1000,
-        "event_loop_lag": lag.quantiles_ms(),
     }
+    lag.into(latency)
     await asyncio.sleep(0.5)
     server_ms = await wait_for_cdrs(db, "lat", args.latency_calls, proc, log)
     latency.update(completed=args.latency_calls - lfail, cdrs=len(server_ms), router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99), router_ms_max=max(server_ms))
@@ -491,18 +512,25 @@ async def paced_pass(args: argparse.Namespace, proc: asyncio.subprocess.Process,
     many calls at once without the closed loop's saturation, which is how a router runs in production.
     The router's own time here is its work plus its waits on the store, not a queue behind other calls."""
     cpu0 = server_cpu(proc.pid)
-    lag, lag0 = LagDelta(), await lag_buckets(admin_port)
+    lag, lag0 = Waits(), await scrape(admin_port)
     wall, _, failed = await calls(port, args.paced_calls, args.concurrency, "paced", prompt_wait=args.prompt_ms / 1000)
-    lag.add(lag0, await lag_buckets(admin_port))
+    lag.add(lag0, await scrape(admin_port))
     cpu = server_cpu(proc.pid) - cpu0
     server_ms = await wait_for_cdrs(db, "paced", args.paced_calls, proc, log)
-    return {
+    paced: dict[str, object] = {
         "calls": args.paced_calls, "concurrency": args.concurrency, "prompt_ms": args.prompt_ms, "failures": failed,
         "calls_per_s": (args.paced_calls - failed) / wall, "server_cpu_utilisation": cpu / wall,
         "server_cpu_ms_per_call": cpu / args.paced_calls * 1000,
         "cdrs": len(server_ms), "router_ms_p50": percentile(server_ms, 50), "router_ms_p99": percentile(server_ms, 99),
-        "router_ms_max": max(server_ms), "event_loop_lag": lag.quantiles_ms(),
+        "router_ms_max": max(server_ms),
     }
+    lag.into(paced)
+    return paced
+
+
+def state_wait(q: dict[str, float]) -> str:
+    return (f"waited for the shared routing state at a hunt's start p50 <= {q['p50_at_most_ms']:g} ms, p90 <= {q['p90_at_most_ms']:g} ms, "
+            f"p99 <= {q['p99_at_most_ms']:g} ms (callrouter_state_wait_seconds)")
 
 
 def report(r: dict) -> None:  # type: ignore[type-arg]
@@ -516,6 +544,8 @@ def report(r: dict) -> None:  # type: ignore[type-arg]
     if t.get("event_loop_lag"):
         print(f"  server event loop late (a 50 ms timer) p50 <= {t['event_loop_lag']['p50_at_most_ms']:g} ms, p90 <= {t['event_loop_lag']['p90_at_most_ms']:g} ms, "
               f"p99 <= {t['event_loop_lag']['p99_at_most_ms']:g} ms: every wait not on Asterisk is longer by this")
+    if t.get("state_wait"):
+        print(f"  {state_wait(t['state_wait'])}")
     if "postgres_cpu_ms_per_call" in t:
         print(f"  Postgres CPU {t['postgres_cpu_ms_per_call']:.3f} ms/call" + (
             f"; {t['workers']} worker(s), not pinned; the client's CPU {t['client_cpu_ms_per_call']:.3f} ms/call" if "workers" in t else ""))
@@ -528,11 +558,15 @@ def report(r: dict) -> None:  # type: ignore[type-arg]
               f"failures {p['failures']}, CDRs {p['cdrs']}; server core busy {p['server_cpu_utilisation']:.0%}, CPU {p['server_cpu_ms_per_call']:.3f} ms/call")
         print(f"  router's own time per call p50 {p['router_ms_p50']:.3f} ms, p99 {p['router_ms_p99']:.3f} ms, max {p['router_ms_max']:.3f} ms"
               + (f"; event loop late p99 <= {p['event_loop_lag']['p99_at_most_ms']:g} ms" if p.get("event_loop_lag") else ""))
+        if p.get("state_wait"):
+            print(f"  {state_wait(p['state_wait'])}")
     print(f"one call at a time ({lat['calls']} calls): completed {lat['completed']}, failures {lat['failures']}, CDRs {lat['cdrs']}")
     print(f"  seen by Asterisk p50 {lat['call_ms_p50']:.3f} ms, p99 {lat['call_ms_p99']:.3f} ms, max {lat['call_ms_max']:.1f} ms; server CPU {lat['server_cpu_ms_per_call']:.3f} ms/call")
     print(f"  router's own time per call p50 {lat['router_ms_p50']:.3f} ms, p99 {lat['router_ms_p99']:.3f} ms, max {lat['router_ms_max']:.3f} ms")
     if lat.get("event_loop_lag"):
         print(f"  server event loop late p50 <= {lat['event_loop_lag']['p50_at_most_ms']:g} ms, p99 <= {lat['event_loop_lag']['p99_at_most_ms']:g} ms")
+    if lat.get("state_wait"):
+        print(f"  {state_wait(lat['state_wait'])}")
     if mem:
         print(f"held calls: {mem['held_calls']:.0f} in Dial at once: server RSS {mem['rss_held_mb']:.0f} MB (before {mem['rss_before_mb']:.0f} MB, {mem['kb_per_held_call']:.1f} kB per call, peak {mem['rss_peak_mb']:.0f} MB); {mem['completed_ok_after_release']:.0f} completed after release")
 
