@@ -472,7 +472,6 @@ async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, por
     await asyncio.sleep(0.5)
     server_ms = await wait_for_cdrs(db, "lat", args.latency_calls, proc, log)
     latency.update(completed=args.latency_calls - lfail, cdrs=len(server_ms), router_ms_p50=percentile(server_ms, 50), router_ms_p99=percentile(server_ms, 99), router_ms_max=max(server_ms))
-    paced = await paced_pass(args, proc, port, db, log, admin_port) if args.paced_calls else {}
     vs_floor: dict[str, object] = {}
     if floor is not None:
         cpu0 = server_cpu(floor.pid)
@@ -493,6 +492,8 @@ async def passes(args: argparse.Namespace, proc: asyncio.subprocess.Process, por
             "fraction_of_floor": fl_cpu / cr_cpu if cr_cpu else 0.0,
         }
     memory = await held(port, proc.pid, args.held) if args.held else {}
+    # after the held calls, whose "before" figure is then the same process history as in earlier runs
+    paced = await paced_pass(args, proc, port, db, log, admin_port) if args.paced_calls else {}
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
