@@ -54,7 +54,7 @@ def _plain_strings(verb: str, args: tuple[object, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Command:
     """One AGI command: a verb of fixed words and arguments that are always quoted."""
 

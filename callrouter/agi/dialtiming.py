@@ -60,7 +60,7 @@ def whole_seconds(seconds: float) -> int:
     return max(0, math.floor(seconds + 0.5))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DialTiming:
     status: str  # DIALSTATUS as Asterisk set it (normal_status() maps it for storage)
     peer: str  # DIALEDPEERNUMBER: the dial string that answered, without its technology

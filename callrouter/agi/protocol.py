@@ -55,7 +55,7 @@ _USAGE_LAST = "520 End of proper usage."
 _REPLY_CODES = frozenset({200, 510, 511, 520})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Environment:
     """The agi_* header of one session. Values are whatever the caller's network put there: hostile."""
 
@@ -111,7 +111,7 @@ class Environment:
         return self.get("agi_language")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reply:
     """Asterisk's answer to the command in flight."""
 
@@ -142,12 +142,12 @@ class Reply:
         return self.data == "timeout"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HangupNotice:
     """The out-of-band `HANGUP` line: the caller's channel is gone."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnectionClosed:
     """The peer closed the connection."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallMark:
     uniqueid: str
     number: str = ""

@@ -38,7 +38,7 @@ class AgiTimeout(AgiError):
     """The peer said nothing for longer than allowed."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DialResult:
     status: str  # DIALSTATUS as Asterisk set it
     answered_target: str  # the dialled target that answered ("" when nobody answered)

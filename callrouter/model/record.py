@@ -20,7 +20,7 @@ DISPOSITIONS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """One line rung during the hunt (skipped lines too, with status FULL)."""
 
@@ -31,7 +31,7 @@ class Attempt:
     talk_seconds: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RouteResult:
     """What the engine decided and observed; the session adds clock times and identity."""
 
@@ -49,7 +49,7 @@ class RouteResult:
     trace: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     """One finished call, ready to be written as a CDR."""
 

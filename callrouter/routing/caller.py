@@ -14,7 +14,7 @@ ANONYMOUS_IDS = frozenset({"", "unknown", "anonymous", "restricted", "private", 
 MAX_RAW = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Caller:
     """The caller as routing sees it."""
 

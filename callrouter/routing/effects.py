@@ -19,19 +19,19 @@ class _HungUp(enum.Enum):
 HUNG_UP = _HungUp.HUNG_UP  # the caller hung up while (or before) the effect ran
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Answer:
     """Answer the channel (billing starts for the caller)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Play:
     """Play a prompt to the end; answered with None."""
 
     prompt: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Collect:
     """Play a prompt and collect DTMF; answered with Digits."""
 
@@ -40,13 +40,13 @@ class Collect:
     max_digits: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Digits:
     digits: str
     timed_out: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StartRecording:
     """Start recording the call into `path` (without extension); answered with True if it started."""
 
@@ -55,7 +55,7 @@ class StartRecording:
     bridged_only: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DialLeg:
     """One bound line to ring. `key` identifies the phone for occupancy limits across groups."""
 
@@ -65,7 +65,7 @@ class DialLeg:
     max_calls: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dial:
     """Ring one leg (or all legs at once for ring-all) for `timeout` seconds; answered with DialOutcome.
 
@@ -79,7 +79,7 @@ class Dial:
     remember_answer: bool = False  # least-recent groups: record when the answering line finished
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DialOutcome:
     status: str  # DIALSTATUS, or "FULL" when no leg could be reserved
     answered_leg: int | None  # index into Dial.legs
@@ -89,7 +89,7 @@ class DialOutcome:
     timed_by: str = "asterisk"  # whose clock the ring and talk seconds come from (agi/dialtiming.py)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RotationNext:
     """Take this call's turn in a round-robin group: answered with how many hunts of the group came
     before it (0, 1, 2, ...). The store counts atomically, so routers sharing it take turns fairly.
@@ -102,7 +102,7 @@ class RotationNext:
     health: bool = field(default=False, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HuntAhead:
     """The hunt about to start will ask the store this (after Asterisk has started the recording): a driver
     may ask now and answer the RotationNext or LineHealthRead that follows from it, so the store's round
@@ -116,14 +116,14 @@ class HuntAhead:
     health: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LineHistoryRead:
     """When each line (by occupancy key) last finished an answered call; answered with {key: epoch seconds}."""
 
     keys: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LineHealthRead:
     """Each line's health record (by occupancy key), shared by every router; answered with
     {key: routing.health.LineRecord}, lines with no record left out. `legs`: the same lines as DialLegs,
@@ -133,7 +133,7 @@ class LineHealthRead:
     legs: tuple[DialLeg, ...] = field(default=(), compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LineOutcomeReport:
     """How a line did on a Dial (a status that counts: routing.health.COUNTED); answered with the line's
     LineRecord after the store applied it. The driver also tells the manager when this suspends or
@@ -143,7 +143,7 @@ class LineOutcomeReport:
     status: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordVoicemail:
     """Play `prompt`, then record a message; answered with True if something was recorded."""
 
@@ -155,7 +155,7 @@ class RecordVoicemail:
     beep: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hangup:
     """End the call from our side."""
 

@@ -52,7 +52,7 @@ _NO_BLACKLIST = Blacklist()
 Flow = Generator[Effect, Any, RouteResult]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallInfo:
     """The call as routing sees it."""
 

@@ -32,7 +32,7 @@ Kind = Literal["unavailable", "noanswer"]
 _LONG_DIGITS = re.compile(r"\d{7,}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LineRecord:
     """What the store remembers about one line: counted failures since it last answered."""
 
@@ -49,7 +49,7 @@ class LineRecord:
         return self.unavailable == 0 and self.noanswer == 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LineChange:
     """One reported outcome as the store applied it (what the manager's messages are decided from)."""
 
@@ -77,7 +77,7 @@ def apply_outcome(record: LineRecord, status: str, at: float) -> LineRecord:
     return replace(record, since=since, last_failure=at, last_status=status, updated_at=at)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LineState:
     state: State
     kind: Kind | None = None  # which threshold it is past (None while healthy)
@@ -162,7 +162,7 @@ def shown_number(number: str) -> str:
 # -- the hunt ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Arranged:
     lines: list[Line]
     notes: list[str]
@@ -228,7 +228,7 @@ def line_key(line: Line, template: str) -> str:
     return template.replace("{number}", line.number)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlanLine:
     """One line of a plan as people look at it (admin API, `callrouter lines status`, messages, metrics)."""
 

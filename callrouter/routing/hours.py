@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from callrouter.config.plan import Schedule
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HoursDecision:
     open: bool
     reason: str  # for the trace: which rule decided

@@ -14,7 +14,7 @@ from typing import Mapping
 from callrouter.routing.health import LineRecord
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HuntStart:
     keys: tuple[str, ...]  # the lines asked about, in the hunt's order before health arranges them
     turn: int | None = None  # hunts of the group before this one; None when no turn was taken

@@ -123,7 +123,7 @@ class MemorySink:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActiveCall:
     """A call in progress, as the `active_calls` table holds it."""
 
