@@ -272,8 +272,7 @@ class AgiChannel(asyncio.Protocol):
         return digits, False
 
     async def get_variable(self, name: str) -> str | None:
-        reply = await self.command(commands.get_variable(name))
-        return reply.data if reply.result == "1" else None
+        return _value_of(await self.command(commands.get_variable(name)))
 
     async def get_full_variable(self, expression: str) -> str | None:
         return _value_of(await self.command(commands.get_full_variable(expression)))

@@ -268,9 +268,7 @@ class CallSession:
         question = (key, _lines(legs), health)
         asked, self.asked = self.asked, None
         state = self.deps.state
-        if not state.remote:  # process memory answers at once: nothing to measure
-            return await state.start_hunt(*question)
-        started = time.perf_counter()
+        started = time.perf_counter() if state.remote else None  # process memory answers at once: not timed
         try:
             if asked is not None:
                 if asked[0] == question:
@@ -278,7 +276,8 @@ class CallSession:
                 _give_back(asked[1], state)
             return await state.start_hunt(*question)
         finally:
-            self.deps.metrics.state_wait.observe(time.perf_counter() - started)
+            if started is not None:
+                self.deps.metrics.state_wait.observe(time.perf_counter() - started)
 
     async def rotation_next(self, effect: RotationNext) -> int:
         if not effect.legs:
