@@ -593,6 +593,8 @@ if __name__ == "__main__":
     parser.add_argument("--database", help="an empty Postgres database URL: CDRs there and routing state shared through it")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
+    if args.paced_calls < 0 or args.prompt_ms < 0:
+        parser.error("--paced-calls and --prompt-ms cannot be negative")
     try:
         results = asyncio.run(main(args))
     except BenchError as exc:
