@@ -452,3 +452,23 @@ def test_missed_call_keys_tell_two_asterisks_apart_and_keep_the_old_key_without_
     assert call_key({"uniqueid": "1.1", "source": "a"}) != call_key({"uniqueid": "1.1", "source": "b"})
     longest = call_key({"uniqueid": "9" * 64, "source": "x" * 80})
     assert len(f"missed:{longest}:sms:") + 64 <= 200  # within outbox.dedupe_key, whatever the recipient
+
+
+def test_a_batch_over_several_insert_pages_tells_new_calls_from_stored_ones_on_every_page(db_url: str) -> None:
+    """SQLite writes 100 rows per INSERT (SQLITE_ROWS_PER_INSERT): the calls already stored, spread over
+    every page of a 350-call batch, must still be found by their RETURNING rows, page by page."""
+    from callrouter.store.db import SQLITE_ROWS_PER_INSERT
+
+    async def body() -> None:
+        engine = open_engine(make_url(db_url))
+        if engine.dialect.name == "sqlite":
+            assert engine.sync_engine.dialect.insertmanyvalues_page_size == SQLITE_ROWS_PER_INSERT == 100
+        store = CdrStore(engine)
+        rows = [rows_from_spooled(spool_entry(record(i))[0]) for i in range(350)]
+        assert await store.write(rows[::7]) == 50  # on every page of the big batch
+        assert await store.write(rows) == 300
+        assert await store.write(rows[340:] + rows[:3]) == 0
+        await engine.dispose()
+        assert await counts(db_url) == (350, 700, 350)
+
+    arun(body())

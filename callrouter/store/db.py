@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 URL_ENV = "CALLROUTER_DATABASE_URL"
 DEFAULT_SQLITE = "var/callrouter.db"
+SQLITE_ROWS_PER_INSERT = 100  # rows per multi-row INSERT on SQLite (open_engine says why)
 
 
 class StoreError(Exception):
@@ -82,7 +83,10 @@ def open_engine(url: URL, *, pool_size: int = 20, connect_timeout: float = 5.0) 
     if url.get_backend_name() == "sqlite":
         # sqlite3 keeps 128 prepared statements per connection; the CDR writer's multi-row INSERTs (one SQL
         # text per batch size, each statement large) filled them: ~3.5 kB of SQLite memory per routed call.
-        engine = create_async_engine(url, connect_args={"cached_statements": 16})
+        # And 100 rows per INSERT, not SQLAlchemy's 1000: a 1000-row INSERT ... RETURNING is a prepared
+        # statement of megabytes, one per batch size; at 100 most pages share one text, SQLite's own heap
+        # holds 4 instead of 18 MB per connection after a burst, for the same CPU (docs/benchmarks.md).
+        engine = create_async_engine(url, connect_args={"cached_statements": 16}, insertmanyvalues_page_size=SQLITE_ROWS_PER_INSERT)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     connect_args = postgres_connect_args(url, connect_timeout)
