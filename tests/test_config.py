@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,18 @@ def test_sample_config_loads() -> None:
     plan = config.plans["4008001234"]
     assert set(plan.hunt_groups) == {"sales", "after_sales", "complaints"}
     assert len({line.id for g in plan.hunt_groups.values() for line in g.lines}) == 5
+
+
+def test_a_plan_is_found_by_its_number_in_national_or_international_form() -> None:
+    config = load_config("config.yaml")
+    plan = config.plans["4008001234"]
+    for digits in ("4008001234", "864008001234", "00864008001234"):
+        assert config.plan_for(digits) is plan, digits
+    for digits in ("4008001235", "8604008001234", "0864008001234", "86", "", "0086"):
+        assert config.plan_for(digits) is None, digits
+    # The digits as sent come first: a plan of its own for 864008001234 is not taken for 4008001234's.
+    own = replace(config, plans={**config.plans, "864008001234": plan.model_copy(update={"name": "eighty-six"})})
+    assert own.plan_for("864008001234").name == "eighty-six" and own.plan_for("00864008001234") is plan
 
 
 def test_duplicate_number_across_files(tmp_path: Path) -> None:

@@ -62,3 +62,10 @@ def test_explain_unknown_number(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["explain", "--config", "config.yaml", "--number", "4000000000"])
     assert code == 2
     assert "no plan routes 4000000000" in capsys.readouterr().err
+
+
+def test_explain_takes_the_number_as_a_trunk_sends_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """What the router does for +86 400-800-1234 (plan_for), explain shows too."""
+    code = main(["explain", "--config", "config.yaml", "--number", "+86 400-800-1234", "--time", "2026-11-24T10:30", "--digits", "1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "menu main: pressed 1 -> hunt: sales" in out

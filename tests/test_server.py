@@ -155,6 +155,24 @@ def test_caller_hangs_up_while_a_line_rings(order: str) -> None:
     arun(body())
 
 
+def test_a_400_number_in_international_form_finds_its_plan() -> None:
+    """Trunks deliver the dialled number as +86..., 0086... or 86...; the plan's number goes in the CDR."""
+    forms = ("+86 400-800-1234", "00864008001234", "864008001234", "400-800-1234")
+
+    async def body() -> None:
+        async with running_router() as router:
+            for i, form in enumerate(forms):
+                t = await run_call("127.0.0.1", router.port, CallScript(args=(form,), uniqueid=f"1700000000.{i}", dtmf=("1",),
+                                                                        dial={ZHANG: DialScript("ANSWER")}))
+                assert t.variables["CALLROUTER_RESULT"] == "ROUTED", form
+            missing = await run_call("127.0.0.1", router.port, CallScript(args=("+86 400-999-9999",)))
+            assert missing.variables["CALLROUTER_RESULT"] == "NO_PLAN"
+            await router.settle(len(forms))
+            assert [r.number for r in router.sink.records] == ["4008001234"] * len(forms)
+
+    arun(body())
+
+
 def test_hangup_arriving_while_idle_between_commands() -> None:
     async def body() -> None:
         async with running_router() as router:

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from callrouter.routing.health import line_key
 
     config = load_config(args.config)
-    number = "".join(ch for ch in args.number if ch.isdigit())
-    plan = config.plans.get(number)
+    number = "".join(ch for ch in args.number if "0" <= ch <= "9")
+    plan = config.plan_for(number)
     if plan is None:
         print(f"no plan routes {args.number}; known: {', '.join(sorted(config.plans))}", file=sys.stderr)
         return EXIT_BAD_INPUT

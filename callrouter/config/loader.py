@@ -18,6 +18,7 @@ from callrouter.config.validation import validate_document
 from callrouter.config.yamlsource import ConfigError, ConfigIssue, LocatedDocument, read_yaml
 
 
+COUNTRY_PREFIXES = ("0086", "86")  # China's, as trunks put it before a national number (plan_for)
 DATABASE_SOURCE = "(database)"  # `sources` of a number whose plan exists only as versions in the database
 
 
@@ -32,6 +33,17 @@ class RoutingConfig:
     base_dir: str
     # number -> the database version it runs (docs/plans.md); a number not here runs from its file
     versions: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def plan_for(self, digits: str) -> NumberPlan | None:
+        """The plan for dialled digits, also in the international form trunks may send them in: a 400
+        number as 4008001234, 864008001234, +864008001234 (the + already gone) or 00864008001234. The
+        digits as sent come first, so a plan whose own number starts with 86 is found as it is."""
+        plan = self.plans.get(digits)
+        if plan is None:
+            for prefix in COUNTRY_PREFIXES:
+                if digits.startswith(prefix):
+                    return self.plans.get(digits[len(prefix):])
+        return plan
 
     def version_of(self, number: str) -> int | None:
         """The plan version `number` runs: None when it runs from its file in dialplans/."""

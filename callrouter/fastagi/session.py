@@ -183,7 +183,7 @@ class CallSession:
         number = dialled_number(self.env)
         caller = caller_from(self.env.callerid, self.env.calleridname)
         identify(number, caller.number)
-        plan = self.config.plans.get(number)
+        plan = self.config.plan_for(number)
         if plan is None:
             log.warning("no routing plan for number %r (channel %r)", number, self.env.channel[:64])
             await self.tell_dialplan("NO_PLAN")
