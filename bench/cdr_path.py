@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import os
 import resource
@@ -31,6 +33,18 @@ from callrouter.store.cdr_writer import CdrWriter, WriterSettings  # noqa: E402
 from callrouter.store.db import open_engine, upgrade  # noqa: E402
 from callrouter.store.spool import Spool  # noqa: E402
 from tests.cdrs import counts, record  # noqa: E402
+
+
+def sqlite_library() -> ctypes.CDLL | None:
+    """The SQLite library Python's sqlite3 uses (the same one once loaded), to read its own heap; None
+    where it is linked in statically or not found."""
+    name = ctypes.util.find_library("sqlite3")
+    if name is None:
+        return None
+    lib = ctypes.CDLL(name)
+    lib.sqlite3_memory_used.restype = lib.sqlite3_memory_highwater.restype = ctypes.c_int64
+    lib.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+    return lib
 
 
 def cpu() -> float:
@@ -58,6 +72,9 @@ async def one(tmp: Path, n: int, at_once: int, fsync: bool) -> dict[str, float]:
         spool = Spool(str(tmp / f"spool-{at_once}"), fsync=fsync)
     writer = CdrWriter(spool, CdrStore(engine), RouterMetrics(), WriterSettings())
     await writer.start()
+    sqlite = sqlite_library()
+    if sqlite is not None:
+        sqlite.sqlite3_memory_highwater(1)  # the peak of this run only
     records = iter([record(i) for i in range(n)])
 
     async def caller() -> None:
@@ -70,6 +87,9 @@ async def one(tmp: Path, n: int, at_once: int, fsync: bool) -> dict[str, float]:
     while writer.backlog:
         await asyncio.sleep(0.01)
     used = cpu() - cpu0
+    # SQLite's own heap (page cache, prepared statements) with the writer's connection still open: what a
+    # server keeps after a burst of CDRs, besides the Python objects.
+    heap = (sqlite.sqlite3_memory_used() / 2**20, sqlite.sqlite3_memory_highwater(0) / 2**20) if sqlite is not None else (-1.0, -1.0)
     await writer.close()
     os.fdatasync = real_datasync
     stored = (await counts(url))[0]
@@ -77,6 +97,7 @@ async def one(tmp: Path, n: int, at_once: int, fsync: bool) -> dict[str, float]:
     return {
         "records": n, "at_once": at_once, "stored": stored, "cpu_us_per_record": used / n * 1e6,
         "submit_wall_us_per_record": submitted / n * 1e6, "fdatasyncs": syncs, "records_per_fdatasync": n / syncs if syncs else 0.0,
+        "sqlite_heap_mb": heap[0], "sqlite_heap_peak_mb": heap[1],
     }
 
 
@@ -104,6 +125,7 @@ if __name__ == "__main__":
         results = uvloop.run(main(args))
     for r in results["runs"]:  # type: ignore[attr-defined]
         print(f"{r['at_once']} at once: {r['records']} records, stored {r['stored']}: CPU {r['cpu_us_per_record']:.1f} us per record, "
-              f"submit() {r['submit_wall_us_per_record']:.0f} us wall per record, {r['fdatasyncs']} fdatasyncs ({r['records_per_fdatasync']:.1f} records each)")
+              f"submit() {r['submit_wall_us_per_record']:.0f} us wall per record, {r['fdatasyncs']} fdatasyncs ({r['records_per_fdatasync']:.1f} records each); "
+              f"SQLite's heap {r['sqlite_heap_mb']:.1f} MB (peak {r['sqlite_heap_peak_mb']:.1f} MB)")
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {args.out}")

@@ -145,8 +145,9 @@ def test_cdr_path_bench_small(tmp_path: Path) -> None:
     figure(text, r"16 at once: .*CPU NUMBER us per record")
     r = json.loads(out.read_text())
     for run in r["runs"]:
-        numeric(run, "cpu_us_per_record", "submit_wall_us_per_record", "records_per_fdatasync")
+        numeric(run, "cpu_us_per_record", "submit_wall_us_per_record", "records_per_fdatasync", "sqlite_heap_mb", "sqlite_heap_peak_mb")
         assert run["stored"] == records and 1 <= run["fdatasyncs"] <= records
+        assert 0 < run["sqlite_heap_mb"] <= run["sqlite_heap_peak_mb"]  # read from the library sqlite3 uses
 
 
 def test_cdr_bench_small(tmp_path: Path, scratch_db_name: str) -> None:
