@@ -132,3 +132,13 @@ def log_in(page: Page, base: str, username: str, password: str, path: str = "/co
     page.fill("#password", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}{path}")
+
+
+# What a manager could not read without scrolling inside a field or the menu: a page link beyond the screen's
+# edge (the phone's menu had 审计 cut off), a text field narrower than its value (a special day's hours).
+CUT_OFF = """() => [
+  ...[...document.querySelectorAll('.nav a')].filter(a => a.getBoundingClientRect().right > window.innerWidth + 1)
+     .map(a => 'nav: ' + a.textContent.trim()),
+  ...[...document.querySelectorAll('input:not([type=date]):not([type=checkbox]):not([type=hidden]):not([type=file])')]
+     .filter(i => i.value && i.offsetParent !== null && i.scrollWidth > i.clientWidth + 1).map(i => 'field: ' + (i.name || i.id)),
+]"""

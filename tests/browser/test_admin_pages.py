@@ -70,6 +70,7 @@ def phone(browser: Browser, log: ConsoleLog, server: ServeProcess, username: str
     try:
         log_in(small, server, username, path)
         screenshot(small, name)
+        assert small.evaluate(pages.CUT_OFF) == [], name
     finally:
         small.context.close()
 

@@ -144,6 +144,7 @@ def test_every_edit_page_on_desktop_and_phone_and_a_stale_save(browser: Browser,
                 # nothing wider than the screen but the diff and the plan pictures (which scroll by themselves)
                 overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
                 assert overflow <= 1, (name, size, overflow)
+                assert page.evaluate(pages.CUT_OFF) == [], (name, size)  # every page link on screen, every value whole
             page.goto(server.url(paths["number"]))
             page.locator("main section.card").first.screenshot(path=str(SCREENSHOTS / f"plan-edit-number-top-{size}.png"))
             page.goto(server.url(paths["hours"] + "?lang=en"))
