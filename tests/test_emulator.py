@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from callrouter.emulator.asterisk import run_call
 from callrouter.emulator.script import CallScript, CallTranscript, DialScript, HangupAt
@@ -138,6 +139,39 @@ def test_get_data_with_a_missing_prompt_fails_on_a_live_channel() -> None:
     ]))
     assert replies == ["200 result=-1", "200 result=52"]
     assert not t.hung_up
+
+
+def test_agistatus_is_failure_after_a_command_failed_on_a_live_channel_even_when_the_caller_hangs_up_later() -> None:
+    """res_agi.c run_agi: a handler's RESULT_FAILURE while the channel is up makes AGISTATUS FAILURE for good
+    (STREAM FILE of a missing file, RECORD FILE's writefile); GET DATA of a missing prompt is not one; a
+    hang-up with no failure before it gives HANGUP."""
+    dial = [b'EXEC "Dial" "PJSIP/1,20,"\n', b'GET VARIABLE "DIALSTATUS"\n']
+    missing = CallScript(missing_files=frozenset({"gone", "menu"}), dial={"PJSIP/1": DialScript("ANSWER", 1, 5)})
+    cases = [
+        ([b'STREAM FILE "gone" ""\n', *dial], "FAILURE"),
+        ([b'GET DATA "menu" "5000" "1"\n', *dial], "HANGUP"),
+        ([b'STREAM FILE "here" ""\n', *dial], "HANGUP"),
+        ([b'RECORD FILE "/no/such/dir/x" "wav" "#" "1000"\n'], "FAILURE"),
+        ([b'GET DATA "menu" "5000" "1"\n'], "SUCCESS"),
+    ]
+    for lines, status in cases:
+        script = replace(missing, existing_dirs=frozenset()) if b"RECORD" in lines[0] else missing
+        t, replies, _ = arun(scripted(script, lines))
+        assert t.agi_status == status, (lines[0], replies)
+        assert t.hung_up == (len(lines) > 2), replies  # the answered Dial ended the call
+
+
+def test_a_routed_call_with_a_missing_prompt_reads_routed_and_failure() -> None:
+    """What the dialplan sees then: CALLROUTER_RESULT decides, AGISTATUS says FAILURE (docs/asterisk.md)."""
+    from tests.harness import running_router
+
+    async def body() -> CallTranscript:
+        async with running_router() as router:
+            return await run_call("127.0.0.1", router.port, CallScript(missing_files=frozenset({"callrouter/welcome"}), dtmf=("1",),
+                                                                       default_dial=DialScript("ANSWER", 2, 5)))
+
+    t = arun(body())
+    assert t.variables["CALLROUTER_RESULT"] == "ROUTED" and t.agi_status == "FAILURE" and t.hung_up
 
 
 def test_prompt_wait_plays_each_prompt_in_real_time_and_changes_nothing_else() -> None:

@@ -155,6 +155,23 @@ def test_caller_hangs_up_while_a_line_rings(order: str) -> None:
     arun(body())
 
 
+def test_a_call_the_line_hangs_up_ends_on_a_live_caller_channel_without_extra_commands() -> None:
+    """Asterisk 22.10.1: when the line hangs up, Dial replies -1 but the caller's channel stays up (no HANGUP
+    notice): the router reads the Dial's figures, sets ROUTED and leaves; AGISTATUS=SUCCESS."""
+    async def body() -> None:
+        async with running_router() as router:
+            t = await run_call("127.0.0.1", router.port, CallScript(dtmf=("1",), dial={ZHANG: DialScript("ANSWER", 4, 95, ended_by="line")}))
+            await router.settle(1)
+            after_dial = t.commands[[c[:2] for c in t.commands].index(["EXEC", "Dial"]) + 1:]
+            assert [c[:2] for c in after_dial] == [["GET", "FULL"], ["SET", "VARIABLE"]], after_dial
+            assert t.variables["CALLROUTER_RESULT"] == "ROUTED" and t.agi_status == "SUCCESS" and not t.hung_up
+            assert not any(r.startswith("511") or r == "HANGUP" for r in t.replies)
+            rec = router.sink.records[0]
+            assert (rec.disposition, rec.answered_line, rec.talk_seconds, rec.ring_seconds) == ("answered", "zhang", 95, 4)
+
+    arun(body())
+
+
 def test_a_400_number_in_international_form_finds_its_plan() -> None:
     """Trunks deliver the dialled number as +86..., 0086... or 86...; the plan's number goes in the CDR."""
     forms = ("+86 400-800-1234", "00864008001234", "864008001234", "400-800-1234")

@@ -83,6 +83,10 @@ class _Call:
         self.vars.setdefault("CALLERID(name)", script.calleridname)
         self.dtmf = deque(script.dtmf)
         self.dead = False
+        # A command failed on a live channel (res_agi.c run_agi: its handler returned RESULT_FAILURE while
+        # ast_check_hangup() was false): AGISTATUS is FAILURE at the end, even after a hang-up, and the
+        # dialplan goes on after AGI(). Only a hang-up with no such failure before it gives HANGUP.
+        self.failed = False
         self.notice_after_next = False  # HANGUP is owed after the next reply (an answered Dial ended)
         self.notice_before_next = False  # HANGUP is owed before the next reply (the caller hung up mid-command)
         self.now = script.start_epoch  # virtual time; the channel was created at start_epoch
@@ -150,7 +154,7 @@ class _Call:
             except ConnectionError as exc:
                 self.t.error = f"connection lost: {exc}"
                 break
-        self.t.agi_status = "HANGUP" if self.dead else "SUCCESS"
+        self.t.agi_status = "FAILURE" if self.failed else "HANGUP" if self.dead else "SUCCESS"
 
     async def command(self, line: str) -> None:
         argv = parse_args(line)
@@ -243,6 +247,7 @@ class _Call:
             return self.usage("STREAM FILE")
         self.t.played.append(args[0])
         if args[0] in self.script.missing_files:
+            self.failed = True  # handle_streamfile: the file cannot be opened -> RESULT_FAILURE
             return self.send(f"200 result=-1 endpos={args[2] if len(args) > 2 else 0}")
         self.now += self.script.prompt_seconds
         await self.playing()
@@ -329,6 +334,7 @@ class _Call:
         self.now += 4.0
         folder = args[0].rsplit("/", 1)[0] if "/" in args[0] else "."
         if self.script.existing_dirs is not None and folder not in self.script.existing_dirs:
+            self.failed = True  # handle_recordfile returns RESULT_FAILURE after "(writefile)"
             return self.send("200 result=-1 (writefile)")  # ast_writefile() does not create folders
         self.send(f"200 result=0 (timeout) endpos={ENDPOS * 4}")
 
@@ -385,11 +391,14 @@ class _Call:
             self.t.dials.append(DialRecord(targets, timeout, flags, "ANSWER", target, ring, leg.talk_seconds))
             if leg.hold is not None:
                 await leg.hold.wait()
-            # The bridged call ended and the caller's channel with it. Asterisk 22 replies first; run_agi
-            # notices the hangup later and sends HANGUP after the next command it handles.
+            # Dial returns -1 after a bridge however it ended (handle_exec passes it on; -1 is not
+            # RESULT_FAILURE). If the caller hung up, the channel is gone: Asterisk 22 replies first and
+            # run_agi sends HANGUP after the next command it handles. If the line hung up, the caller's
+            # channel is still up and the AGI goes on as before.
             self.send("200 result=-1")
-            self.dead = self.t.hung_up = True
-            self.notice_after_next = True
+            if leg.ended_by == "caller":
+                self.dead = self.t.hung_up = True
+                self.notice_after_next = True
             return None
         statuses = [("NOANSWER" if d.status == "ANSWER" else d.status) for _, d in legs]
         if "NOANSWER" in statuses or "CANCEL" in statuses:

@@ -20,12 +20,17 @@ class DialScript:
     status: the DIALSTATUS it produces. ANSWER whose ring_seconds exceed the Dial timeout becomes NOANSWER,
     as a phone that rings past the timeout does. NOANSWER rings for the whole timeout.
     hold: when given, an answered call stays bridged until the event is set (the benchmark holds calls open).
+    ended_by: who hangs up an answered call. "caller": the caller's channel goes with the bridge (Dial
+    replies -1, HANGUP follows the next command, AGISTATUS=HANGUP). "line": the line hangs up and the
+    caller's channel stays up (Dial still replies -1, no HANGUP, AGISTATUS=SUCCESS), as Asterisk 22.10.1
+    did (docs/asterisk-verification.md, session 14).
     """
 
     status: str = "ANSWER"
     ring_seconds: float = 3
     talk_seconds: float = 30
     hold: asyncio.Event | None = None
+    ended_by: Literal["caller", "line"] = "caller"
 
     def __post_init__(self) -> None:
         if self.status not in DIAL_STATUSES:
