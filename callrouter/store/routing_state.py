@@ -319,13 +319,15 @@ class SqlRoutingState:
         nothing (an empty take left the first real one at 3 - 4 ms in Postgres, seen on real calls)."""
         await conn.fetch(TAKE_MANY, [None], [1], [True], ["warm-up"], [WARM_UP_LINE], [0], self.instance, self.clock())
 
-    async def _take(self, turn_key: str | None, keys: Sequence[str], limits: Sequence[int | None], health: bool, lease: str | None) -> HuntStart:
-        """One round trip: sent at once while a connection is free, else in the next batch (migration 0009)."""
+    def _take(self, turn_key: str | None, keys: Sequence[str], limits: Sequence[int | None], health: bool, lease: str | None) -> asyncio.Future[HuntStart]:
+        """One round trip: sent at once while a connection is free, else in the next batch (migration 0009).
+        The answer's own future, not a coroutine: waited on within the budget without a task of its own, and
+        a caller past its budget cancels only its own answer."""
         take = _Take(turn_key, keys, limits, health, lease, asyncio.get_running_loop().create_future())
         self._takes.append(take)
         if self._batches < self.pool_size:
             self._send_batch()
-        return await take.done  # a caller past its budget cancels only its own answer
+        return take.done
 
     def _send_batch(self) -> None:
         batch, self._takes = self._takes[:BATCH_MOST], self._takes[BATCH_MOST:]
