@@ -165,3 +165,29 @@ def test_a_database_that_hangs_costs_a_call_no_more_than_the_time_budget_and_lea
         await proxy.cut()
 
     arun(body(), 60)
+
+
+def test_connections_lost_while_kept_are_replaced_without_a_fallback(pg_url: str) -> None:
+    """The state keeps its connections between statements. When the server side goes (a Postgres restart:
+    here the proxy cuts every connection), asyncpg takes them back and detaches the handles kept: the next
+    operations must get new connections, not fall back to memory (on 86eeee3 each kept handle cost one)."""
+    from tests.tcpproxy import proxied
+
+    async def body() -> None:
+        proxy, via_proxy = await proxied(pg_url)
+        engine = open_engine(make_url(via_proxy), connect_timeout=2)
+        s = SqlRoutingState(engine, RouterMetrics(), instance="k", timeout=2.0)
+        await s.start()
+        first = [await s.next_turn("k-group") for _ in range(3)]
+        await asyncio.gather(*(s.next_turn("k-group") for _ in range(6)))  # several connections kept
+        await proxy.cut()
+        await proxy.restore()
+        await asyncio.sleep(0.3)  # asyncpg notices the lost connections
+        after = [await s.next_turn("k-group") for _ in range(8)]
+        assert s.metrics.registry.get_sample_value("callrouter_state_fallbacks_total") in (None, 0.0)
+        assert after == list(range(first[0] + 9, first[0] + 17))  # the database's own turns, none from memory
+        await s.close()
+        await engine.dispose()
+        await proxy.cut()
+
+    arun(body(), 60)

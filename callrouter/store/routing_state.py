@@ -124,6 +124,16 @@ def _settle(done: asyncio.Future[T], value: T) -> None:
         done.set_result(value)
 
 
+def _usable(conn: asyncpg.Connection) -> bool:
+    """Whether a kept connection can still take a statement. When its server connection is lost, asyncpg
+    takes it back into the pool and detaches our handle: even `is_closed()` then raises InterfaceError
+    (seen on a Postgres restart, docs/asterisk-verification.md, session 14)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
 async def _keep(conn: asyncpg.Connection) -> None:
     """Connections go back to the pool as they are: the state opens no transaction, sets nothing and
     listens to nothing, so asyncpg's reset (a round trip per use) has nothing to undo."""
@@ -328,7 +338,7 @@ class SqlRoutingState:
         conn: asyncpg.Connection | None = None
         while self._kept and conn is None:
             conn = self._kept.pop()
-            if conn.is_closed():
+            if not _usable(conn):
                 self._give_back(conn)
                 conn = None
         if conn is None:
