@@ -43,12 +43,13 @@ def _parse_time(text: str | None, tz: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
+    from callrouter.model.phone import ascii_digits
     from callrouter.routing.dryrun import LineOutcome, health_record
     from callrouter.routing.explain import Question, explain, split_digits
     from callrouter.routing.health import line_key
 
     config = load_config(args.config)
-    number = "".join(ch for ch in args.number if "0" <= ch <= "9")
+    number = ascii_digits(args.number)
     plan = config.plan_for(number)
     if plan is None:
         print(f"no plan routes {args.number}; known: {', '.join(sorted(config.plans))}", file=sys.stderr)

@@ -21,6 +21,7 @@ from callrouter.config.plan import Blacklist, NumberPlan
 from callrouter.console.context import PREFIX, audit, console_deps, not_found, render, require, see_other
 from callrouter.console.i18n import pick_language, translator
 from callrouter.console.numbers import describe_action
+from callrouter.model.phone import ascii_digits
 from callrouter.routing.blacklist import GLOBAL_SCOPE, PREFIX_MARK
 from callrouter.store.blacklist import BlacklistEntry, BlacklistInputError, OutOfScope, check_entry
 from callrouter.store.tenants import BLACKLIST, READ, Scope, number_owner
@@ -143,7 +144,7 @@ def _field(post: Any, name: str) -> str:
 def _checked(form: dict[str, str], scope: Scope, choices: list[tuple[str, str]]) -> tuple[str | None, tuple[str, ...], timedelta | None]:
     """(error key, the scopes to write, the expiry) from the form, checked before the store sees it."""
     caller = form["caller"].removesuffix(PREFIX_MARK)
-    digits = "".join(ch for ch in caller if "0" <= ch <= "9")
+    digits = ascii_digits(caller)
     if not digits or any(not ("0" <= ch <= "9" or ch in " -") for ch in caller.removeprefix("+")):
         return "blacklist.error.caller", (), None
     if form["kind"] == "prefix" and not 2 <= len(digits) <= 20:

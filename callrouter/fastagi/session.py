@@ -57,6 +57,7 @@ from callrouter.routing.effects import (
 from callrouter.routing.engine import CallFlow, CallInfo
 from callrouter.routing.health import LineChange, LineRecord, masked
 from callrouter.routing.hunt_start import HuntStart
+from callrouter.model.phone import ascii_digits
 from callrouter.model.record import CallRecord, RouteResult
 from callrouter.fastagi.ports import LiveCalls, RoutingState
 
@@ -77,7 +78,6 @@ def display_name(text: str) -> str:
     return clean_text(text, 64)
 
 
-_NOT_DIGITS = re.compile(r"[^0-9]+")  # ASCII digits only: str.isdigit() also takes "٣" and "³"
 _ENTITY_ID = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 
 
@@ -117,7 +117,7 @@ def _give_back(answer: asyncio.Future[HuntStart], state: RoutingState) -> None:
 def dialled_number(env: Environment) -> str:
     """The 400 number: the first AGI argument if the dialplan passes one, else DNID, else the extension."""
     for candidate in (env.args[0] if env.args else "", env.dnid, env.extension):
-        digits = _NOT_DIGITS.sub("", candidate)
+        digits = ascii_digits(candidate)
         if digits and candidate.strip().lower() != "unknown":
             return digits[:20]
     return ""

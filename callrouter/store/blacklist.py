@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callrouter.routing.blacklist import PREFIX_MARK, RuntimeBlacklist
 from callrouter.metrics import RouterMetrics
 from callrouter.tasks import Backoff, Periodic, PeriodicPart, within
-from callrouter.model.phone import normalize_number
+from callrouter.model.phone import ascii_digits, normalize_number
 from callrouter.store.dialect import upsert_set
 from callrouter.store.schema import blacklist_entries
 
@@ -71,7 +71,7 @@ def _utc(value: datetime | None) -> datetime | None:
 def normalize_prefix(raw: str) -> str:
     """A prefix as callers' numbers start once normalised: '+852' is '00852', '+86 755' is '0755', '+86 139' is '139'."""
     text = raw.strip()
-    digits = "".join(ch for ch in text if "0" <= ch <= "9")
+    digits = ascii_digits(text)
     if text.startswith("+"):
         digits = "00" + digits
     if digits.startswith("0086") and len(digits) > 4:
