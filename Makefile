@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check bench bench-cdr bench-cdr-path bench-exporter lint clean
+.PHONY: run test check bench bench-cdr bench-cdr-path bench-exporter bench-instructions lint clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
@@ -41,6 +41,11 @@ bench-cdr-path: $(STAMP)
 
 bench-exporter: $(STAMP)
 	$(BIN)/python bench/exporter.py $(BENCH_ARGS)
+
+# Instructions per call under valgrind's callgrind, callrouter against the floor: the same count whatever
+# the machine's load, for comparing two trees (docs/benchmarks.md). Needs valgrind.
+bench-instructions: $(STAMP)
+	$(BIN)/python bench/instructions.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

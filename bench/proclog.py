@@ -1,14 +1,18 @@
 """The log of a process a benchmark starts (`callrouter serve`, `callrouter exporter`), and the bench's error.
 
 Read until the process says it is ready, then drained (so the pipe never fills up) and kept, its last
-lines, so that a failure shows what the process said instead of a bare timeout.
+lines, so that a failure shows what the process said instead of a bare timeout. And how a benchmark ends
+(`run_and_write`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections import deque
-from typing import Callable, Generic, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Coroutine, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -76,3 +80,15 @@ class ProcessLog(Generic[T]):
 
     def tail(self) -> str:
         return f"\n--- {self.who} log (last lines) ---\n" + ("\n".join(self.lines) or "(nothing)")
+
+
+def run_and_write(figures: Coroutine[Any, Any, dict[str, Any]], report: Callable[[dict[str, Any]], None], out: str) -> None:
+    """A benchmark's end: its figures, reported and written as JSON to `out`; a BenchError exits 1 with its reason."""
+    try:
+        results = asyncio.run(figures)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    report(results)
+    Path(out).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(f"written to {out}")

@@ -38,7 +38,7 @@ from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from callrouter.emulator.asterisk import run_call  # noqa: E402
-from proclog import BenchError, ProcessLog, stop_process  # noqa: E402
+from proclog import BenchError, ProcessLog, run_and_write, stop_process  # noqa: E402
 from callrouter.emulator.script import CallScript, DialScript  # noqa: E402
 from callrouter.store.db import open_engine  # noqa: E402
 from callrouter.store.schema import calls as calls_table  # noqa: E402
@@ -326,25 +326,45 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     db = args.database or f"sqlite+aiosqlite:///{tmp}/var/callrouter.db"
-    workers = ["--workers", str(args.workers)] if args.workers else []
+    workers = ("--workers", str(args.workers)) if args.workers else ()
+    try:
+        async with server_process(cfg, tmp, args.database, args.event_loop, workers) as server:
+            try:
+                return await measure(args, server.proc, server.port, db, server.log, tmp, server.admin_port if not args.workers else None)
+            except (OSError, asyncio.TimeoutError) as exc:  # a call could not connect or hung: say why, with the server's side
+                raise BenchError(f"{type(exc).__name__}: {exc}" + server.log.tail()) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class Server:
+    """`callrouter serve`, running and ready."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    admin_port: int | None
+    log: ServerLog
+
+
+@contextlib.asynccontextmanager
+async def server_process(cfg: Path, tmp: Path, database: str | None, event_loop: str, extra: tuple[str, ...] = (),
+                         wrapper: tuple[str, ...] = (), startup_timeout: float = STARTUP_TIMEOUT) -> AsyncIterator[Server]:
+    """`wrapper`: a command the server runs under (bench/instructions.py: valgrind)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0", "--event-loop", args.event_loop,
-        *workers, stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(args.database),
+        *wrapper, sys.executable, "-m", "callrouter", "serve", "--config", str(cfg), "--port", "0", "--admin-port", "0",
+        "--event-loop", event_loop, *extra, stderr=asyncio.subprocess.PIPE, cwd=str(tmp), env=server_env(database),
     )
     assert proc.stderr is not None
     admin: list[int] = []
     log = ServerLog(proc.stderr, "server", server_ready(admin))
     try:
-        port = await log.wait_ready(STARTUP_TIMEOUT)
+        port = await log.wait_ready(startup_timeout)
         log.start_draining()
-        try:
-            return await measure(args, proc, port, db, log, tmp, admin[0] if admin and not args.workers else None)
-        except (OSError, asyncio.TimeoutError) as exc:  # a call could not connect or hung: say why, with the server's side
-            raise BenchError(f"{type(exc).__name__}: {exc}" + log.tail()) from exc
+        yield Server(proc, port, admin[0] if admin else None, log)
     finally:
         await stop_process(proc)
         await log.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass
@@ -357,17 +377,19 @@ class Floor:
 
 
 @contextlib.asynccontextmanager
-async def floor_process(tmp: Path, script: str, lines: list[str], event_loop: str) -> AsyncIterator[Floor]:
+async def floor_process(tmp: Path, script: str, lines: list[str], event_loop: str, wrapper: tuple[str, ...] = (),
+                        startup_timeout: float = STARTUP_TIMEOUT) -> AsyncIterator[Floor]:
+    """`wrapper`: a command the floor runs under (bench/instructions.py: valgrind); its pid is then the wrapper's."""
     spec = tmp / "floor-lines.json"
     spec.write_text(json.dumps({"script": script, "lines": lines}, ensure_ascii=False, indent=1) + "\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "bench" / "floor.py"), "--lines", str(spec), "--event-loop", event_loop,
+        *wrapper, sys.executable, str(ROOT / "bench" / "floor.py"), "--lines", str(spec), "--event-loop", event_loop,
         stderr=asyncio.subprocess.PIPE, cwd=str(tmp),
     )
     assert proc.stderr is not None
     log: ProcessLog[int] = ProcessLog(proc.stderr, "floor", fastagi_ready(FLOOR_LINE, FLOOR_READY))
     try:
-        port = await log.wait_ready(STARTUP_TIMEOUT)
+        port = await log.wait_ready(startup_timeout)
         log.start_draining()
         yield Floor(proc.pid, port, log)
     finally:
@@ -595,11 +617,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.paced_calls < 0 or args.prompt_ms < 0:
         parser.error("--paced-calls and --prompt-ms cannot be negative")
-    try:
-        results = asyncio.run(main(args))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        sys.exit(1)
-    report(results)
-    Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    print(f"written to {args.out}")
+    run_and_write(main(args), report, args.out)

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -181,3 +182,23 @@ def test_exporter_bench_small(tmp_path: Path, scratch_db_name: str) -> None:
     assert printed["series"] > 0
     assert printed["calls_counted_at_start"] == calls
     assert printed["calls_counted_after_follow"] == calls + follow
+
+
+def test_instructions_bench_small(tmp_path: Path) -> None:
+    """The instruction count under callgrind: both servers counted, figures present. Needs valgrind, which
+    CI installs (.ci/run); elsewhere without it the test skips, on CI it fails."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        message = "valgrind is not installed (apt-get install -y valgrind)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; CI=true: the benchmark smoke tests must run", pytrace=False)
+        pytest.skip(message)
+    out = tmp_path / "instructions.json"
+    text = run_bench("instructions.py", "--calls", "20", "--warmup", "10", "--concurrency", "4", "--out", str(out), timeout=600)
+    r = json.loads(out.read_text())
+    numeric(r, "callrouter_instructions_per_call", "floor_instructions_per_call", "fraction_of_floor")
+    assert r["calls"] == 20 and r["command_lines"], r
+    # Counted around the calls only: a call is a few million instructions, the start of either server some
+    # billions (imports), so a count that took in the start would be hundreds of millions per call here.
+    assert 0 < r["floor_instructions_per_call"] < r["callrouter_instructions_per_call"] < 50e6, r
+    assert figure(text, r"callrouter NUMBER M, floor") > 0
+    assert "fraction of the floor by instructions" in text
