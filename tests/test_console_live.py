@@ -13,6 +13,7 @@ from typing import AsyncIterator
 
 import aiohttp
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from callrouter.console import live
@@ -197,6 +198,60 @@ def test_rows_that_could_not_be_written_land_whole_once_the_database_answers(db_
             await router.close()
             assert await live_calls(engine, numbers=None, now=NOW) == []  # a router that stops takes its rows along
         finally:
+            await engine.dispose()
+
+    arun(body())
+
+
+def test_only_rows_in_the_table_are_deleted_and_a_call_over_between_two_rounds_costs_no_statement(db_url: str) -> None:
+    """The copy writes what changed: a new call's row is a bare INSERT, a change DELETEs and INSERTs that
+    call's row, and a call that started and ended between two rounds never reaches the table."""
+    async def body() -> None:
+        engine = open_engine(make_url(db_url))
+        statements: list[tuple[str, int]] = []
+
+        def seen(conn: object, cursor: object, statement: str, parameters: object, context: object, executemany: bool) -> None:
+            verb = statement.split(None, 1)[0].upper()
+            if "active_calls" in statement and verb in ("INSERT", "DELETE"):
+                statements.append((verb, len(parameters) if executemany else 1))  # type: ignore[arg-type]
+
+        event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        try:
+            router = SqlLiveCalls(engine, instance="x", heartbeat=True, clock=lambda: NOW)
+            await router.beat(NOW)  # registered (rows count while their router beats), then the rounds alone:
+            router._next_beat = float("inf")  # no heartbeat, sweep or whole rewrite of its own in this test
+            router.call_started("1.1", "s", NUMBER_A, "139", NOW)
+            router.call_started("1.2", "s", NUMBER_A, "138", NOW)
+            await router.step()
+            assert statements == [("INSERT", 2)]  # nothing to delete: neither row was in the table
+            assert sorted(c.uniqueid for c in await live_calls(engine, numbers=None, now=NOW)) == ["1.1", "1.2"]
+
+            statements.clear()
+            router.call_started("1.3", "s", NUMBER_A, "137", NOW)  # over before the next round
+            router.call_ended("1.3", "s")
+            await router.step()
+            assert statements == []
+
+            router.call_changed("1.1", "s", "ringing", "zhang")
+            router.call_started("1.4", "s", NUMBER_A, "136", NOW)
+            router.call_ended("1.2", "s")
+            await router.step()
+            # 1.1 changed and 1.2 ended: their rows are deleted; 1.1's new row and 1.4's first one inserted
+            assert statements == [("DELETE", 2), ("INSERT", 2)]
+            rows = await live_calls(engine, numbers=None, now=NOW)
+            assert [(c.uniqueid, c.state) for c in rows] == [("1.1", "ringing"), ("1.4", "ivr")]
+
+            statements.clear()
+            router._whole = True  # after a failure, an overflow or every lease_ttl: all rows again, whatever was known
+            await router.step()
+            assert statements == [("DELETE", 1), ("INSERT", 2)]
+            router.call_ended("1.1", "s")
+            router.call_ended("1.4", "s")
+            await router.step()
+            assert await live_calls(engine, numbers=None, now=NOW) == []
+            await router.close()
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", seen)
             await engine.dispose()
 
     arun(body())

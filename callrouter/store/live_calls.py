@@ -67,6 +67,10 @@ class SqlLiveCalls(MemoryLiveCalls):
         self.heartbeat = heartbeat
         self.budget = budget
         self._pending: set[tuple[str, str]] = set()  # calls changed since they were last written
+        # Calls whose row this loop wrote and has not deleted: only these need a DELETE. A call that starts
+        # and ends between two rounds (a caller who hangs up in the greeting, a blacklisted number) never
+        # touches the table, and a new call's first row is a bare INSERT.
+        self._in_table: set[tuple[str, str]] = set()
         self._whole = False  # rewrite all of this router's rows (after a failure, an overflow, and every lease_ttl)
         self._beat_every = lease_ttl / 3
         self._next_beat = 0.0  # monotonic
@@ -112,14 +116,21 @@ class SqlLiveCalls(MemoryLiveCalls):
     async def write(self) -> None:
         whole, keys = self._whole, self._pending
         self._whole, self._pending = False, set()
-        rows = [_row(c) for c in self._calls.values()] if whole else [_row(self._calls[k]) for k in keys if k in self._calls]
+        written = list(self._calls) if whole else [k for k in keys if k in self._calls]
+        gone = set() if whole else keys & self._in_table  # whole: every row of this router goes first
+        if not whole and not gone and not written:
+            return
         try:
-            await within(self._write(whole, keys, rows), self.budget, self._late)
+            await within(self._write(whole, gone, [_row(self._calls[k]) for k in written]), self.budget, self._late)
         except BaseException:
             self._whole = True  # what did not land is written whole next time (bounded: the calls in progress)
             raise
         if whole:
+            self._in_table = set(written)
             self._last_whole = time.monotonic()
+        else:
+            self._in_table -= gone
+            self._in_table.update(written)
 
     async def _write(self, whole: bool, keys: set[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
         t = active_calls.c
