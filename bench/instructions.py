@@ -9,9 +9,11 @@ cache misses and branch mispredictions (an instruction is an instruction), and v
 one at a time. So this says where the instructions go; the floor fraction by CPU time stays `make bench`'s.
 
 Both servers run under `valgrind --tool=callgrind --instr-atstart=no`: nothing is counted while they start
-(about a minute for callrouter under valgrind) or warm up. Then counting is switched on with
-`callgrind_control -i on`, the calls run (the same calls for both, the same client, `--concurrency` at once),
-callrouter's CDRs are awaited in its database, and `callgrind_control -d` dumps the count. The floor replays
+or warm up. Then counting is switched on with `callgrind_control -i on`; first `--idle-seconds` with no
+call are counted and dumped (what the timers cost per second), then the calls run (the same calls for
+both, the same client, `--concurrency` at once), callrouter's CDRs are awaited in its database, and
+`callgrind_control -d` dumps their count. valgrind stretches wall time 20 - 50x, so timer-driven work
+weighs more per call here than natively; the report says how much of the count that is. The floor replays
 the command lines callrouter sent for the probe call of this run, as in `bench/run.py`.
 
 Run with `make bench-instructions` (`--help` for the sizes); figures to stdout and
@@ -27,8 +29,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Awaitable
 
 from run import (  # the same workspace, processes, calls and checks as `make bench`
     ROOT,
@@ -65,27 +69,35 @@ async def control(pid: int, *args: str) -> str:
     return out.decode(errors="replace")
 
 
-def dumped_instructions(out_dir: Path, who: str) -> int:
-    """Instructions in the one dump `callgrind_control -d` wrote (counting was off until just before it)."""
-    dumps = sorted(p for p in out_dir.glob(f"callgrind.{who}.*") if re.search(r"\.\d+\.\d+$", p.name))
+def dumped_instructions(out_dir: Path, who: str, index: int) -> int:
+    """Instructions in the `index`-th dump `callgrind_control -d` wrote (each dump counts from the one before)."""
+    dumps = [p for p in out_dir.glob(f"callgrind.{who}.*") if p.name.endswith(f".{index}") and re.search(r"\.\d+\.\d+$", p.name)]
     if len(dumps) != 1:
-        raise BenchError(f"expected one callgrind dump for {who} in {out_dir}, found {[p.name for p in dumps]}")
+        raise BenchError(f"expected one callgrind dump {index} for {who} in {out_dir}, found {sorted(p.name for p in out_dir.iterdir())}")
     m = TOTALS.search(dumps[0].read_text(errors="replace"))
     if not m:
         raise BenchError(f"no totals line in {dumps[0]}")
     return int(m.group(1))
 
 
-async def counting_on(pid: int) -> None:
-    """Counting on; the calls to count happen between this and `dump`."""
+async def counted(pid: int, out_dir: Path, who: str, work: Awaitable[None], idle_seconds: float) -> tuple[int, float, int]:
+    """Counting on; `idle_seconds` of no calls, dumped (dump 1), then `work`, dumped (dump 2). Returns the
+    idle count, the work's wall seconds and the work's count.
+
+    The idle count is there because valgrind stretches wall time 20 - 50x: what runs on a timer (the loop
+    lag sampler, the live-calls and CDR rounds, the batches closed by age) runs as often per second as
+    natively, so per call it weighs that many times more in the count than it does in a native run."""
     await control(pid, "-i", "on")
     await control(pid, "-z")  # nothing should be counted yet; a zero makes sure
-
-
-async def dump(pid: int, out_dir: Path, who: str) -> int:
+    await asyncio.sleep(idle_seconds)
+    await control(pid, "-d")
+    idle = dumped_instructions(out_dir, who, 1)
+    started = time.monotonic()
+    await work
+    seconds = time.monotonic() - started
     await control(pid, "-d")
     await control(pid, "-i", "off")
-    return dumped_instructions(out_dir, who)
+    return idle, seconds, dumped_instructions(out_dir, who, 2)
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
@@ -104,23 +116,27 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             if failed or probe.variables.get("CALLROUTER_RESULT") != "ROUTED":
                 raise BenchError(f"{failed} of {args.warmup} warm-up calls failed, probe {probe.error or probe.replies}" + server.log.tail())
             await wait_for_cdrs(db, "warm", args.warmup, server.proc, server.log)
-            await counting_on(pid)
-            _, _, failed = await calls(server.port, args.calls, args.concurrency, "count")
-            await wait_for_cdrs(db, "count", args.calls, server.proc, server.log)
-            if failed:
-                raise BenchError(f"{failed} of {args.calls} counted calls were not routed" + server.log.tail())
-            router = await dump(pid, tmp, "server")
+
+            async def routed() -> None:
+                _, _, failed = await calls(server.port, args.calls, args.concurrency, "count")
+                await wait_for_cdrs(db, "count", args.calls, server.proc, server.log)
+                if failed:
+                    raise BenchError(f"{failed} of {args.calls} counted calls were not routed" + server.log.tail())
+
+            r_idle, r_seconds, router = await counted(pid, tmp, "server", routed(), args.idle_seconds)
         async with floor_process(tmp, script.script, probe.lines, args.event_loop, wrapper=callgrind(tmp, "floor"),
                                  startup_timeout=VALGRIND_STARTUP_TIMEOUT) as floor:
             _, _, failed = await calls(floor.port, args.warmup, 8, "floorwarm")
             seen = await run_call("127.0.0.1", floor.port, bench_call("probe.1"))
             if failed or seen.lines != probe.lines:
                 raise BenchError(f"the floor did not replay callrouter's call ({failed} warm-up failures)" + floor.log.tail())
-            await counting_on(floor.pid)
-            _, _, failed = await calls(floor.port, args.calls, args.concurrency, "floor")
-            if failed:
-                raise BenchError(f"{failed} of {args.calls} floor calls failed" + floor.log.tail())
-            bare = await dump(floor.pid, tmp, "floor")
+
+            async def replayed() -> None:
+                _, _, failed = await calls(floor.port, args.calls, args.concurrency, "floor")
+                if failed:
+                    raise BenchError(f"{failed} of {args.calls} floor calls failed" + floor.log.tail())
+
+            f_idle, f_seconds, bare = await counted(floor.pid, tmp, "floor", replayed(), args.idle_seconds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
@@ -132,6 +148,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "floor_instructions_per_call": bare / args.calls,
         # the floor's instructions per call over callrouter's: the instruction-count twin of `make bench`'s fraction
         "fraction_of_floor": bare / router if router else 0.0,
+        # what each server counts per wall-second with no call at all, and how long the counted calls took
+        # under valgrind: their product is the part of the count that is timers, not calls
+        "callrouter_idle_instructions_per_second": r_idle / args.idle_seconds, "callrouter_counted_seconds": r_seconds,
+        "floor_idle_instructions_per_second": f_idle / args.idle_seconds, "floor_counted_seconds": f_seconds,
         "load_average_at_end": list(os.getloadavg()),
     }
 
@@ -139,6 +159,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 def report(r: dict) -> None:  # type: ignore[type-arg]
     print(f"instructions per call ({r['calls']} calls, {r['concurrency']} at once, {len(r['command_lines'])} AGI commands; user space, callgrind)")
     print(f"  callrouter {r['callrouter_instructions_per_call'] / 1e6:.3f} M, floor {r['floor_instructions_per_call'] / 1e6:.3f} M")
+    for who in ("callrouter", "floor"):
+        idle, seconds = r[f"{who}_idle_instructions_per_second"], r[f"{who}_counted_seconds"]
+        print(f"  {who} idle: {idle / 1e6:.2f} M per second with no call; the counted calls took {seconds:.1f} s under valgrind, "
+              f"so about {idle * seconds / r['calls'] / 1e6:.3f} M per call is timers")
     print(f"callrouter as a fraction of the floor by instructions: {r['fraction_of_floor'] * 100:.1f} % (aim 60 %, long term 90 %)")
 
 
@@ -147,6 +171,7 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=500, help="counted calls, for each of the two servers")
     parser.add_argument("--warmup", type=int, default=100, help="calls before counting starts (CPython specialises its bytecode then)")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="seconds counted with no call, before the calls")
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "instructions-results.json"))

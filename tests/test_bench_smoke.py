@@ -193,12 +193,14 @@ def test_instructions_bench_small(tmp_path: Path) -> None:
             pytest.fail(message + "; CI=true: the benchmark smoke tests must run", pytrace=False)
         pytest.skip(message)
     out = tmp_path / "instructions.json"
-    text = run_bench("instructions.py", "--calls", "20", "--warmup", "10", "--concurrency", "4", "--out", str(out), timeout=600)
+    text = run_bench("instructions.py", "--calls", "20", "--warmup", "10", "--concurrency", "4", "--idle-seconds", "2", "--out", str(out), timeout=600)
     r = json.loads(out.read_text())
-    numeric(r, "callrouter_instructions_per_call", "floor_instructions_per_call", "fraction_of_floor")
+    numeric(r, "callrouter_instructions_per_call", "floor_instructions_per_call", "fraction_of_floor",
+            "callrouter_idle_instructions_per_second", "floor_idle_instructions_per_second", "callrouter_counted_seconds")
     assert r["calls"] == 20 and r["command_lines"], r
     # Counted around the calls only: a call is a few million instructions, the start of either server some
     # billions (imports), so a count that took in the start would be hundreds of millions per call here.
     assert 0 < r["floor_instructions_per_call"] < r["callrouter_instructions_per_call"] < 50e6, r
     assert figure(text, r"callrouter NUMBER M, floor") > 0
     assert "fraction of the floor by instructions" in text
+    assert figure(text, r"callrouter idle: NUMBER M per second") > 0  # the timers of a server with no call
