@@ -14,6 +14,10 @@ SESSION_OUTCOMES = (
 
 CONNECTION_REFUSALS = ("not_allowed", "too_many_pending")
 
+# Every `operation` of callrouter_store_errors_total, created at 0 when the process starts: a series that
+# first appears at 1 is a step `rate()` never sees, so the alert on store errors would miss a first burst.
+STORE_OPERATIONS = ("cdr_write", "state", "blacklist", "line_alerts", "live_calls", "plans")
+
 
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -125,7 +129,7 @@ class RouterMetrics:
         self._counter_children: dict[tuple[int, tuple[str, ...]], Counter] = {}
         for outcome in SESSION_OUTCOMES:
             self.sessions_ended.labels(outcome=outcome)
-        for operation in ("cdr_write", "state", "blacklist"):
+        for operation in STORE_OPERATIONS:
             self.store_errors.labels(operation=operation)
         for task in ("cdr-spool", "cdr-db"):
             self.cdr_task_restarts.labels(task=task)

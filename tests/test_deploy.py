@@ -15,6 +15,7 @@ import yaml
 
 from callrouter.cli.main import build_parser
 from callrouter.config.loader import load_config
+from callrouter.metrics import STORE_OPERATIONS, RouterMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -121,3 +122,17 @@ def test_every_queried_metric_is_exported(where: str, expr: str) -> None:
     assert names or expr.startswith("up{"), f"{where}: queries no callrouter metric"
     unknown = names - exported_names()
     assert not unknown, f"{where}: {sorted(unknown)} is not exported by the router or the exporter"
+
+
+def test_every_store_error_operation_is_exported_at_zero_from_the_start() -> None:
+    """The store-errors alert takes `rate()`, which cannot see a series that first appears at 1: every
+    operation the code counts, and every one docs/metrics.md names, is there at 0 before any error."""
+    metrics = RouterMetrics()
+    counted = set(re.findall(r'store_errors\.labels\(operation="([a-z_]+)"\)', "".join(
+        path.read_text() for path in (ROOT / "callrouter").rglob("*.py"))))
+    row = next(line for line in (ROOT / "docs/metrics.md").read_text().splitlines() if line.startswith("| `callrouter_store_errors_total`"))
+    assert counted and counted <= set(STORE_OPERATIONS), sorted(counted - set(STORE_OPERATIONS))
+    assert all(re.search(rf"\b{operation}\b", row) for operation in STORE_OPERATIONS), row
+    for operation in STORE_OPERATIONS:
+        assert metrics.registry.get_sample_value("callrouter_store_errors_total", {"operation": operation}) == 0.0, operation
+
