@@ -69,14 +69,15 @@ async def control(pid: int, *args: str) -> str:
     return out.decode(errors="replace")
 
 
-def dumped_instructions(out_dir: Path, who: str, index: int) -> int:
-    """Instructions in the `index`-th dump `callgrind_control -d` wrote (each dump counts from the one before)."""
-    dumps = [p for p in out_dir.glob(f"callgrind.{who}.*") if p.name.endswith(f".{index}") and re.search(r"\.\d+\.\d+$", p.name)]
-    if len(dumps) != 1:
-        raise BenchError(f"expected one callgrind dump {index} for {who} in {out_dir}, found {sorted(p.name for p in out_dir.iterdir())}")
-    m = TOTALS.search(dumps[0].read_text(errors="replace"))
+def dumped_instructions(out_dir: Path, who: str, pid: int, index: int) -> int:
+    """Instructions in the `index`-th dump `callgrind_control -d` wrote (each dump counts from the one before).
+    valgrind runs the program in its own process, so `%p` in the file name is the pid we started."""
+    dump = out_dir / f"callgrind.{who}.{pid}.{index}"
+    if not dump.exists():
+        raise BenchError(f"no callgrind dump {dump.name} in {out_dir}: {sorted(p.name for p in out_dir.glob('callgrind.*'))}")
+    m = TOTALS.search(dump.read_text(errors="replace"))
     if not m:
-        raise BenchError(f"no totals line in {dumps[0]}")
+        raise BenchError(f"no totals line in {dump}")
     return int(m.group(1))
 
 
@@ -91,13 +92,13 @@ async def counted(pid: int, out_dir: Path, who: str, work: Awaitable[None], idle
     await control(pid, "-z")  # nothing should be counted yet; a zero makes sure
     await asyncio.sleep(idle_seconds)
     await control(pid, "-d")
-    idle = dumped_instructions(out_dir, who, 1)
+    idle = dumped_instructions(out_dir, who, pid, 1)
     started = time.monotonic()
     await work
     seconds = time.monotonic() - started
     await control(pid, "-d")
     await control(pid, "-i", "off")
-    return idle, seconds, dumped_instructions(out_dir, who, 2)
+    return idle, seconds, dumped_instructions(out_dir, who, pid, 2)
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:

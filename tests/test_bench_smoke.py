@@ -24,6 +24,7 @@ from typing import Iterator
 import asyncpg
 import pytest
 
+from tests.ci import missing
 from tests.databases import PG_SERVER, _admin, _admin_dsn, postgres_or_skip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,10 +189,7 @@ def test_instructions_bench_small(tmp_path: Path) -> None:
     """The instruction count under callgrind: both servers counted, figures present. Needs valgrind, which
     CI installs (.ci/run); elsewhere without it the test skips, on CI it fails."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        message = "valgrind is not installed (apt-get install -y valgrind)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + "; CI=true: the benchmark smoke tests must run", pytrace=False)
-        pytest.skip(message)
+        missing("valgrind is not installed (apt-get install -y valgrind)", "the benchmark smoke tests")
     out = tmp_path / "instructions.json"
     text = run_bench("instructions.py", "--calls", "20", "--warmup", "10", "--concurrency", "4", "--idle-seconds", "2", "--out", str(out), timeout=600)
     r = json.loads(out.read_text())

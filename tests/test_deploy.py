@@ -135,4 +135,3 @@ def test_every_store_error_operation_is_exported_at_zero_from_the_start() -> Non
     assert all(re.search(rf"\b{operation}\b", row) for operation in STORE_OPERATIONS), row
     for operation in STORE_OPERATIONS:
         assert metrics.registry.get_sample_value("callrouter_store_errors_total", {"operation": operation}) == 0.0, operation
-

@@ -23,6 +23,7 @@ from callrouter.config.plan import Action, NumberPlan
 from callrouter.cli import prompts as cli
 from callrouter.cli.main import main as callrouter_main
 from callrouter.prompts import audio, inventory, sources, tts
+from tests.ci import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_TEXTS = ("您好，欢迎致电示例科技。", "咨询产品请按1，售后服务请按2，投诉建议请按3，重听请按星号键。")
@@ -31,10 +32,7 @@ SAMPLE_TEXTS = ("您好，欢迎致电示例科技。", "咨询产品请按1，�
 def need(tool: str) -> None:
     """Skip without the tool, but never on CI: there a missing tool is a failure, not a green skip."""
     if shutil.which(tool) is None:
-        message = f"{tool} is not installed (apt-get install -y ffmpeg espeak-ng)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + "; CI=true: the audio tests must run", pytrace=False)
-        pytest.skip(message)
+        missing(f"{tool} is not installed (apt-get install -y ffmpeg espeak-ng)", "the audio tests")
 
 
 @pytest.fixture

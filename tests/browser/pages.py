@@ -6,7 +6,6 @@ Debian's chromium drift too far from what Playwright expects, means rewriting th
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, Playwright, Request
+
+from tests.ci import missing, on_ci
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; never `playwright install`, which downloads a browser
 CHROMIUM_ARGS = [
@@ -39,10 +40,7 @@ TIMEOUT_MS = 10_000  # a page that needs longer than this is broken, and failing
 def require_chromium() -> None:
     """Skip without Debian's chromium, but never on CI: there a missing browser is a failure, not a green skip."""
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + "; CI=true: the browser tests must run", pytrace=False)
-        pytest.skip(message)
+        missing(f"{CHROMIUM} is missing (apt-get install -y chromium; .ci/run installs it)", "the browser tests")
 
 
 def require_cjk_font() -> None:
@@ -55,7 +53,7 @@ def require_cjk_font() -> None:
         found = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True, timeout=30).stdout.strip()
     if not found:
         message = "no Chinese font for chromium (apt-get install -y fonts-wqy-microhei; .ci/run installs it): screenshots will show boxes"
-        if os.environ.get("CI") == "true":
+        if on_ci():
             pytest.fail(message + "; CI=true: the screenshots must be readable", pytrace=False)
         warnings.warn(message, stacklevel=2)
 
