@@ -177,4 +177,6 @@ if __name__ == "__main__":
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench" / "instructions-results.json"))
     args = parser.parse_args()
+    if args.calls < 1 or args.warmup < 1 or args.concurrency < 1 or args.idle_seconds <= 0:
+        parser.error("--calls, --warmup and --concurrency must be at least 1, and --idle-seconds more than 0")
     run_and_write(main(args), report, args.out)

@@ -202,3 +202,12 @@ def test_instructions_bench_small(tmp_path: Path) -> None:
     assert figure(text, r"callrouter NUMBER M, floor") > 0
     assert "fraction of the floor by instructions" in text
     assert figure(text, r"callrouter idle: NUMBER M per second") > 0  # the timers of a server with no call
+
+
+@pytest.mark.parametrize("bad", [["--calls", "0"], ["--idle-seconds", "0"], ["--concurrency", "-1"]])
+def test_instructions_bench_refuses_sizes_it_cannot_divide_by(bad: list[str]) -> None:
+    """Refused before valgrind starts, with the reason, instead of a ZeroDivisionError after minutes."""
+    done = subprocess.run([sys.executable, str(BENCH / "instructions.py"), *bad], capture_output=True, text=True, timeout=60,
+                          cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and "must be at least 1" in done.stderr, done.stderr
+
